@@ -1,0 +1,147 @@
+"""The graph builder behind a running (or tracing) program, and the ``Sink`` a runtime plugs in.
+
+A program body finds its ``Builder`` in a ``ContextVar``. Each DSL call asks the builder for a new
+node: the builder assigns the id (deterministic: the user's name or ``kind_N``), the data
+dependencies (the ``Var``s in the inputs), the control dependencies (what the body awaited since
+the previous call) and the thread, records the node, and hands it to the sink. The sink is the
+only thing that runs anything: the runtime's sink starts the node when its inputs resolve; the
+tracing sink stops the body at the first ``await``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from dsl._graph import Graph, Node, Ref, refs_in
+from dsl._variables import Var
+from dsl.errors import ProgramError
+
+if TYPE_CHECKING:
+    from dsl._tools import Tool
+
+__all__ = ["Builder", "Sink", "current_builder"]
+
+N = TypeVar("N", bound=Node)
+
+_current: ContextVar[Builder | None] = ContextVar("legato_builder", default=None)
+
+
+class Sink(Protocol):
+    """What a runtime provides to a builder: take each new node, and wait for a node's value."""
+
+    def submit(self, node: Node) -> None:
+        """Accept a new node; called synchronously as the program creates it."""
+
+    async def wait(self, node_id: str) -> Any:
+        """Return the value of node ``node_id`` once it is produced, or raise its error."""
+
+
+def current_builder(what: str) -> Builder:
+    """The builder of the program running in this context; ``ProgramError`` outside one."""
+    builder = _current.get()
+    if builder is None:
+        raise ProgramError(
+            f"{what} was called outside a @dsl.program; run the program with "
+            "orchestrator.run(program, ...) or trace it with program.trace(...)"
+        )
+    return builder
+
+
+class Builder:
+    """Builds one program instance's graph as its body runs."""
+
+    def __init__(self, name: str, sink: Sink) -> None:
+        self.name = name
+        self._sink = sink
+        self._nodes: list[Node] = []
+        self._ids: set[str] = set()
+        self._counters: dict[str, int] = {}
+        self._thread_of: dict[str, str] = {}
+        self._thread_tail: dict[str, str] = {}
+        self._awaited: list[str] = []
+        self.tools: dict[str, Tool[Any]] = {}
+
+    # -- context ---------------------------------------------------------------------------
+    def activate(self) -> Callable[[], None]:
+        """Make this the current builder in this context; returns a function that undoes it."""
+        token = _current.set(self)
+        return lambda: _current.reset(token)
+
+    # -- ids, threads and references --------------------------------------------------------
+    def _fresh_id(self, label: str, user_named: bool) -> str:
+        if user_named and label not in self._ids:
+            return label
+        while True:
+            n = self._counters.get(label, 0) + 1
+            self._counters[label] = n
+            candidate = f"{label}_{n}"
+            if candidate not in self._ids:
+                return candidate
+
+    def _thread_for(self, node_id: str, parents: tuple[str, ...]) -> str:
+        for p in parents:
+            t = self._thread_of.get(p)
+            if t is not None and self._thread_tail.get(t) == p:
+                break
+        else:
+            t = f"t{len(self._thread_tail)}"
+        self._thread_of[node_id] = t
+        self._thread_tail[t] = node_id
+        return t
+
+    def to_refs(self, value: Any, where: str) -> Any:
+        """``value`` with each ``Var`` replaced by a ``Ref`` (through lists, tuples, dicts)."""
+        if isinstance(value, Var):
+            if value._builder is not self:
+                raise ProgramError(
+                    f"{where}: Var {value.id!r} belongs to another program instance; "
+                    "variables cannot cross programs"
+                )
+            return Ref(value.id)
+        if isinstance(value, list):
+            return [self.to_refs(v, where) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self.to_refs(v, where) for v in value)
+        if isinstance(value, dict):
+            return {k: self.to_refs(v, where) for k, v in value.items()}
+        return value
+
+    # -- nodes -----------------------------------------------------------------------------
+    def add(
+        self, make: Callable[..., N], *, label: str, name: str | None, type: Any, **fields: Any
+    ) -> Var[Any]:
+        """Create a node with ``make(id=..., deps=..., after=..., thread=..., **fields)``,
+        record it, hand it to the sink and return its ``Var``."""
+        if name is not None and not name.isidentifier():
+            raise ProgramError(f"node name {name!r} must be a Python identifier")
+        node_id = self._fresh_id(name or label, user_named=name is not None)
+        deps = refs_in(list(fields.values()))
+        after = tuple(a for a in dict.fromkeys(self._awaited) if a not in deps)
+        self._awaited.clear()
+        thread = self._thread_for(node_id, deps + after)
+        node = make(id=node_id, deps=deps, after=after, thread=thread, **fields)
+        self._ids.add(node_id)
+        self._nodes.append(node)
+        self._sink.submit(node)
+        return Var(node_id, type, self)
+
+    def register_tool(self, tool: Tool[Any]) -> None:
+        """Remember ``tool`` under its name so the runtime can call it."""
+        known = self.tools.get(tool.name)
+        if known is not None and known is not tool:
+            raise ProgramError(
+                f"two different tools are named {tool.name!r} in program {self.name!r}; "
+                "give one of them another name with @dsl.tool(name=...)"
+            )
+        self.tools[tool.name] = tool
+
+    async def wait(self, var: Var[Any]) -> Any:
+        """Wait for ``var``'s value through the sink (what ``await var`` does)."""
+        self._awaited.append(var.id)
+        return await self._sink.wait(var.id)
+
+    def graph(self) -> Graph:
+        """The graph built so far."""
+        return Graph(self.name, tuple(self._nodes))

@@ -1,0 +1,176 @@
+"""``dsl.gen`` and ``dsl.select``: LLM calls that return ``Var``s at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dsl import _template
+from dsl._builder import current_builder
+from dsl._graph import LLMNode, SamplingParams, SelectNode
+from dsl._variables import Var
+from dsl.errors import ProgramError
+
+__all__ = ["gen", "select"]
+
+_GEN_SETTINGS = frozenset(
+    {
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "model",
+        "name",
+        "system",
+        "chat",
+        "timeout",
+        "retries",
+    }
+)
+_SELECT_SETTINGS = frozenset(
+    {
+        "options",
+        "temperature",
+        "seed",
+        "model",
+        "name",
+        "system",
+        "timeout",
+        "retries",
+    }
+)
+
+
+def _params(
+    where: str,
+    max_tokens: int | None,
+    temperature: float | None,
+    top_p: float | None,
+    stop: str | Sequence[str] | None,
+    seed: int | None,
+) -> SamplingParams:
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        raise ProgramError(f"{where}: max_tokens must be a positive int, got {max_tokens!r}")
+    if temperature is not None and not (0.0 <= temperature <= 2.0):
+        raise ProgramError(f"{where}: temperature must be in [0, 2], got {temperature!r}")
+    if top_p is not None and not (0.0 < top_p <= 1.0):
+        raise ProgramError(f"{where}: top_p must be in (0, 1], got {top_p!r}")
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if any(not isinstance(s, str) or not s for s in stops):
+        raise ProgramError(f"{where}: stop must be a non-empty string or a list of them")
+    return SamplingParams(
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stops, seed=seed
+    )
+
+
+def _check_common(where: str, template: object, timeout: float | None, retries: int | None) -> None:
+    if not isinstance(template, str):
+        raise ProgramError(f"{where}: the template must be a str, got {type(template).__name__}")
+    if timeout is not None and timeout <= 0:
+        raise ProgramError(f"{where}: timeout must be positive, got {timeout!r}")
+    if retries is not None and retries < 0:
+        raise ProgramError(f"{where}: retries must be >= 0, got {retries!r}")
+
+
+def gen(
+    template: str,
+    /,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    name: str | None = None,
+    system: str | None = None,
+    chat: bool = True,
+    timeout: float | None = None,
+    retries: int | None = None,
+    **inputs: Any,
+) -> Var[str]:
+    """Generate text from ``template``; returns a ``Var[str]`` at once.
+
+    ``{{name}}`` placeholders in ``template`` are filled from the keyword ``inputs``: plain
+    values, ``Var``s (the call then waits for them), or lists of either (one item per line).
+    Every placeholder needs an input and every input a placeholder, checked here, before any
+    request is sent.
+
+    Args:
+        template: the prompt, with ``{{name}}`` placeholders.
+        max_tokens, temperature, top_p, stop, seed: sampling settings (engine default if unset).
+        model: the model name sent to the engine (the backend's default if unset).
+        name: the node's id in the graph (default ``gen_N``); also the name in error messages.
+        system: an optional system message (chat mode).
+        chat: send as a chat message (default) or, if False, as a raw completion prompt.
+        timeout: seconds per attempt; retries: extra attempts on retryable errors.
+        **inputs: the values for the placeholders.
+    """
+    where = f"dsl.gen(name={name!r})" if name else "dsl.gen"
+    _check_common(where, template, timeout, retries)
+    _template.check(template, inputs, reserved=_GEN_SETTINGS)
+    builder = current_builder("dsl.gen()")
+    params = _params(where, max_tokens, temperature, top_p, stop, seed)
+    refs = tuple((k, builder.to_refs(v, where)) for k, v in inputs.items())
+    return builder.add(
+        LLMNode,
+        label="gen",
+        name=name,
+        type=str,
+        template=template,
+        inputs=refs,
+        params=params,
+        model=model,
+        system=system,
+        chat=chat,
+        timeout=timeout,
+        retries=retries,
+    )
+
+
+def select(
+    template: str,
+    /,
+    *,
+    options: Sequence[str],
+    temperature: float | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    name: str | None = None,
+    system: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    **inputs: Any,
+) -> Var[str]:
+    """Ask the model to choose one of ``options``; returns a ``Var[str]`` holding that option.
+
+    Where the engine takes a choice constraint it is sent one; otherwise the answer is matched to
+    the options and a ``ConstraintViolation`` is raised if it names none of them.
+    """
+    where = f"dsl.select(name={name!r})" if name else "dsl.select"
+    _check_common(where, template, timeout, retries)
+    opts = tuple(options) if not isinstance(options, str) else ()
+    if not opts or any(not isinstance(o, str) or not o.strip() for o in opts):
+        raise ProgramError(f"{where}: options must be a non-empty list of non-empty strings")
+    if len(set(opts)) != len(opts):
+        raise ProgramError(f"{where}: options must be distinct, got {list(opts)!r}")
+    _template.check(template, inputs, reserved=_SELECT_SETTINGS)
+    builder = current_builder("dsl.select()")
+    longest = max(len(o) for o in opts)
+    params = _params(where, max(8, longest), temperature, None, None, seed)
+    refs = tuple((k, builder.to_refs(v, where)) for k, v in inputs.items())
+    return builder.add(
+        SelectNode,
+        label="select",
+        name=name,
+        type=str,
+        template=template,
+        options=opts,
+        inputs=refs,
+        params=params,
+        model=model,
+        system=system,
+        timeout=timeout,
+        retries=retries,
+    )

@@ -1,0 +1,243 @@
+"""The graph IR: a closed set of frozen node types and the ``Graph`` that holds them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, assert_never
+
+import networkx as nx
+
+__all__ = [
+    "Graph",
+    "InputNode",
+    "LLMNode",
+    "Node",
+    "Ref",
+    "SamplingParams",
+    "SelectNode",
+    "ToolNode",
+    "refs_in",
+    "substitute",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A reference to the output of node ``node`` inside a node's inputs."""
+
+    node: str
+
+
+def refs_in(value: Any) -> tuple[str, ...]:
+    """Ids of the nodes referenced anywhere in ``value`` (lists, tuples, dicts), in order."""
+    found: list[str] = []
+
+    def walk(v: Any) -> None:
+        if isinstance(v, Ref):
+            if v.node not in found:
+                found.append(v.node)
+        elif isinstance(v, list | tuple):
+            for item in v:
+                walk(item)
+        elif isinstance(v, dict):
+            for item in v.values():
+                walk(item)
+
+    walk(value)
+    return tuple(found)
+
+
+def substitute(value: Any, values: Mapping[str, Any]) -> Any:
+    """``value`` with every ``Ref`` replaced by the value of the node it names."""
+    if isinstance(value, Ref):
+        return values[value.node]
+    if isinstance(value, list):
+        return [substitute(v, values) for v in value]
+    if isinstance(value, tuple):
+        return tuple(substitute(v, values) for v in value)
+    if isinstance(value, dict):
+        return {k: substitute(v, values) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SamplingParams:
+    """Sampling settings of one LLM call; ``None`` leaves the engine's default."""
+
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _NodeBase:
+    id: str
+    deps: tuple[str, ...] = ()
+    """Nodes whose outputs this node reads: it cannot start before they finish."""
+    after: tuple[str, ...] = ()
+    """Nodes the program awaited before creating this one (control order, not data)."""
+    thread: str = "t0"
+    """The sequential chain of calls this node belongs to (Autellix's thread)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputNode(_NodeBase):
+    """A program argument left symbolic by ``Program.trace``."""
+
+    param: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LLMNode(_NodeBase):
+    """One LLM generation: a template rendered from its inputs, sent to a backend."""
+
+    template: str
+    inputs: tuple[tuple[str, Any], ...] = ()
+    params: SamplingParams = field(default_factory=SamplingParams)
+    model: str | None = None
+    system: str | None = None
+    chat: bool = True
+    timeout: float | None = None
+    retries: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelectNode(_NodeBase):
+    """An LLM call whose answer must be one of ``options``."""
+
+    template: str
+    options: tuple[str, ...]
+    inputs: tuple[tuple[str, Any], ...] = ()
+    params: SamplingParams = field(default_factory=SamplingParams)
+    model: str | None = None
+    system: str | None = None
+    timeout: float | None = None
+    retries: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolNode(_NodeBase):
+    """A call of a ``@dsl.tool`` function with positional and keyword arguments."""
+
+    tool: str
+    args: tuple[Any, ...] = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    timeout: float | None = None
+    retries: int | None = None
+    expected_duration: float | None = None
+
+
+Node: TypeAlias = InputNode | LLMNode | SelectNode | ToolNode
+"""The closed set of node types; match on it with ``match`` and ``assert_never``."""
+
+
+def _kind(node: Node) -> str:
+    match node:
+        case InputNode():
+            return "input"
+        case LLMNode():
+            return "gen"
+        case SelectNode():
+            return "select"
+        case ToolNode():
+            return "tool"
+        case _:
+            assert_never(node)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A program's dataflow graph: nodes in creation order, edges from ``deps``.
+
+    Graphs are values: analyses (``dsl.passes``) read them and never change them.
+    """
+
+    name: str
+    nodes: tuple[Node, ...]
+    _index: Mapping[str, Node] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {n.id: n for n in self.nodes})
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._index
+
+    def node(self, node_id: str) -> Node:
+        """The node with id ``node_id``; ``KeyError`` if there is none."""
+        return self._index[node_id]
+
+    @property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        """Data edges ``(producer, consumer)``."""
+        return tuple((d, n.id) for n in self.nodes for d in n.deps if d in self._index)
+
+    def to_networkx(self) -> nx.DiGraph:
+        """A ``networkx.DiGraph``; node attributes ``kind`` and ``node``, edge attribute ``kind``
+        (``"data"`` or ``"control"``)."""
+        g = nx.DiGraph(name=self.name)
+        for n in self.nodes:
+            g.add_node(n.id, kind=_kind(n), node=n)
+        for n in self.nodes:
+            for d in n.deps:
+                if d in self._index:
+                    g.add_edge(d, n.id, kind="data")
+            for a in n.after:
+                if a in self._index and not g.has_edge(a, n.id):
+                    g.add_edge(a, n.id, kind="control")
+        return g
+
+    def to_mermaid(self) -> str:
+        """A mermaid ``flowchart`` of the graph: data edges solid, control edges dotted."""
+        lines = ["flowchart TD"]
+        ids = {n.id: f"n{i}" for i, n in enumerate(self.nodes)}
+        for n in self.nodes:
+            lines.append(f"    {ids[n.id]}{_mermaid_shape(n)}")
+        for n in self.nodes:
+            for d in n.deps:
+                if d in ids:
+                    lines.append(f"    {ids[d]} --> {ids[n.id]}")
+            for a in n.after:
+                if a in ids and a not in n.deps:
+                    lines.append(f"    {ids[a]} -.-> {ids[n.id]}")
+        return "\n".join(lines) + "\n"
+
+
+def _mermaid_shape(node: Node) -> str:
+    label = f"{node.id}: {_summary(node)}"
+    text = label.replace('"', "#quot;").replace("\n", " ")
+    match node:
+        case InputNode():
+            return f'[/"{text}"/]'
+        case ToolNode():
+            return f'[["{text}"]]'
+        case SelectNode():
+            return f'{{"{text}"}}'
+        case LLMNode():
+            return f'("{text}")'
+        case _:
+            assert_never(node)
+
+
+def _summary(node: Node, width: int = 40) -> str:
+    match node:
+        case InputNode():
+            s = f"input {node.param}"
+        case LLMNode():
+            s = f"gen {node.template}"
+        case SelectNode():
+            s = f"select {'|'.join(node.options)}"
+        case ToolNode():
+            s = f"tool {node.tool}()"
+        case _:
+            assert_never(node)
+    s = " ".join(s.split())
+    return s if len(s) <= width else s[: width - 3] + "..."

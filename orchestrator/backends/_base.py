@@ -1,0 +1,110 @@
+"""The ``Backend`` protocol and the request and completion values that cross it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = ["Backend", "Completion", "Hints", "LLMRequest", "Message"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hints:
+    """What the scheduler tells the engine about a call.
+
+    Attributes:
+        program: the program instance's id (``X-Legato-Program``).
+        thread: the call's thread within the program (``X-Legato-Thread``).
+        priority: Legato's priority, lower = sooner (``X-Legato-Priority``); each dialect
+            converts it to the engine's own field and direction.
+        kv_ttl: seconds the engine should keep this program's KV cache after the call
+            (``X-Legato-KV-TTL``), or None.
+    """
+
+    program: str
+    thread: str
+    priority: int = 0
+    kv_ttl: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        """Legato's own headers, sent on every request whatever the dialect."""
+        h = {
+            "X-Legato-Program": self.program,
+            "X-Legato-Thread": self.thread,
+            "X-Legato-Priority": str(self.priority),
+        }
+        if self.kv_ttl is not None:
+            h["X-Legato-KV-TTL"] = f"{self.kv_ttl:g}"
+        return h
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LLMRequest:
+    """One LLM call: chat ``messages`` or a raw ``prompt`` (exactly one), sampling settings,
+    an optional choice constraint, and the scheduler's hints."""
+
+    messages: tuple[Message, ...] | None = None
+    prompt: str | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    choices: tuple[str, ...] | None = None
+    hints: Hints = field(default_factory=lambda: Hints(program="-", thread="-"))
+    node: str = "-"
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("LLMRequest needs exactly one of messages= or prompt=")
+
+    @property
+    def text(self) -> str:
+        """The request's text: the prompt, or the messages' contents joined by newlines."""
+        if self.prompt is not None:
+            return self.prompt
+        return "\n".join(m.content for m in self.messages or ())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Completion:
+    """An engine's answer to one request."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Something that carries LLM requests to an engine.
+
+    Implementations raise ``orchestrator.errors.BackendError`` subclasses: ``BackendRejected``
+    for requests the engine refuses, retryable ``BackendError``/``BackendTimeout`` for failures
+    that may pass. Retrying is the runtime's job, not the backend's.
+    """
+
+    name: str
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        """Send ``request`` and return the whole completion."""
+        ...
+
+    def stream(self, request: LLMRequest) -> AsyncIterator[str]:
+        """Send ``request`` and yield the completion's text as it arrives."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and other resources."""
+        ...

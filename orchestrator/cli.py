@@ -1,0 +1,174 @@
+"""The ``legato`` command line: run and graph programs, the demo, and benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dsl
+from orchestrator.errors import ConfigError, LegatoError
+
+__all__ = ["load_program", "main"]
+
+
+def _split_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    argv = list(argv)
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
+def _parse_value(text: str) -> Any:
+    """A program argument from the command line: JSON if it parses as JSON, else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def load_program(target: str) -> dsl.Program[Any, Any]:
+    """Load ``FILE.py[:PROGRAM]``; without ``:PROGRAM`` the file must define exactly one."""
+    path_text, _, name = target.partition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise ConfigError(f"{path_text}: no such file")
+    module_name = f"legato_user_{abs(hash(path.resolve()))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{path_text}: cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    programs = {k: v for k, v in vars(module).items() if isinstance(v, dsl.Program)}
+    if name:
+        if name not in programs:
+            raise ConfigError(
+                f"{path_text}: no @dsl.program named {name!r}; found: "
+                f"{', '.join(sorted(programs)) or 'none'}"
+            )
+        return programs[name]
+    if len(programs) != 1:
+        raise ConfigError(
+            f"{path_text}: defines {len(programs)} programs "
+            f"({', '.join(sorted(programs)) or 'none'}); pick one with {path_text}:NAME"
+        )
+    return next(iter(programs.values()))
+
+
+def _cmd_run(ns: argparse.Namespace, extra: list[str]) -> int:
+    from orchestrator.runtime import run
+
+    program = load_program(ns.target)
+    args = [_parse_value(a) for a in extra]
+    result = run(program, *args, backend=ns.backend)
+    if isinstance(result, str):
+        print(result)
+    else:
+        print(json.dumps(result, indent=2, default=str, ensure_ascii=False))
+    return 0
+
+
+def _cmd_graph(ns: argparse.Namespace, extra: list[str]) -> int:
+    program = load_program(ns.target)
+    graph = program.trace(*[_parse_value(a) for a in extra])
+    if ns.format == "mermaid":
+        sys.stdout.write(graph.to_mermaid())
+    else:
+        cp = dsl.passes.critical_path(graph)
+        remaining = dsl.passes.remaining_work(graph)
+        print(
+            json.dumps(
+                {
+                    "name": graph.name,
+                    "nodes": [
+                        {
+                            "id": n.id,
+                            "kind": type(n).__name__,
+                            "deps": list(n.deps),
+                            "after": list(n.after),
+                            "thread": n.thread,
+                            "remaining_critical_s": remaining[n.id].critical,
+                            "remaining_total_s": remaining[n.id].total,
+                        }
+                        for n in graph
+                    ],
+                    "critical_path": {"length_s": cp.length, "nodes": list(cp.nodes)},
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+def _cmd_demo(ns: argparse.Namespace, extra: list[str]) -> int:
+    from orchestrator.demo import main as demo_main
+
+    return demo_main(ns.backend)
+
+
+def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
+    if ns.bench == "overhead":
+        from orchestrator.bench.overhead import main as overhead_main
+
+        return overhead_main(ns.n, ns.json)
+    raise ConfigError(f"unknown benchmark {ns.bench!r}")  # pragma: no cover - argparse checks
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="legato",
+        description="Legato: program-aware LLM orchestration. Program arguments go after `--` "
+        "(each parsed as JSON if it is JSON, else taken as a string).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a program and print its result")
+    r.add_argument("target", metavar="FILE.py[:PROGRAM]")
+    r.add_argument(
+        "--backend",
+        required=True,
+        help="URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
+    )
+    r.set_defaults(fn=_cmd_run)
+
+    g = sub.add_parser("graph", help="print a program's traced graph (mermaid by default)")
+    g.add_argument("target", metavar="FILE.py[:PROGRAM]")
+    g.add_argument("--format", choices=["mermaid", "json"], default="mermaid")
+    g.set_defaults(fn=_cmd_graph)
+
+    d = sub.add_parser("demo", help="run the demo program and show its graph and timeline")
+    d.add_argument(
+        "--backend",
+        default=None,
+        help="an OpenAI-compatible server URL (default: a local fake server)",
+    )
+    d.set_defaults(fn=_cmd_demo)
+
+    b = sub.add_parser("bench", help="run a benchmark")
+    b.add_argument("bench", choices=["overhead"])
+    b.add_argument("-n", type=int, default=500, help="measured calls (default 500)")
+    b.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
+    b.set_defaults(fn=_cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``legato`` console script."""
+    own, extra = _split_args(sys.argv[1:] if argv is None else argv)
+    ns = _parser().parse_args(own)
+    try:
+        code: int = ns.fn(ns, extra)
+    except LegatoError as exc:
+        print(f"legato: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""``legato demo``: a fan-out/fan-in program shown as a graph, run, and drawn as a timeline."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import anyio
+from rich.console import Console
+from rich.table import Table
+
+import dsl
+from orchestrator.runtime import NodeStats, Orchestrator
+
+__all__ = ["main", "trip"]
+
+CITIES = ("Lisbon", "Kyoto", "Montreal")
+
+# What the local fake server answers when no engine is given: canned, so the demo is
+# reproducible offline. Pass --backend to see a real model's answers.
+_SCRIPT = {
+    "Lisbon": "Lisbon: trams, tiled facades and custard tarts by the river.",
+    "Kyoto": "Kyoto: temples, gardens and quiet streets of wooden houses.",
+    "Montreal": "Montreal: festivals, bagels and a lively old port.",
+    "Pick the best": "Kyoto, for its gardens in autumn.",
+}
+
+
+@dsl.tool(expected_duration=0.05)
+async def weather(city: str) -> str:
+    """A stand-in weather service (no network): a fixed forecast per city."""
+    await anyio.sleep(0.05)
+    return {"Lisbon": "sunny, 19C", "Kyoto": "clear, 14C", "Montreal": "snow, -3C"}.get(
+        city, "unknown"
+    )
+
+
+@dsl.program
+async def trip(cities: list[str]) -> str:
+    """Describe each city and fetch its weather in parallel, then pick one."""
+    notes = [
+        dsl.gen("In one sentence, why visit {{city}}?", city=c, max_tokens=48, name="pitch")
+        for c in cities
+    ]
+    forecasts = [weather(c) for c in cities]
+    choice = dsl.gen(
+        "Pick the best city for a week in November.\nPitches:\n{{notes}}\nWeather:\n{{forecasts}}",
+        notes=notes,
+        forecasts=forecasts,
+        max_tokens=48,
+        name="choice",
+    )
+    return await choice
+
+
+def _timeline(stats: dict[str, NodeStats], width: int = 40) -> Table:
+    rows = [s for s in stats.values() if s.start is not None and s.end is not None]
+    t0 = min(s.start for s in rows if s.start is not None)
+    t1 = max(s.end for s in rows if s.end is not None)
+    span = max(t1 - t0, 1e-9)
+    table = Table(title="timeline (overlapping bars ran in parallel)")
+    for col in ("node", "kind", "start ms", "end ms", "tokens", ""):
+        table.add_column(col)
+    for s in sorted(rows, key=lambda s: (s.start or 0.0, s.node)):
+        assert s.start is not None and s.end is not None
+        a = int((s.start - t0) / span * width)
+        b = max(a + 1, int((s.end - t0) / span * width))
+        bar = " " * a + "█" * (b - a)
+        table.add_row(
+            s.node,
+            s.kind,
+            f"{(s.start - t0) * 1e3:.0f}",
+            f"{(s.end - t0) * 1e3:.0f}",
+            str(s.completion_tokens),
+            bar,
+        )
+    return table
+
+
+@contextlib.contextmanager
+def _backend_url(backend: str | None) -> Iterator[str]:
+    if backend is not None:
+        yield backend
+        return
+    from orchestrator.testing import FakeOpenAIServer
+
+    with FakeOpenAIServer(_SCRIPT, delay=0.2) as server:
+        yield server.url
+
+
+def main(backend: str | None = None) -> int:
+    """Run the demo against ``backend`` (default: a local fake OpenAI-compatible server)."""
+    console = Console()
+    cities = list(CITIES)
+    console.rule("graph of trip(...) (mermaid)")
+    console.print(trip.trace(cities).to_mermaid(), markup=False, highlight=False)
+    with _backend_url(backend) as url:
+        if backend is None:
+            console.print(
+                f"[dim]no --backend given: using a local fake server at {url} with "
+                "canned answers[/dim]"
+            )
+
+        async def go() -> tuple[str, dict[str, NodeStats]]:
+            async with Orchestrator(url) as orch:
+                handle = await orch.submit(trip, cities)
+                return await handle.result(), handle.stats
+
+        result, stats = anyio.run(go)
+    console.rule("result")
+    console.print(result, markup=False)
+    console.print(_timeline(stats))
+    return 0

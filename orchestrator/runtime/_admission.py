@@ -1,0 +1,77 @@
+"""Admission control in front of a backend: at most ``limit`` calls in flight, and when a slot
+frees, the policy picks which waiting call takes it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+
+from orchestrator.scheduler import CallInfo, Policy
+
+__all__ = ["Admission"]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    call: CallInfo
+    event: anyio.Event = field(default_factory=anyio.Event)
+    granted: bool = False
+
+
+class Admission:
+    """A policy-ordered semaphore for one backend."""
+
+    def __init__(self, limit: int, policy: Policy) -> None:
+        if limit < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {limit}")
+        self.limit = limit
+        self.policy = policy
+        self.in_flight = 0
+        self._waiting: list[_Waiter] = []
+
+    @property
+    def waiting(self) -> int:
+        """How many calls wait for a slot."""
+        return len(self._waiting)
+
+    @asynccontextmanager
+    async def slot(self, call: CallInfo) -> AsyncIterator[None]:
+        """Hold a slot for ``call`` while the block runs."""
+        await self._acquire(call)
+        start = anyio.current_time()
+        self.policy.on_admit(call, start)
+        try:
+            yield
+        finally:
+            now = anyio.current_time()
+            self.policy.on_finish(call, now, now - start)
+            self._release()
+
+    async def _acquire(self, call: CallInfo) -> None:
+        if self.in_flight < self.limit and not self._waiting:
+            self.in_flight += 1
+            return
+        waiter = _Waiter(call)
+        self._waiting.append(waiter)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            # Cancelled while waiting: give back a slot granted in the meantime.
+            if waiter.granted:
+                self._release()
+            else:
+                self._waiting.remove(waiter)
+            raise
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        now = anyio.current_time()
+        while self._waiting and self.in_flight < self.limit:
+            best = min(self._waiting, key=lambda w: self.policy.key(w.call, now))
+            self._waiting.remove(best)
+            best.granted = True
+            self.in_flight += 1
+            best.event.set()

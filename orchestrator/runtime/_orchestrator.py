@@ -1,0 +1,235 @@
+"""``Orchestrator``: runs many programs at once against one backend; ``run``/``arun`` for one."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+import anyio
+import anyio.abc
+
+import dsl
+from orchestrator.backends import Backend, OpenAICompatible
+from orchestrator.errors import ConfigError, ProgramError
+from orchestrator.runtime._admission import Admission
+from orchestrator.runtime._retry import RetryPolicy
+from orchestrator.runtime._run import NodeStats, ProgramRun
+from orchestrator.scheduler import Policy, make_policy
+
+__all__ = ["Orchestrator", "ProgramHandle", "arun", "resolve_backend", "run"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def resolve_backend(backend: Backend | str | None) -> tuple[Backend, bool]:
+    """The backend for ``backend=`` and whether Legato created it (and so must close it).
+
+    Accepts a ``Backend`` or an ``http(s)://`` URL of an OpenAI-compatible server.
+    """
+    if backend is None:
+        raise ConfigError(
+            "no backend given: pass backend='http://host:port/v1' (any OpenAI-compatible "
+            "server) or a Backend object"
+        )
+    if isinstance(backend, str):
+        if backend.startswith(("http://", "https://")):
+            return OpenAICompatible(backend), True
+        raise ConfigError(
+            f"backend {backend!r} is not a URL; pass 'http://host:port/v1' or a Backend object"
+        )
+    if not isinstance(backend, Backend):
+        raise ConfigError(f"backend {backend!r} does not implement the Backend protocol")
+    return backend, False
+
+
+class ProgramHandle(Generic[R]):
+    """A submitted program: wait for its result, cancel it, read its statistics."""
+
+    def __init__(self, run: ProgramRun) -> None:
+        self._run = run
+
+    @property
+    def id(self) -> str:
+        """The program instance's id (sent as ``X-Legato-Program``)."""
+        return self._run.id
+
+    @property
+    def done(self) -> bool:
+        """Whether the program has finished (with a value, an error, or cancelled)."""
+        return self._run.finished.is_set()
+
+    async def result(self) -> R:
+        """Wait for the program; its return value (``Var``s in it resolved) or its error."""
+        await self._run.finished.wait()
+        if self._run.error is not None:
+            raise self._run.error
+        value: R = self._run.value
+        return value
+
+    def cancel(self) -> None:
+        """Cancel the program and its in-flight calls and tools; ``result()`` then raises
+        ``ProgramCancelled``."""
+        self._run.cancel()
+
+    @property
+    def stats(self) -> dict[str, NodeStats]:
+        """Per-node statistics, by node id (a snapshot)."""
+        return self._run.stats()
+
+    @property
+    def graph(self) -> dsl.Graph:
+        """The graph as built so far (it grows as the program runs past its awaits)."""
+        return self._run.builder.graph()
+
+
+class Orchestrator:
+    """Runs programs against a backend, many at once, as an async context manager.
+
+    ::
+
+        async with Orchestrator(backend="http://127.0.0.1:8000/v1") as orch:
+            handles = [await orch.submit(research, topic) for topic in topics]
+            results = [await h.result() for h in handles]
+
+    Args:
+        backend: a ``Backend`` or the URL of an OpenAI-compatible server.
+        policy: the scheduling policy by name (``"fcfs"``, ``"program_fcfs"``) or an object.
+        max_in_flight: how many LLM calls may be at the backend at once; the policy orders the
+            rest.
+        retry: how failed calls and tools are retried (nodes may override ``retries``).
+        timeout: default seconds per LLM call attempt (nodes may override), or None.
+
+    Leaving the block waits for the programs still running; an exception in the block cancels
+    them.
+    """
+
+    def __init__(
+        self,
+        backend: Backend | str | None = None,
+        *,
+        policy: str | Policy = "fcfs",
+        max_in_flight: int = 64,
+        retry: RetryPolicy | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.backend, self._owns_backend = resolve_backend(backend)
+        if isinstance(policy, str):
+            try:
+                self.policy: Policy = make_policy(policy)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        else:
+            self.policy = policy
+        if max_in_flight < 1:
+            raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"timeout must be positive, got {timeout}")
+        self.admission = Admission(max_in_flight, self.policy)
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self._token = secrets.token_hex(3)
+        self._program_seq = itertools.count()
+        self._call_seq = itertools.count()
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    def next_call_seq(self) -> int:
+        """A number that increases with each LLM call (ties in the policies' orderings)."""
+        return next(self._call_seq)
+
+    async def __aenter__(self) -> Orchestrator:
+        if self._tg is not None:
+            raise RuntimeError("this Orchestrator is already running")
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        tg, self._tg = self._tg, None
+        if exc is not None:
+            tg.cancel_scope.cancel()
+        try:
+            # Program runs never raise (they keep their errors for their handles), so the
+            # block's own exception, if any, is what propagates, unwrapped.
+            await tg.__aexit__(None, None, None)
+            return None
+        finally:
+            if self._owns_backend:
+                with anyio.CancelScope(shield=True):
+                    await self.backend.aclose()
+
+    async def submit(
+        self, program: dsl.Program[P, R], /, *args: Any, **kwargs: Any
+    ) -> ProgramHandle[R]:
+        """Start ``program(*args, **kwargs)``; returns at once with its handle.
+
+        Arguments are checked against the program's signature here (``ProgramError``).
+        """
+        if self._tg is None:
+            raise RuntimeError("use `async with Orchestrator(...) as orch:` before submit()")
+        if not isinstance(program, dsl.Program):
+            raise ProgramError(f"{program!r} is not a @dsl.program")
+        program.bind(args, kwargs)
+        seq = next(self._program_seq)
+        run = ProgramRun(
+            self, program, args, kwargs, program_id=f"{program.name}-{self._token}-{seq}", seq=seq
+        )
+        self._tg.start_soon(run.main, name=f"program {run.id}")
+        return ProgramHandle(run)
+
+
+@overload
+async def arun(
+    program: dsl.Program[P, dsl.Var[T]],
+    /,
+    *args: Any,
+    backend: Backend | str | None = None,
+    **kwargs: Any,
+) -> T: ...
+@overload
+async def arun(
+    program: dsl.Program[P, R], /, *args: Any, backend: Backend | str | None = None, **kwargs: Any
+) -> R: ...
+
+
+async def arun(
+    program: dsl.Program[P, Any], /, *args: Any, backend: Backend | str | None = None, **kwargs: Any
+) -> Any:
+    """Run one program to the end and return its result (``Var``s in it resolved)."""
+    async with Orchestrator(backend) as orch:
+        handle = await orch.submit(program, *args, **kwargs)
+        return await handle.result()
+
+
+@overload
+def run(
+    program: dsl.Program[P, dsl.Var[T]],
+    /,
+    *args: Any,
+    backend: Backend | str | None = None,
+    **kwargs: Any,
+) -> T: ...
+@overload
+def run(
+    program: dsl.Program[P, R], /, *args: Any, backend: Backend | str | None = None, **kwargs: Any
+) -> R: ...
+
+
+def run(
+    program: dsl.Program[P, Any], /, *args: Any, backend: Backend | str | None = None, **kwargs: Any
+) -> Any:
+    """Synchronous ``arun``: run one program in a fresh event loop and return its result."""
+
+    async def main() -> Any:
+        return await arun(program, *args, backend=backend, **kwargs)
+
+    return anyio.run(main)

@@ -1,0 +1,63 @@
+"""Retries with exponential backoff, as a small sans-I/O state machine the runtime steps."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+__all__ = ["RetryPolicy", "Retrying"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How failed attempts are retried.
+
+    Attributes:
+        retries: extra attempts after the first (a node's own ``retries=`` overrides it).
+        backoff: seconds before the first retry.
+        multiplier: each further wait is this many times longer.
+        max_backoff: cap on one wait.
+        jitter: each wait is scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
+    """
+
+    retries: int = 2
+    backoff: float = 0.2
+    multiplier: float = 2.0
+    max_backoff: float = 10.0
+    jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.backoff < 0 or self.multiplier < 1 or not 0 <= self.jitter < 1:
+            raise ValueError(f"invalid RetryPolicy: {self!r}")
+
+
+class Retrying:
+    """The retry state of one node: tell it each failure, it says how long to wait, or to stop.
+
+    >>> r = Retrying(RetryPolicy(retries=1, jitter=0))
+    >>> r.failed(retryable=True)
+    0.2
+    >>> r.failed(retryable=True) is None
+    True
+    """
+
+    def __init__(
+        self, policy: RetryPolicy, retries: int | None = None, rng: random.Random | None = None
+    ) -> None:
+        self.policy = policy
+        self.retries = policy.retries if retries is None else retries
+        self.attempts = 1
+        self._rng = rng or random.Random()
+
+    def failed(self, *, retryable: bool, retry_after: float | None = None) -> float | None:
+        """Record a failed attempt; the seconds to wait before the next, or None to give up."""
+        if not retryable or self.attempts > self.retries:
+            return None
+        p = self.policy
+        delay = min(p.max_backoff, p.backoff * p.multiplier ** (self.attempts - 1))
+        if p.jitter:
+            delay *= 1 + self._rng.uniform(-p.jitter, p.jitter)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        self.attempts += 1
+        return delay

@@ -1,0 +1,413 @@
+"""One program instance running: the event-driven dataflow executor behind a ``ProgramHandle``.
+
+The program's body runs in the host task of the run's task group; each node it creates starts in
+that task group the moment its last input resolves (no supersteps, no polling). A failed node
+fails its dependants without running them; independent nodes run to the end. The run ends when
+the body has returned and every node has finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, assert_never
+
+import anyio
+
+import dsl
+from dsl import InputNode, LLMNode, Node, SelectNode, ToolNode
+from orchestrator.backends import Hints, LLMRequest, Message
+from orchestrator.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConstraintViolation,
+    DependencyFailed,
+    ProgramCancelled,
+    RunError,
+    ToolError,
+)
+from orchestrator.runtime._retry import Retrying
+from orchestrator.scheduler import CallInfo
+
+if TYPE_CHECKING:
+    from orchestrator.runtime._orchestrator import Orchestrator
+
+__all__ = ["NodeStats", "ProgramRun"]
+
+Status = Literal["waiting", "running", "ok", "failed", "skipped", "cancelled"]
+
+
+@dataclass(slots=True, kw_only=True)
+class NodeStats:
+    """What happened to one node. Times are seconds on the runtime clock (``anyio.current_time``).
+
+    Attributes:
+        node, kind, thread: the node's id, kind (gen/select/tool) and thread.
+        status: waiting, running, ok, failed, skipped (an input failed) or cancelled.
+        ready: when its inputs had all resolved.
+        start: when its first attempt began (for LLM calls: when the backend admitted it).
+        end: when it finished.
+        attempts: attempts made (``attempts - 1`` retries).
+        prompt_tokens, completion_tokens: usage reported by the engine, summed over attempts.
+        error: the error message if it failed.
+    """
+
+    node: str
+    kind: str
+    thread: str
+    status: Status = "waiting"
+    ready: float | None = None
+    start: float | None = None
+    end: float | None = None
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def retries(self) -> int:
+        """Attempts beyond the first."""
+        return max(0, self.attempts - 1)
+
+
+@dataclass(slots=True, eq=False)
+class _NodeState:
+    node: Node
+    stats: NodeStats
+    event: anyio.Event = dataclasses.field(default_factory=anyio.Event)
+    value: Any = None
+    error: RunError | None = None
+    remaining: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.event.is_set()
+
+
+def _kind(node: Node) -> str:
+    match node:
+        case InputNode():
+            return "input"
+        case LLMNode():
+            return "gen"
+        case SelectNode():
+            return "select"
+        case ToolNode():
+            return "tool"
+        case _:
+            assert_never(node)
+
+
+def match_option(text: str, options: tuple[str, ...]) -> str | None:
+    """The option ``text`` names: exact, then ignoring case and outer punctuation, then the
+    only option it starts with or contains."""
+    t = text.strip()
+    if t in options:
+        return t
+    norm = t.strip(" \t\n.!\"'`*").lower()
+    for o in options:
+        if o.lower() == norm:
+            return o
+    starts = [o for o in options if norm.startswith(o.lower())]
+    if len(starts) == 1:
+        return starts[0]
+    inside = [o for o in options if o.lower() in norm]
+    return inside[0] if len(inside) == 1 else None
+
+
+class ProgramRun:
+    """Runs one program instance; the ``dsl.Sink`` its builder sends nodes to."""
+
+    def __init__(
+        self,
+        orch: Orchestrator,
+        program: dsl.Program[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        program_id: str,
+        seq: int,
+    ) -> None:
+        self.orch = orch
+        self.program = program
+        self.args = args
+        self.kwargs = kwargs
+        self.id = program_id
+        self.seq = seq
+        self.builder = dsl.Builder(program.name, self)
+        self.submitted = anyio.current_time()
+        self.finished = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self._states: dict[str, _NodeState] = {}
+        self._waiting_on: dict[str, list[str]] = {}
+        self._roots: list[RunError] = []
+        self._observed: set[int] = set()
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._scope = anyio.CancelScope()
+
+    # -- public view -----------------------------------------------------------------------
+    def stats(self) -> dict[str, NodeStats]:
+        return {k: dataclasses.replace(s.stats) for k, s in self._states.items()}
+
+    def cancel(self) -> None:
+        self._scope.cancel()
+
+    # -- main ------------------------------------------------------------------------------
+    async def main(self) -> None:
+        """Run the body and every node it creates; record the value or the error."""
+        body_error: BaseException | None = None
+        with self._scope:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                try:
+                    raw = await self.program.execute(self.builder, *self.args, **self.kwargs)
+                    self.value = await self._resolve_vars(raw)
+                except Exception as exc:
+                    body_error = exc
+        self._tg = None
+        if self._scope.cancelled_caught or self._scope.cancel_called:
+            self.error = ProgramCancelled(f"program {self.id!r} was cancelled")
+            for st in self._states.values():
+                if not st.done:
+                    st.stats.status = "cancelled"
+        elif body_error is not None:
+            if isinstance(body_error, DependencyFailed):
+                self._observed.add(id(body_error.error))
+            self.error = body_error
+        else:
+            unobserved = [e for e in self._roots if id(e) not in self._observed]
+            if unobserved:
+                first = unobserved[0]
+                for other in unobserved[1:]:
+                    first.add_note(f"also failed, unobserved: {other}")
+                self.error = first
+        self.finished.set()
+
+    async def _resolve_vars(self, value: Any) -> Any:
+        if isinstance(value, dsl.Var):
+            return await value
+        if isinstance(value, list):
+            return [await self._resolve_vars(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple([await self._resolve_vars(v) for v in value])
+        if isinstance(value, dict):
+            return {k: await self._resolve_vars(v) for k, v in value.items()}
+        return value
+
+    # -- dsl.Sink --------------------------------------------------------------------------
+    def submit(self, node: Node) -> None:
+        st = _NodeState(node, NodeStats(node=node.id, kind=_kind(node), thread=node.thread))
+        self._states[node.id] = st
+        if isinstance(node, InputNode):  # pragma: no cover - only tracing makes inputs
+            raise AssertionError("symbolic inputs cannot run")
+        for d in node.deps:
+            dep = self._states[d]
+            if dep.error is not None:
+                self._skip(st, d, dep.error)
+                return
+            if not dep.done:
+                st.remaining += 1
+                self._waiting_on.setdefault(d, []).append(node.id)
+        if st.remaining == 0:
+            self._fire(st)
+
+    async def wait(self, node_id: str) -> Any:
+        st = self._states[node_id]
+        await st.event.wait()
+        if st.error is not None:
+            root = st.error.error if isinstance(st.error, DependencyFailed) else st.error
+            self._observed.add(id(root))
+            raise st.error
+        return st.value
+
+    # -- node life -------------------------------------------------------------------------
+    def _fire(self, st: _NodeState) -> None:
+        assert self._tg is not None
+        st.stats.ready = anyio.current_time()
+        self._tg.start_soon(self._run_node, st, name=f"{self.id}/{st.node.id}")
+
+    def _skip(self, st: _NodeState, dependency: str, error: RunError) -> None:
+        root = error.error if isinstance(error, DependencyFailed) else error
+        dep_err = DependencyFailed(node=st.node.id, dependency=dependency, error=root)
+        st.stats.status = "skipped"
+        st.stats.error = str(dep_err)
+        self._finish(st, error=dep_err)
+
+    def _finish(self, st: _NodeState, *, value: Any = None, error: RunError | None = None) -> None:
+        st.value = value
+        st.error = error
+        st.stats.end = anyio.current_time()
+        st.event.set()
+        for waiting_id in self._waiting_on.pop(st.node.id, ()):
+            w = self._states[waiting_id]
+            if w.done:
+                continue
+            if error is not None:
+                self._skip(w, st.node.id, error)
+            else:
+                w.remaining -= 1
+                if w.remaining == 0:
+                    self._fire(w)
+
+    async def _run_node(self, st: _NodeState) -> None:
+        node = st.node
+        st.stats.status = "running"
+        values = {d: self._states[d].value for d in node.deps}
+        try:
+            match node:
+                case LLMNode():
+                    value: Any = await self._run_llm(st, node, values)
+                case SelectNode():
+                    value = await self._run_select(st, node, values)
+                case ToolNode():
+                    value = await self._run_tool(st, node, values)
+                case InputNode():  # pragma: no cover
+                    raise AssertionError("symbolic inputs cannot run")
+                case _:
+                    assert_never(node)
+        except anyio.get_cancelled_exc_class():
+            st.stats.status = "cancelled"
+            raise
+        except Exception as exc:
+            err = (
+                exc
+                if isinstance(exc, RunError)
+                else RunError(f"node {node.id!r} failed: {type(exc).__name__}: {exc}")
+            )
+            if err is not exc:
+                err.__cause__ = exc
+            err.node = node.id
+            st.stats.status = "failed"
+            st.stats.error = str(err)
+            self._roots.append(err)
+            self._finish(st, error=err)
+        else:
+            st.stats.status = "ok"
+            self._finish(st, value=value)
+
+    def _request(
+        self,
+        st: _NodeState,
+        node: LLMNode | SelectNode,
+        values: dict[str, Any],
+        choices: tuple[str, ...] | None,
+    ) -> LLMRequest:
+        inputs = {k: dsl.substitute(v, values) for k, v in node.inputs}
+        text = dsl.render(node.template, inputs)
+        chat = node.chat if isinstance(node, LLMNode) else True
+        messages: tuple[Message, ...] | None = None
+        prompt: str | None = None
+        if chat:
+            system = (Message("system", node.system),) if node.system else ()
+            messages = (*system, Message("user", text))
+        else:
+            prompt = text if not node.system else f"{node.system}\n\n{text}"
+        p = node.params
+        return LLMRequest(
+            messages=messages,
+            prompt=prompt,
+            model=node.model,
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            stop=p.stop,
+            seed=p.seed,
+            choices=choices,
+            node=node.id,
+            hints=Hints(program=self.id, thread=node.thread),
+        )
+
+    async def _call_backend(
+        self, st: _NodeState, node: LLMNode | SelectNode, request: LLMRequest
+    ) -> str:
+        orch = self.orch
+        backend = orch.backend
+        retrying = Retrying(orch.retry, node.retries)
+        timeout = node.timeout if node.timeout is not None else orch.timeout
+        call = CallInfo(
+            call=f"{self.id}/{node.id}",
+            program=self.id,
+            thread=node.thread,
+            arrival=anyio.current_time(),
+            program_arrival=self.submitted,
+            seq=orch.next_call_seq(),
+            program_seq=self.seq,
+        )
+        while True:
+            st.stats.attempts += 1
+            try:
+                async with orch.admission.slot(call):
+                    if st.stats.start is None:
+                        st.stats.start = anyio.current_time()
+                    now = anyio.current_time()
+                    hints = dataclasses.replace(
+                        request.hints, priority=orch.policy.priority(call, now)
+                    )
+                    req = dataclasses.replace(request, hints=hints)
+                    with anyio.fail_after(timeout):
+                        completion = await backend.complete(req)
+                st.stats.prompt_tokens += completion.prompt_tokens
+                st.stats.completion_tokens += completion.completion_tokens
+                return completion.text
+            except TimeoutError:
+                failure: BackendError = BackendError(
+                    f"backend {backend.name!r} gave no answer to node {node.id!r} "
+                    f"within {timeout}s",
+                    backend=backend.name,
+                    retryable=True,
+                )
+            except BackendError as exc:
+                if not exc.retryable:
+                    raise
+                failure = exc
+            delay = retrying.failed(retryable=True, retry_after=failure.retry_after)
+            if delay is None:
+                raise BackendUnavailable(
+                    f"backend {backend.name!r} unavailable for node {node.id!r} after "
+                    f"{retrying.attempts} attempts: {failure}",
+                    backend=backend.name,
+                    attempts=retrying.attempts,
+                ) from failure
+            await anyio.sleep(delay)
+
+    async def _run_llm(self, st: _NodeState, node: LLMNode, values: dict[str, Any]) -> str:
+        return await self._call_backend(st, node, self._request(st, node, values, None))
+
+    async def _run_select(self, st: _NodeState, node: SelectNode, values: dict[str, Any]) -> str:
+        text = await self._call_backend(st, node, self._request(st, node, values, node.options))
+        choice = match_option(text, node.options)
+        if choice is None:
+            raise ConstraintViolation(
+                node=node.id,
+                text=text,
+                reason=f"it names none of the options {list(node.options)!r}",
+            )
+        return choice
+
+    async def _run_tool(self, st: _NodeState, node: ToolNode, values: dict[str, Any]) -> Any:
+        tool = self.builder.tools[node.tool]
+        args = dsl.substitute(node.args, values)
+        kwargs = {k: dsl.substitute(v, values) for k, v in node.kwargs}
+        retrying = Retrying(self.orch.retry, node.retries)
+        st.stats.start = anyio.current_time()
+        while True:
+            st.stats.attempts += 1
+            try:
+                with anyio.fail_after(node.timeout):
+                    if tool.is_async:
+                        return await tool.invoke(*args, **kwargs)
+                    call: Callable[[], Any] = functools.partial(tool.fn, *args, **kwargs)
+                    return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+            except Exception as exc:
+                cause: BaseException = exc
+                if isinstance(exc, TimeoutError) and node.timeout is not None:
+                    cause = TimeoutError(f"no result within {node.timeout}s")
+                delay = retrying.failed(retryable=True)
+                if delay is None:
+                    raise ToolError(
+                        node=node.id, tool=node.tool, cause=cause, attempts=retrying.attempts
+                    ) from exc
+            await anyio.sleep(delay)

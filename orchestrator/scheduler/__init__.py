@@ -1,0 +1,27 @@
+"""Pure scheduling policies: they order ready calls and compute the hints sent to engines.
+
+Policies do no I/O and read no clock: the runtime passes ``now`` in, so each one can be tested
+step by step. ``make_policy(name)`` builds one by name.
+"""
+
+from orchestrator.scheduler._fcfs import FCFS, ProgramFCFS
+from orchestrator.scheduler._policy import CallInfo, Policy
+
+__all__ = ["FCFS", "POLICIES", "CallInfo", "Policy", "ProgramFCFS", "make_policy"]
+
+POLICIES: dict[str, type[FCFS] | type[ProgramFCFS]] = {
+    "fcfs": FCFS,
+    "program_fcfs": ProgramFCFS,
+}
+"""Policy classes by name."""
+
+
+def make_policy(name: str) -> Policy:
+    """A new policy by name; ``ValueError`` listing the known names if there is none."""
+    try:
+        cls = POLICIES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown policy {name!r}; known policies: {', '.join(sorted(POLICIES))}"
+        ) from None
+    return cls()

@@ -1,0 +1,8 @@
+"""Fixtures for the backend adapter tests."""
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

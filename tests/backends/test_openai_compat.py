@@ -1,0 +1,693 @@
+"""Wire tests for ``OpenAICompatible`` over ``httpx.MockTransport``: exact payloads per dialect."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import openai
+import pytest
+
+from orchestrator.backends import (
+    Backend,
+    Completion,
+    Hints,
+    LLMRequest,
+    Message,
+    OpenAICompatible,
+)
+from orchestrator.errors import BackendError, BackendRejected, BackendTimeout, ConfigError
+
+BASE = "http://engine.test:8000"
+URL = BASE + "/v1"
+HINTS = Hints(program="prog-1", thread="t0", priority=3)
+LEGATO_HEADERS = {
+    "x-legato-program": "prog-1",
+    "x-legato-thread": "t0",
+    "x-legato-priority": "3",
+}
+
+CHAT_REPLY = {
+    "id": "c1",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "m1",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "hello"},
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+}
+TEXT_REPLY = {
+    "id": "c2",
+    "object": "text_completion",
+    "created": 0,
+    "model": "m1",
+    "choices": [{"index": 0, "text": " world", "finish_reason": "length", "logprobs": None}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+}
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def chat_request(**kw: Any) -> LLMRequest:
+    return LLMRequest(messages=(Message("user", "hi"),), hints=HINTS, **kw)
+
+
+def sse(*events: object) -> httpx.Response:
+    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+
+class FakeEngine:
+    """A scripted OpenAI-compatible server recording every request it gets."""
+
+    def __init__(self, owned_by: str = "vllm", models: tuple[str, ...] = ("m1",)) -> None:
+        self.owned_by = owned_by
+        self.models = models
+        self.requests: list[httpx.Request] = []
+        self.reply: Handler | None = None  # overrides the completion endpoints
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if path == "/v1/models":
+            await anyio.lowlevel.checkpoint()  # let concurrent first calls interleave
+            data = [{"id": m, "object": "model", "owned_by": self.owned_by} for m in self.models]
+            return httpx.Response(200, json={"object": "list", "data": data})
+        if self.reply is not None:
+            return self.reply(request)
+        if path == "/v1/chat/completions":
+            return httpx.Response(200, json=CHAT_REPLY)
+        if path == "/v1/completions":
+            return httpx.Response(200, json=TEXT_REPLY)
+        return httpx.Response(404, json={"error": {"message": f"no route {path}"}})
+
+    def paths(self) -> list[str]:
+        return [r.url.path for r in self.requests]
+
+    def last(self) -> httpx.Request:
+        return self.requests[-1]
+
+    def last_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(self.last().content)
+        return body
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+async def client(engine: FakeEngine) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(engine)) as c:
+        yield c
+
+
+def dialect_of(b: OpenAICompatible) -> str:
+    """``b.dialect``, read through a call so mypy does not keep an earlier narrowing."""
+    return b.dialect
+
+
+def make(client: httpx.AsyncClient, dialect: Any = "vllm", **kw: Any) -> OpenAICompatible:
+    kw.setdefault("model", "m1")
+    return OpenAICompatible(BASE, dialect=dialect, http_client=client, **kw)
+
+
+# -- construction ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        ("http://h:8000", "http://h:8000/v1"),
+        ("http://h:8000/", "http://h:8000/v1"),
+        ("http://h:8000/v1", "http://h:8000/v1"),
+        ("http://h:8000/v1/", "http://h:8000/v1"),
+        ("https://api.example.com/v1", "https://api.example.com/v1"),
+        ("http://h/openai/v1", "http://h/openai/v1"),
+    ],
+)
+def test_base_url_is_normalised(given: str, normalised: str) -> None:
+    b = OpenAICompatible(given, model="m")
+    assert b.base_url == normalised
+    assert b.name == normalised
+
+
+@pytest.mark.parametrize("bad", ["localhost:8000", "not a url", "http://", "ftp://h/v1", ""])
+def test_bad_url_is_a_config_error_naming_it(bad: str) -> None:
+    with pytest.raises(ConfigError, match="invalid backend URL") as info:
+        OpenAICompatible(bad)
+    assert repr(bad) in str(info.value)
+
+
+def test_unknown_dialect_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="tgi"):
+        OpenAICompatible(BASE, dialect="tgi")  # type: ignore[arg-type]
+
+
+def test_satisfies_the_backend_protocol_and_is_named() -> None:
+    b = OpenAICompatible(BASE, dialect="vllm", name="gpu-0")
+    assert isinstance(b, Backend)
+    assert b.name == "gpu-0"
+    assert b.dialect == "vllm"
+
+
+# -- payloads per dialect ----------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_vllm_chat_payload_and_headers(client: httpx.AsyncClient, engine: FakeEngine) -> None:
+    b = make(client, "vllm", api_key="sk-1")
+    out = await b.complete(
+        chat_request(max_tokens=16, temperature=0.0, top_p=0.9, stop=("\n",), seed=7)
+    )
+    assert out == Completion(
+        text="hello", prompt_tokens=5, completion_tokens=2, finish_reason="stop"
+    )
+    req = engine.last()
+    assert req.method == "POST"
+    assert str(req.url) == URL + "/chat/completions"
+    assert engine.last_body() == {
+        "model": "m1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 16,
+        "temperature": 0.0,
+        "top_p": 0.9,
+        "stop": ["\n"],
+        "seed": 7,
+    }
+    for k, v in LEGATO_HEADERS.items():
+        assert req.headers[k] == v
+    assert req.headers["x-vllm-priority"] == "3"
+    assert req.headers["authorization"] == "Bearer sk-1"
+    assert "x-legato-kv-ttl" not in req.headers
+    assert engine.paths() == ["/v1/chat/completions"]  # dialect and model given: no probe
+
+
+@pytest.mark.anyio
+async def test_text_completion_sends_only_given_fields(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    b = make(client, "vllm")
+    hints = Hints(program="p", thread="t", priority=-2, kv_ttl=30.0)
+    out = await b.complete(LLMRequest(prompt="Hello", hints=hints))
+    assert out == Completion(
+        text=" world", prompt_tokens=3, completion_tokens=4, finish_reason="length"
+    )
+    req = engine.last()
+    assert str(req.url) == URL + "/completions"
+    assert engine.last_body() == {"model": "m1", "prompt": "Hello"}
+    assert req.headers["x-vllm-priority"] == "-2"
+    assert req.headers["x-legato-priority"] == "-2"
+    assert req.headers["x-legato-kv-ttl"] == "30"
+    assert req.headers["authorization"] == "Bearer EMPTY"
+
+
+@pytest.mark.anyio
+async def test_request_model_overrides_default(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    await make(client, "vllm").complete(chat_request(model="other"))
+    assert engine.last_body()["model"] == "other"
+
+
+@pytest.mark.anyio
+async def test_sglang_priority_is_negated_in_the_body(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    await make(client, "sglang").complete(chat_request(max_tokens=4))
+    assert engine.last_body() == {
+        "model": "m1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "priority": -3,
+    }
+    assert "x-vllm-priority" not in engine.last().headers
+    for k, v in LEGATO_HEADERS.items():
+        assert engine.last().headers[k] == v
+
+
+@pytest.mark.anyio
+async def test_llamacpp_caches_prompt_and_has_no_priority(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    await make(client, "llamacpp").complete(LLMRequest(prompt="x", max_tokens=4, hints=HINTS))
+    assert engine.last_body() == {
+        "model": "m1",
+        "prompt": "x",
+        "max_tokens": 4,
+        "cache_prompt": True,
+    }
+    assert "x-vllm-priority" not in engine.last().headers
+    assert engine.last().headers["x-legato-priority"] == "3"
+
+
+@pytest.mark.anyio
+async def test_openai_sends_no_extra_fields(client: httpx.AsyncClient, engine: FakeEngine) -> None:
+    b = make(client, "openai")
+    await b.complete(
+        chat_request(
+            max_tokens=8, temperature=0.5, top_p=1.0, stop=("a", "b"), seed=1, choices=("y", "n")
+        )
+    )
+    body = engine.last_body()
+    assert set(body) == {
+        "model",
+        "messages",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+    }
+    assert body["max_completion_tokens"] == 8
+    assert body["stop"] == ["a", "b"]
+    assert "x-vllm-priority" not in engine.last().headers
+    for k, v in LEGATO_HEADERS.items():
+        assert engine.last().headers[k] == v
+
+    await b.complete(LLMRequest(prompt="p", max_tokens=8, hints=HINTS))
+    assert engine.last_body() == {"model": "m1", "prompt": "p", "max_tokens": 8}
+
+
+# -- choice constraints ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_vllm_choices_are_structured_outputs(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    await make(client, "vllm").complete(chat_request(choices=("yes", "no")))
+    body = engine.last_body()
+    assert body["structured_outputs"] == {"choice": ["yes", "no"]}
+    assert "priority" not in body
+
+
+@pytest.mark.anyio
+async def test_sglang_choices_are_an_escaped_regex(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    await make(client, "sglang").complete(chat_request(choices=("yes", "a.b", "c|d", "(x)")))
+    body = engine.last_body()
+    assert body["regex"] == r"(yes|a\.b|c\|d|\(x\))"
+    assert body["priority"] == -3
+
+
+@pytest.mark.anyio
+async def test_llamacpp_choices_are_a_gbnf_grammar(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    choices = ("yes", 'say "hi"', "back\\slash", "two\nlines", "tab\there")
+    await make(client, "llamacpp").complete(chat_request(choices=choices))
+    body = engine.last_body()
+    assert body["grammar"] == (
+        'root ::= "yes" | "say \\"hi\\"" | "back\\\\slash" | "two\\nlines" | "tab\\there"'
+    )
+    assert body["cache_prompt"] is True
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+def chat_chunk(content: str | None, finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "m1",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}],
+    }
+
+
+USAGE_CHUNK = {
+    "id": "c1",
+    "object": "chat.completion.chunk",
+    "created": 0,
+    "model": "m1",
+    "choices": [],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+}
+
+
+@pytest.mark.anyio
+async def test_stream_chat_yields_deltas(client: httpx.AsyncClient, engine: FakeEngine) -> None:
+    engine.reply = lambda _: sse(
+        chat_chunk(""), chat_chunk("Hel"), chat_chunk(None), chat_chunk("lo", "stop"), USAGE_CHUNK
+    )
+    b = make(client, "sglang")
+    pieces = [p async for p in b.stream(chat_request(max_tokens=4))]
+    assert pieces == ["Hel", "lo"]
+    assert str(engine.last().url) == URL + "/chat/completions"
+    assert engine.last_body() == {
+        "model": "m1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "priority": -3,
+    }
+
+
+@pytest.mark.anyio
+async def test_stream_text_completion(client: httpx.AsyncClient, engine: FakeEngine) -> None:
+    def chunk(text: str) -> dict[str, Any]:
+        return {
+            "id": "c2",
+            "object": "text_completion",
+            "created": 0,
+            "model": "m1",
+            "choices": [{"index": 0, "text": text, "finish_reason": None, "logprobs": None}],
+        }
+
+    engine.reply = lambda _: sse(
+        chunk("a"), chunk("b"), {**USAGE_CHUNK, "object": "text_completion"}
+    )
+    pieces = [p async for p in make(client, "llamacpp").stream(LLMRequest(prompt="x", hints=HINTS))]
+    assert pieces == ["a", "b"]
+    assert str(engine.last().url) == URL + "/completions"
+    assert engine.last_body() == {
+        "model": "m1",
+        "prompt": "x",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "cache_prompt": True,
+    }
+
+
+@pytest.mark.anyio
+async def test_stream_rejection_before_first_chunk(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.reply = lambda _: httpx.Response(400, json={"error": {"message": "bad field x"}})
+    with pytest.raises(BackendRejected, match="bad field x"):
+        async for _ in make(client).stream(chat_request()):
+            pass
+
+
+class _BrokenStream(httpx.AsyncByteStream):
+    """An SSE body that times out after its first event."""
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield f"data: {json.dumps(chat_chunk('Hel'))}\n\n".encode()
+        raise httpx.ReadTimeout("read timed out")
+
+
+@pytest.mark.anyio
+async def test_stream_timeout_midway_is_backend_timeout(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.reply = lambda _: httpx.Response(
+        200, stream=_BrokenStream(), headers={"content-type": "text/event-stream"}
+    )
+    pieces: list[str] = []
+
+    async def consume() -> None:
+        async for p in make(client).stream(chat_request()):
+            pieces.append(p)
+
+    with pytest.raises(BackendTimeout) as info:
+        await consume()
+    assert pieces == ["Hel"]
+    assert info.value.retryable
+
+
+@pytest.mark.anyio
+async def test_stream_error_event_is_backend_error(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.reply = lambda _: sse(chat_chunk("a"), {"error": {"message": "engine blew up"}})
+    with pytest.raises(BackendError, match="engine blew up"):
+        async for _ in make(client).stream(chat_request()):
+            pass
+
+
+# -- detection ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("owned_by", "dialect"),
+    [
+        ("vllm", "vllm"),
+        ("sglang", "sglang"),
+        ("llamacpp", "llamacpp"),
+        ("openai", "openai"),
+        ("system", "openai"),
+        ("", "openai"),
+    ],
+)
+@pytest.mark.anyio
+async def test_auto_detects_dialect_from_models_once(
+    client: httpx.AsyncClient, engine: FakeEngine, owned_by: str, dialect: str
+) -> None:
+    engine.owned_by = owned_by
+    engine.models = ("served-model", "other")
+    b = OpenAICompatible(BASE, http_client=client)
+    assert dialect_of(b) == "auto"
+    assert b.model is None
+    await b.complete(chat_request())
+    await b.complete(LLMRequest(prompt="p", hints=HINTS))
+    assert dialect_of(b) == dialect
+    assert b.model == "served-model"
+    assert engine.paths() == ["/v1/models", "/v1/chat/completions", "/v1/completions"]
+    assert engine.requests[0].method == "GET"
+    assert engine.last_body()["model"] == "served-model"
+    assert ("priority" in engine.last_body()) == (dialect == "sglang")
+    assert ("x-vllm-priority" in engine.last().headers) == (dialect == "vllm")
+    assert await b.resolve() == (dialect, "served-model")
+    assert engine.paths().count("/v1/models") == 1
+
+
+@pytest.mark.anyio
+async def test_concurrent_first_calls_probe_once(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.owned_by = "sglang"
+    b = OpenAICompatible(BASE, http_client=client)
+    async with anyio.create_task_group() as tg:
+        for _ in range(5):
+            tg.start_soon(b.complete, chat_request())
+    assert engine.paths().count("/v1/models") == 1
+    assert engine.paths().count("/v1/chat/completions") == 5
+
+
+@pytest.mark.anyio
+async def test_explicit_dialect_resolves_model_once(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.owned_by = "sglang"  # ignored: the dialect is given
+    b = OpenAICompatible(BASE, dialect="vllm", http_client=client)
+    assert b.dialect == "vllm"
+    await b.complete(chat_request())
+    await b.complete(chat_request())
+    assert engine.paths() == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
+    assert engine.last_body()["model"] == "m1"
+    assert b.dialect == "vllm"
+
+
+@pytest.mark.anyio
+async def test_api_key_is_sent_to_models(client: httpx.AsyncClient, engine: FakeEngine) -> None:
+    b = OpenAICompatible(BASE, api_key="sk-2", http_client=client)
+    assert await b.resolve() == ("vllm", "m1")
+    assert engine.requests[0].headers["authorization"] == "Bearer sk-2"
+
+
+@pytest.mark.anyio
+async def test_missing_models_listing_asks_for_model() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
+        b = OpenAICompatible(BASE, dialect="openai", http_client=c)
+        with pytest.raises(ConfigError, match=r"404.*pass model=") as info:
+            await b.complete(chat_request())
+        assert isinstance(info.value.__cause__, openai.NotFoundError)
+        auto = OpenAICompatible(BASE, http_client=c)
+        with pytest.raises(ConfigError, match="pass dialect= and model="):
+            await auto.resolve()
+
+
+@pytest.mark.anyio
+async def test_empty_models_listing_asks_for_model(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.models = ()
+    b = OpenAICompatible(BASE, dialect="vllm", http_client=client)
+    with pytest.raises(ConfigError, match="lists no model; pass model="):
+        await b.complete(chat_request())
+
+
+@pytest.mark.anyio
+async def test_failed_probe_is_mapped_and_retried_next_time(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    calls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return httpx.Response(503, json={"error": {"message": "warming up"}})
+        return await engine(request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
+        b = OpenAICompatible(BASE, http_client=c)
+        with pytest.raises(BackendError, match="warming up") as info:
+            await b.complete(chat_request())
+        assert info.value.retryable
+        assert info.value.status == 503
+        assert dialect_of(b) == "auto"
+        await b.complete(chat_request())
+        assert dialect_of(b) == "vllm"
+
+
+# -- error mapping -----------------------------------------------------------------------------
+
+
+async def _fail_with(handler: Handler, *, name: str | None = None) -> BackendError:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
+        b = OpenAICompatible(BASE, dialect="vllm", model="m1", http_client=c, name=name)
+        with pytest.raises(BackendError) as info:
+            await b.complete(chat_request())
+        return info.value
+
+
+@pytest.mark.anyio
+async def test_400_is_rejected_with_the_engine_message() -> None:
+    err = await _fail_with(
+        lambda _: httpx.Response(400, json={"error": {"message": "bad field x"}}), name="gpu-0"
+    )
+    assert type(err) is BackendRejected
+    assert "bad field x" in str(err)
+    assert "400" in str(err)
+    assert not err.retryable
+    assert err.status == 400
+    assert err.backend == "gpu-0"
+    assert isinstance(err.__cause__, openai.BadRequestError)
+
+
+@pytest.mark.anyio
+async def test_flat_error_body_message_is_used() -> None:
+    err = await _fail_with(
+        lambda _: httpx.Response(422, json={"object": "error", "message": "too long", "code": 422})
+    )
+    assert type(err) is BackendRejected
+    assert "too long" in str(err)
+    assert err.status == 422
+
+
+@pytest.mark.anyio
+async def test_503_is_retryable() -> None:
+    err = await _fail_with(lambda _: httpx.Response(503, text="overloaded"))
+    assert type(err) is BackendError
+    assert err.retryable
+    assert err.status == 503
+    assert err.retry_after is None
+    assert err.backend == URL
+    assert isinstance(err.__cause__, openai.InternalServerError)
+
+
+@pytest.mark.anyio
+async def test_429_is_retryable_with_retry_after() -> None:
+    err = await _fail_with(
+        lambda _: httpx.Response(
+            429, json={"error": {"message": "slow down"}}, headers={"Retry-After": "2"}
+        )
+    )
+    assert type(err) is BackendError
+    assert err.retryable
+    assert err.status == 429
+    assert err.retry_after == 2.0
+    assert "slow down" in str(err)
+
+
+@pytest.mark.anyio
+async def test_408_is_retryable() -> None:
+    err = await _fail_with(lambda _: httpx.Response(408, json={"error": {"message": "late"}}))
+    assert type(err) is BackendError
+    assert err.retryable
+    assert err.status == 408
+
+
+@pytest.mark.anyio
+async def test_refused_connection_is_retryable_and_names_the_url() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    err = await _fail_with(handler)
+    assert type(err) is BackendError
+    assert err.retryable
+    assert err.status is None
+    assert URL in str(err)
+    assert "connection" in str(err).lower()
+    assert "refused" in str(err)
+    assert isinstance(err.__cause__, openai.APIConnectionError)
+
+
+@pytest.mark.anyio
+async def test_read_timeout_is_backend_timeout() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    err = await _fail_with(handler)
+    assert type(err) is BackendTimeout
+    assert err.retryable
+    assert isinstance(err.__cause__, openai.APITimeoutError)
+
+
+@pytest.mark.anyio
+async def test_probe_connection_failure_is_mapped() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as c:
+        b = OpenAICompatible(BASE, http_client=c)
+        with pytest.raises(
+            BackendError, match=r"connection to http://engine\.test:8000/v1"
+        ) as info:
+            await b.resolve()
+        assert info.value.retryable
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_injected_client_is_not_closed(client: httpx.AsyncClient) -> None:
+    async with make(client) as b:
+        await b.complete(chat_request())
+    await b.aclose()
+    assert not client.is_closed
+
+
+@pytest.mark.anyio
+async def test_own_client_is_closed() -> None:
+    b = OpenAICompatible(BASE, model="m1", dialect="vllm")
+    own = b._http
+    assert not own.is_closed
+    async with b:
+        pass
+    assert own.is_closed
+
+
+def test_public_names() -> None:
+    import orchestrator.backends as pkg
+
+    assert sorted(pkg.__all__) == [
+        "Backend",
+        "Completion",
+        "Hints",
+        "LLMRequest",
+        "Message",
+        "OpenAICompatible",
+    ]
+    for name in pkg.__all__:
+        assert getattr(pkg, name).__doc__, name

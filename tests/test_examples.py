@@ -1,0 +1,118 @@
+"""Every program in examples/ runs: in-process on a scripted backend, and through the CLI over
+real HTTP against a local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import orchestrator
+from orchestrator.cli import load_program
+from orchestrator.testing import FakeOpenAIServer, ScriptedBackend
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def legato(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_every_example_is_covered() -> None:
+    assert {p.name for p in EXAMPLES.glob("*.py")} == {"research.py", "triage.py"}
+
+
+def test_research_fans_out_and_joins() -> None:
+    research = load_program(str(EXAMPLES / "research.py"))
+    backend = ScriptedBackend({"search query": "query", "Answer in one sentence": "answer",
+                               "three-sentence report": "the report"}, latency=0.02)
+
+    async def go() -> tuple[str, dict[str, orchestrator.NodeStats]]:
+        async with orchestrator.Orchestrator(backend) as orch:
+            h = await orch.submit(research, "tides")
+            return await h.result(), h.stats
+
+    import anyio
+
+    result, stats = anyio.run(go)
+    assert result == "the report"
+    questions = [s for s in stats.values() if s.node.startswith("question")]
+    assert len(questions) == 3
+    # the three question calls overlapped in time
+    assert max(s.start for s in questions) < min(s.end for s in questions)  # type: ignore[type-var]
+    report_prompt = backend.calls[-1].request.text
+    assert report_prompt.splitlines()[1:] == ["answer", "answer", "answer"]
+    assert "tides" in report_prompt
+
+
+@pytest.mark.parametrize(
+    ("label", "expected_node"),
+    [("bug", "repro"), ("billing", "billing_reply"), ("other", "reply")],
+)
+def test_triage_branches_on_the_label(label: str, expected_node: str) -> None:
+    triage = load_program(str(EXAMPLES / "triage.py"))
+    backend = ScriptedBackend({"Classify": label}, default="handled")
+    out = orchestrator.run(triage, "my ticket", backend=backend)
+    assert out == {"label": label, "reply": "handled"}
+    assert [c.request.node for c in backend.calls] == ["label", expected_node]
+    if label == "billing":
+        assert "refund issued" in backend.calls[1].request.text
+
+
+def test_graph_command_prints_mermaid() -> None:
+    proc = legato("graph", str(EXAMPLES / "research.py"), "--", "tides")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("flowchart TD")
+    # per branch: question -> search, question -> answer, search -> answer; answers -> report
+    assert proc.stdout.count("-->") == 3 * 3 + 3
+    proc_json = legato("graph", str(EXAMPLES / "research.py"), "--format", "json", "--", "tides")
+    data = json.loads(proc_json.stdout)
+    assert len(data["nodes"]) == 10
+    assert data["critical_path"]["nodes"][-1] == "report"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeOpenAIServer]:
+    script = {"Classify": "billing", "search query": "q", "report": "final report"}
+    with FakeOpenAIServer(script, default="fine") as s:
+        yield s
+
+
+@pytest.mark.http
+def test_cli_runs_examples_over_http(server: FakeOpenAIServer) -> None:
+    proc = legato("run", str(EXAMPLES / "research.py"), "--backend", server.url, "--", "tides")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "final report"
+    proc = legato("run", f"{EXAMPLES / 'triage.py'}:triage", "--backend", server.url, "--",
+                  "I was charged twice")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"label": "billing", "reply": "fine"}
+
+
+def test_cli_reports_bad_targets_clearly(tmp_path: Path) -> None:
+    proc = legato("graph", str(tmp_path / "missing.py"))
+    assert proc.returncode == 1
+    assert "missing.py: no such file" in proc.stderr
+    proc = legato("graph", f"{EXAMPLES / 'triage.py'}:nope")
+    assert proc.returncode == 1
+    assert "no @dsl.program named 'nope'" in proc.stderr and "triage" in proc.stderr
+
+
+@pytest.mark.http
+def test_cli_reports_an_unreachable_backend() -> None:
+    proc = legato("run", str(EXAMPLES / "triage.py"), "--backend", "http://127.0.0.1:9/v1",
+                  "--", "hi")
+    assert proc.returncode == 1
+    assert "BackendUnavailable" in proc.stderr and "127.0.0.1:9" in proc.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    proc = legato("--help")
+    assert proc.returncode == 0
+    for cmd in ("run", "graph", "demo", "bench"):
+        assert cmd in proc.stdout

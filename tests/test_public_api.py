@@ -1,0 +1,56 @@
+"""The public names of each package are pinned, and each one has a docstring."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+PUBLIC = {
+    "dsl": {
+        "Builder", "Graph", "InputNode", "LLMNode", "LegatoError", "Node", "Program",
+        "ProgramError", "Ref", "SamplingParams", "SelectNode", "Sink", "TemplateError", "Tool",
+        "ToolNode", "Var", "VarMisuseError", "gen", "passes", "program", "render",
+        "render_value", "select", "substitute", "tool",
+    },
+    "orchestrator": {
+        "BackendError", "BackendRejected", "BackendTimeout", "BackendUnavailable", "ConfigError",
+        "ConstraintViolation", "DependencyFailed", "LegatoError", "NodeStats", "Orchestrator",
+        "ProgramCancelled", "ProgramError", "ProgramHandle", "RetryPolicy", "RunError",
+        "ToolError", "arun", "backends", "errors", "run",
+    },
+    "orchestrator.backends": {
+        "Backend", "Completion", "Hints", "LLMRequest", "Message", "OpenAICompatible",
+    },
+    "orchestrator.scheduler": {
+        "CallInfo", "FCFS", "POLICIES", "Policy", "ProgramFCFS", "make_policy",
+    },
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_names_are_pinned(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert set(mod.__all__) == PUBLIC[module]
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name} is in __all__ but missing"
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_names_have_docstrings(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert inspect.getdoc(mod), f"{module} has no module docstring"
+    missing = []
+    for name in mod.__all__:
+        obj = getattr(mod, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
+            doc = obj.__doc__
+            if not doc or not doc.strip():
+                missing.append(name)
+    assert not missing, f"{module}: no docstring on {missing}"
+
+
+def test_testing_exports_the_scripted_backend_and_fake_server() -> None:
+    testing = importlib.import_module("orchestrator.testing")
+    assert {"ScriptedBackend", "FakeOpenAIServer"} <= set(testing.__all__)
