@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias, assert_never
+from typing import Any, ClassVar, TypeAlias, assert_never
 
 import networkx as nx
 
@@ -87,12 +87,16 @@ class _NodeBase:
 class InputNode(_NodeBase):
     """A program argument left symbolic by ``Program.trace``."""
 
+    kind: ClassVar[str] = "input"
+
     param: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LLMNode(_NodeBase):
     """One LLM generation: a template rendered from its inputs, sent to a backend."""
+
+    kind: ClassVar[str] = "gen"
 
     template: str
     inputs: tuple[tuple[str, Any], ...] = ()
@@ -108,6 +112,8 @@ class LLMNode(_NodeBase):
 class SelectNode(_NodeBase):
     """An LLM call whose answer must be one of ``options``."""
 
+    kind: ClassVar[str] = "select"
+
     template: str
     options: tuple[str, ...]
     inputs: tuple[tuple[str, Any], ...] = ()
@@ -122,6 +128,8 @@ class SelectNode(_NodeBase):
 class ToolNode(_NodeBase):
     """A call of a ``@dsl.tool`` function with positional and keyword arguments."""
 
+    kind: ClassVar[str] = "tool"
+
     tool: str
     args: tuple[Any, ...] = ()
     kwargs: tuple[tuple[str, Any], ...] = ()
@@ -132,20 +140,6 @@ class ToolNode(_NodeBase):
 
 Node: TypeAlias = InputNode | LLMNode | SelectNode | ToolNode
 """The closed set of node types; match on it with ``match`` and ``assert_never``."""
-
-
-def _kind(node: Node) -> str:
-    match node:
-        case InputNode():
-            return "input"
-        case LLMNode():
-            return "gen"
-        case SelectNode():
-            return "select"
-        case ToolNode():
-            return "tool"
-        case _:
-            assert_never(node)
 
 
 @dataclass(frozen=True)
@@ -185,7 +179,7 @@ class Graph:
         (``"data"`` or ``"control"``)."""
         g = nx.DiGraph(name=self.name)
         for n in self.nodes:
-            g.add_node(n.id, kind=_kind(n), node=n)
+            g.add_node(n.id, kind=n.kind, node=n)
         for n in self.nodes:
             for d in n.deps:
                 if d in self._index:

@@ -19,8 +19,13 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def legato(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_every_example_is_covered() -> None:
@@ -29,8 +34,14 @@ def test_every_example_is_covered() -> None:
 
 def test_research_fans_out_and_joins() -> None:
     research = load_program(str(EXAMPLES / "research.py"))
-    backend = ScriptedBackend({"search query": "query", "Answer in one sentence": "answer",
-                               "three-sentence report": "the report"}, latency=0.02)
+    backend = ScriptedBackend(
+        {
+            "search query": "query",
+            "Answer in one sentence": "answer",
+            "three-sentence report": "the report",
+        },
+        latency=0.02,
+    )
 
     async def go() -> tuple[str, dict[str, orchestrator.NodeStats]]:
         async with orchestrator.Orchestrator(backend) as orch:
@@ -88,8 +99,14 @@ def test_cli_runs_examples_over_http(server: FakeOpenAIServer) -> None:
     proc = legato("run", str(EXAMPLES / "research.py"), "--backend", server.url, "--", "tides")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "final report"
-    proc = legato("run", f"{EXAMPLES / 'triage.py'}:triage", "--backend", server.url, "--",
-                  "I was charged twice")
+    proc = legato(
+        "run",
+        f"{EXAMPLES / 'triage.py'}:triage",
+        "--backend",
+        server.url,
+        "--",
+        "I was charged twice",
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"label": "billing", "reply": "fine"}
 
@@ -105,8 +122,9 @@ def test_cli_reports_bad_targets_clearly(tmp_path: Path) -> None:
 
 @pytest.mark.http
 def test_cli_reports_an_unreachable_backend() -> None:
-    proc = legato("run", str(EXAMPLES / "triage.py"), "--backend", "http://127.0.0.1:9/v1",
-                  "--", "hi")
+    proc = legato(
+        "run", str(EXAMPLES / "triage.py"), "--backend", "http://127.0.0.1:9/v1", "--", "hi"
+    )
     assert proc.returncode == 1
     assert "BackendUnavailable" in proc.stderr and "127.0.0.1:9" in proc.stderr
 

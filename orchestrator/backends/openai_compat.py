@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal, Self, assert_never, get_args
+from typing import Any, Final, Literal, Self, assert_never, get_args
 
 import anyio
 import httpx
@@ -101,6 +101,7 @@ class OpenAICompatible:
             timeout=timeout,
         )
         self._probe_lock = anyio.Lock()
+        self._is_openai_api = httpx.URL(self.base_url).host.endswith("openai.com")
 
     def __repr__(self) -> str:
         return f"OpenAICompatible({self.base_url!r}, dialect={self.dialect!r}, name={self.name!r})"
@@ -147,16 +148,9 @@ class OpenAICompatible:
         try:
             if call.messages is not None:
                 chat = await self._client.chat.completions.create(
-                    model=call.model,
                     messages=call.messages,
-                    max_tokens=call.max_tokens,
                     max_completion_tokens=call.max_completion_tokens,
-                    temperature=call.temperature,
-                    top_p=call.top_p,
-                    stop=call.stop,
-                    seed=call.seed,
-                    extra_headers=call.headers,
-                    extra_body=call.body,
+                    **call.common(),
                 )
                 if not chat.choices:
                     raise self._no_choices()
@@ -165,17 +159,7 @@ class OpenAICompatible:
                 usage = chat.usage
             else:
                 assert request.prompt is not None
-                comp = await self._client.completions.create(
-                    model=call.model,
-                    prompt=request.prompt,
-                    max_tokens=call.max_tokens,
-                    temperature=call.temperature,
-                    top_p=call.top_p,
-                    stop=call.stop,
-                    seed=call.seed,
-                    extra_headers=call.headers,
-                    extra_body=call.body,
-                )
+                comp = await self._client.completions.create(prompt=request.prompt, **call.common())
                 if not comp.choices:
                     raise self._no_choices()
                 text = comp.choices[0].text
@@ -196,21 +180,15 @@ class OpenAICompatible:
         Raises the same errors as ``complete``, before or while streaming.
         """
         call = await self._prepare(request)
+        include_usage: Any = {"include_usage": True}
         try:
             if call.messages is not None:
                 chat = await self._client.chat.completions.create(
-                    model=call.model,
                     messages=call.messages,
-                    max_tokens=call.max_tokens,
                     max_completion_tokens=call.max_completion_tokens,
-                    temperature=call.temperature,
-                    top_p=call.top_p,
-                    stop=call.stop,
-                    seed=call.seed,
                     stream=True,
-                    stream_options={"include_usage": True},
-                    extra_headers=call.headers,
-                    extra_body=call.body,
+                    stream_options=include_usage,
+                    **call.common(),
                 )
                 async with chat:
                     async for chunk in chat:
@@ -220,17 +198,10 @@ class OpenAICompatible:
             else:
                 assert request.prompt is not None
                 comp = await self._client.completions.create(
-                    model=call.model,
                     prompt=request.prompt,
-                    max_tokens=call.max_tokens,
-                    temperature=call.temperature,
-                    top_p=call.top_p,
-                    stop=call.stop,
-                    seed=call.seed,
                     stream=True,
-                    stream_options={"include_usage": True},
-                    extra_headers=call.headers,
-                    extra_body=call.body,
+                    stream_options=include_usage,
+                    **call.common(),
                 )
                 async with comp:
                     async for piece in comp:
@@ -271,9 +242,10 @@ class OpenAICompatible:
         max_tokens: int | Omit = omit
         max_completion_tokens: int | Omit = omit
         if request.max_tokens is not None:
-            # OpenAI's chat API deprecated max_tokens (its reasoning models reject it);
-            # the open engines all read max_tokens.
-            if dialect == "openai" and request.messages is not None:
+            # OpenAI's own chat API deprecated max_tokens (its reasoning models reject it);
+            # every other server, including unrecognised ones that fall back to the "openai"
+            # dialect, reads max_tokens.
+            if self._is_openai_api and request.messages is not None:
                 max_completion_tokens = request.max_tokens
             else:
                 max_tokens = request.max_tokens
@@ -352,6 +324,19 @@ class _Call:
     seed: int | Omit
     headers: dict[str, str]
     body: dict[str, object] | None
+
+    def common(self) -> dict[str, Any]:
+        """The SDK arguments shared by the chat and text completion calls."""
+        return {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": self.stop,
+            "seed": self.seed,
+            "extra_headers": self.headers,
+            "extra_body": self.body,
+        }
 
 
 def _normalise_base_url(base_url: str) -> str:

@@ -47,7 +47,7 @@ class Retrying:
         self.policy = policy
         self.retries = policy.retries if retries is None else retries
         self.attempts = 1
-        self._rng = rng or random.Random()
+        self._rng = rng
 
     def failed(self, *, retryable: bool, retry_after: float | None = None) -> float | None:
         """Record a failed attempt; the seconds to wait before the next, or None to give up."""
@@ -56,6 +56,8 @@ class Retrying:
         p = self.policy
         delay = min(p.max_backoff, p.backoff * p.multiplier ** (self.attempts - 1))
         if p.jitter:
+            if self._rng is None:  # made on the first failure: most calls never need it
+                self._rng = random.Random()
             delay *= 1 + self._rng.uniform(-p.jitter, p.jitter)
         if retry_after is not None:
             delay = max(delay, retry_after)

@@ -86,20 +86,6 @@ class _NodeState:
         return self.event.is_set()
 
 
-def _kind(node: Node) -> str:
-    match node:
-        case InputNode():
-            return "input"
-        case LLMNode():
-            return "gen"
-        case SelectNode():
-            return "select"
-        case ToolNode():
-            return "tool"
-        case _:
-            assert_never(node)
-
-
 def match_option(text: str, options: tuple[str, ...]) -> str | None:
     """The option ``text`` names: exact, then ignoring case and outer punctuation, then the
     only option it starts with or contains."""
@@ -199,7 +185,7 @@ class ProgramRun:
 
     # -- dsl.Sink --------------------------------------------------------------------------
     def submit(self, node: Node) -> None:
-        st = _NodeState(node, NodeStats(node=node.id, kind=_kind(node), thread=node.thread))
+        st = _NodeState(node, NodeStats(node=node.id, kind=node.kind, thread=node.thread))
         self._states[node.id] = st
         if isinstance(node, InputNode):  # pragma: no cover - only tracing makes inputs
             raise AssertionError("symbolic inputs cannot run")

@@ -260,16 +260,8 @@ async def test_openai_sends_no_extra_fields(client: httpx.AsyncClient, engine: F
         )
     )
     body = engine.last_body()
-    assert set(body) == {
-        "model",
-        "messages",
-        "max_completion_tokens",
-        "temperature",
-        "top_p",
-        "stop",
-        "seed",
-    }
-    assert body["max_completion_tokens"] == 8
+    assert set(body) == {"model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed"}
+    assert body["max_tokens"] == 8
     assert body["stop"] == ["a", "b"]
     assert "x-vllm-priority" not in engine.last().headers
     for k, v in LEGATO_HEADERS.items():
@@ -277,6 +269,22 @@ async def test_openai_sends_no_extra_fields(client: httpx.AsyncClient, engine: F
 
     await b.complete(LLMRequest(prompt="p", max_tokens=8, hints=HINTS))
     assert engine.last_body() == {"model": "m1", "prompt": "p", "max_tokens": 8}
+
+
+@pytest.mark.anyio
+async def test_openai_api_itself_gets_max_completion_tokens(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    # OpenAI deprecated max_tokens in chat; servers that only look like OpenAI keep max_tokens.
+    b = OpenAICompatible(
+        "https://api.openai.com/v1", model="m1", dialect="openai", http_client=client
+    )
+    await b.complete(chat_request(max_tokens=8))
+    assert engine.last_body() == {
+        "model": "m1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_completion_tokens": 8,
+    }
 
 
 # -- choice constraints ------------------------------------------------------------------------
