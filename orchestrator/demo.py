@@ -18,11 +18,12 @@ CITIES = ("Lisbon", "Kyoto", "Montreal")
 
 # What the local fake server answers when no engine is given: canned, so the demo is
 # reproducible offline. Pass --backend to see a real model's answers.
+# The first key found in a prompt wins, so the joining call's key comes first.
 _SCRIPT = {
+    "Pick the best": "Kyoto, for its gardens in autumn.",
     "Lisbon": "Lisbon: trams, tiled facades and custard tarts by the river.",
     "Kyoto": "Kyoto: temples, gardens and quiet streets of wooden houses.",
     "Montreal": "Montreal: festivals, bagels and a lively old port.",
-    "Pick the best": "Kyoto, for its gardens in autumn.",
 }
 
 
@@ -53,14 +54,15 @@ async def trip(cities: list[str]) -> str:
     return await choice
 
 
-def _timeline(stats: dict[str, NodeStats], width: int = 40) -> Table:
+def _timeline(stats: dict[str, NodeStats], width: int = 24) -> Table:
     rows = [s for s in stats.values() if s.start is not None and s.end is not None]
     t0 = min(s.start for s in rows if s.start is not None)
     t1 = max(s.end for s in rows if s.end is not None)
     span = max(t1 - t0, 1e-9)
     table = Table(title="timeline (overlapping bars ran in parallel)")
-    for col in ("node", "kind", "start ms", "end ms", "tokens", ""):
+    for col in ("node", "kind", "start ms", "end ms", "tokens"):
         table.add_column(col)
+    table.add_column("", no_wrap=True, min_width=width)
     for s in sorted(rows, key=lambda s: (s.start or 0.0, s.node)):
         assert s.start is not None and s.end is not None
         a = int((s.start - t0) / span * width)
@@ -103,6 +105,9 @@ def main(backend: str | None = None) -> int:
 
         async def go() -> tuple[str, dict[str, NodeStats]]:
             async with Orchestrator(url) as orch:
+                # A first run warms the HTTP client up (connections, the SDK's lazy imports),
+                # so the timeline shows the program's own shape.
+                await (await orch.submit(trip, cities[:1])).result()
                 handle = await orch.submit(trip, cities)
                 return await handle.result(), handle.stats
 
