@@ -112,6 +112,36 @@ def _cmd_demo(ns: argparse.Namespace, extra: list[str]) -> int:
     return demo_main(ns.backend)
 
 
+def _cmd_model_make(ns: argparse.Namespace, extra: list[str]) -> int:
+    from orchestrator.engine import make_model
+
+    files = make_model(ns.preset, seed=ns.seed, out=Path(ns.out), dtype=ns.dtype)
+    print(f"gguf: {files.gguf}\ntokenizer: {files.tokenizer}\nhf: {files.hf_dir}")
+    return 0
+
+
+def _cmd_engine_serve(ns: argparse.Namespace, extra: list[str]) -> int:
+    from orchestrator._http import serve_asgi
+    from orchestrator.engine import build_engine
+    from orchestrator.engine._server import create_app
+
+    try:
+        engine, name = build_engine(
+            ns.model, seed=ns.seed, kv_tokens=ns.kv_tokens, max_batch=ns.max_batch, policy=ns.policy
+        )
+    except (ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from exc
+    if not ns.announce_port:
+        print(f"legato engine: serving {name!r} on http://{ns.host}:{ns.port}/v1", file=sys.stderr)
+    serve_asgi(
+        create_app(engine, name, aliases=(str(ns.model),)),
+        host=ns.host,
+        port=ns.port,
+        announce=ns.announce_port,
+    )
+    return 0
+
+
 def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
     if ns.bench == "overhead":
         from orchestrator.bench.overhead import main as overhead_main
@@ -132,8 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("target", metavar="FILE.py[:PROGRAM]")
     r.add_argument(
         "--backend",
-        required=True,
-        help="URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
+        default="local",
+        help="'local' or 'local:MODEL' for the embedded engine (default), or the URL of an "
+        "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1",
     )
     r.set_defaults(fn=_cmd_run)
 
@@ -145,10 +176,38 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the demo program and show its graph and timeline")
     d.add_argument(
         "--backend",
-        default=None,
-        help="an OpenAI-compatible server URL (default: a local fake server)",
+        default="local",
+        help="'local[:MODEL]' (default: the embedded engine) or a server URL",
     )
     d.set_defaults(fn=_cmd_demo)
+
+    m = sub.add_parser("model", help="make models locally").add_subparsers(
+        dest="model_command", required=True, metavar="COMMAND"
+    )
+    mk = m.add_parser("make", help="make a model: tokenizer, random llama weights, GGUF + HF")
+    mk.add_argument("--preset", default="tiny", help="tiny (2 layers, d=64) or small (~29M)")
+    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument("--dtype", default="f32", choices=["f32", "f16", "q8_0"])
+    mk.add_argument("--out", required=True, help="the folder to write")
+    mk.set_defaults(fn=_cmd_model_make)
+
+    e = sub.add_parser("engine", help="the embedded engine").add_subparsers(
+        dest="engine_command", required=True, metavar="COMMAND"
+    )
+    sv = e.add_parser("serve", help="serve the embedded engine over the OpenAI-compatible API")
+    sv.add_argument("--model", default="tiny", help="a preset (tiny, small) or a GGUF file")
+    sv.add_argument("--seed", type=int, default=0, help="the preset's seed")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    sv.add_argument("--policy", default="fcfs", help="batch policy: fcfs or priority")
+    sv.add_argument("--max-batch", type=int, default=16, help="most sequences per step")
+    sv.add_argument("--kv-tokens", type=int, default=16384, help="KV cache budget in tokens")
+    sv.add_argument(
+        "--announce-port",
+        action="store_true",
+        help="print the bound port on stdout first (for launchers)",
+    )
+    sv.set_defaults(fn=_cmd_engine_serve)
 
     b = sub.add_parser("bench", help="run a benchmark")
     b.add_argument("bench", choices=["overhead"])

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import anyio
 from rich.console import Console
 from rich.table import Table
@@ -15,16 +12,6 @@ from orchestrator.runtime import NodeStats, Orchestrator
 __all__ = ["main", "trip"]
 
 CITIES = ("Lisbon", "Kyoto", "Montreal")
-
-# What the local fake server answers when no engine is given: canned, so the demo is
-# reproducible offline. Pass --backend to see a real model's answers.
-# The first key found in a prompt wins, so the joining call's key comes first.
-_SCRIPT = {
-    "Pick the best": "Kyoto, for its gardens in autumn.",
-    "Lisbon": "Lisbon: trams, tiled facades and custard tarts by the river.",
-    "Kyoto": "Kyoto: temples, gardens and quiet streets of wooden houses.",
-    "Montreal": "Montreal: festivals, bagels and a lively old port.",
-}
 
 
 @dsl.tool(expected_duration=0.05)
@@ -79,39 +66,27 @@ def _timeline(stats: dict[str, NodeStats], width: int = 24) -> Table:
     return table
 
 
-@contextlib.contextmanager
-def _backend_url(backend: str | None) -> Iterator[str]:
-    if backend is not None:
-        yield backend
-        return
-    from orchestrator.testing import FakeOpenAIServer
-
-    with FakeOpenAIServer(_SCRIPT, delay=0.2) as server:
-        yield server.url
-
-
-def main(backend: str | None = None) -> int:
-    """Run the demo against ``backend`` (default: a local fake OpenAI-compatible server)."""
+def main(backend: str = "local") -> int:
+    """Run the demo on ``backend`` (default: the embedded engine in-process)."""
     console = Console()
     cities = list(CITIES)
     console.rule("graph of trip(...) (mermaid)")
     console.print(trip.trace(cities).to_mermaid(), markup=False, highlight=False)
-    with _backend_url(backend) as url:
-        if backend is None:
-            console.print(
-                f"[dim]no --backend given: using a local fake server at {url} with "
-                "canned answers[/dim]"
-            )
+    if backend.startswith("local"):
+        console.print(
+            f"[dim]backend {backend!r}: the embedded engine in this process, on a model made "
+            "locally (the tiny preset has random weights, so its text is noise)[/dim]"
+        )
 
-        async def go() -> tuple[str, dict[str, NodeStats]]:
-            async with Orchestrator(url) as orch:
-                # A first run warms the HTTP client up (connections, the SDK's lazy imports),
-                # so the timeline shows the program's own shape.
-                await (await orch.submit(trip, cities[:1])).result()
-                handle = await orch.submit(trip, cities)
-                return await handle.result(), handle.stats
+    async def go() -> tuple[str, dict[str, NodeStats]]:
+        async with Orchestrator(backend) as orch:
+            # A first run warms up (connections, lazy imports, the engine's first steps), so
+            # the timeline shows the program's own shape.
+            await (await orch.submit(trip, cities[:1])).result()
+            handle = await orch.submit(trip, cities)
+            return await handle.result(), handle.stats
 
-        result, stats = anyio.run(go)
+    result, stats = anyio.run(go)
     console.rule("result")
     console.print(result, markup=False)
     console.print(_timeline(stats))

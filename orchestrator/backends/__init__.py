@@ -1,6 +1,15 @@
 """Backends: the ``Backend`` protocol and the adapters that carry LLM calls to engines."""
 
 from orchestrator.backends._base import Backend, Completion, Hints, LLMRequest, Message
+from orchestrator.backends.local import LocalBackend
 from orchestrator.backends.openai_compat import OpenAICompatible
 
-__all__ = ["Backend", "Completion", "Hints", "LLMRequest", "Message", "OpenAICompatible"]
+__all__ = [
+    "Backend",
+    "Completion",
+    "Hints",
+    "LLMRequest",
+    "LocalBackend",
+    "Message",
+    "OpenAICompatible",
+]

@@ -21,14 +21,15 @@ from orchestrator.errors import BackendError, BackendRejected, BackendTimeout, C
 
 __all__ = ["Dialect", "OpenAICompatible"]
 
-Dialect = Literal["vllm", "sglang", "llamacpp", "openai"]
+Dialect = Literal["legato", "vllm", "sglang", "llamacpp", "openai"]
 """An engine family whose request extensions (priority, constraints) the backend speaks."""
 
-_DialectSetting = Literal["auto", "vllm", "sglang", "llamacpp", "openai"]
+_DialectSetting = Literal["auto", "legato", "vllm", "sglang", "llamacpp", "openai"]
 _DIALECTS: Final[frozenset[str]] = frozenset(get_args(_DialectSetting))
 
 # What each engine says in ``/v1/models`` ``data[].owned_by``.
 _OWNERS: Final[Mapping[str, Dialect]] = {
+    "legato": "legato",
     "vllm": "vllm",
     "sglang": "sglang",
     "llamacpp": "llamacpp",
@@ -41,6 +42,8 @@ class OpenAICompatible:
     Requests carry Legato's ``X-Legato-*`` headers and, per ``dialect``, the engine's own
     priority field (in the engine's direction) and its form of a choice constraint:
 
+    - ``legato`` (``legato engine serve``): the ``X-Legato-*`` headers only,
+      ``structured_outputs.choice``;
     - ``vllm``: header ``X-Vllm-Priority`` (lower = sooner), ``structured_outputs.choice``;
     - ``sglang``: body ``priority`` (negated: higher = sooner), ``regex``;
     - ``llamacpp``: body ``cache_prompt: true``, GBNF ``grammar``; no priority;
@@ -214,7 +217,8 @@ class OpenAICompatible:
     async def aclose(self) -> None:
         """Close the HTTP client if this backend created it; an injected one is left open."""
         if self._owns_client:
-            await self._http.aclose()
+            with anyio.CancelScope(shield=True):  # close even while being cancelled
+                await self._http.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -371,6 +375,9 @@ def _dialect_extras(
     headers = hints.headers()
     body: dict[str, object] = {}
     match dialect:
+        case "legato":  # the embedded engine's server reads the X-Legato-* headers
+            if choices:
+                body["structured_outputs"] = {"choice": list(choices)}
         case "vllm":
             headers["X-Vllm-Priority"] = str(hints.priority)
             if choices:

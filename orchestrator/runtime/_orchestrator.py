@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 from types import TracebackType
@@ -11,7 +12,7 @@ import anyio
 import anyio.abc
 
 import dsl
-from orchestrator.backends import Backend, OpenAICompatible
+from orchestrator.backends import Backend, LocalBackend, OpenAICompatible
 from orchestrator.errors import ConfigError, ProgramError
 from orchestrator.runtime._admission import Admission
 from orchestrator.runtime._retry import RetryPolicy
@@ -28,18 +29,20 @@ T = TypeVar("T")
 def resolve_backend(backend: Backend | str | None) -> tuple[Backend, bool]:
     """The backend for ``backend=`` and whether Legato created it (and so must close it).
 
-    Accepts a ``Backend`` or an ``http(s)://`` URL of an OpenAI-compatible server.
+    Accepts a ``Backend``; ``"local"`` (the default, also when None), ``"local:PRESET"`` or
+    ``"local:PATH.gguf"`` for the embedded engine in-process; or the ``http(s)://`` URL of an
+    OpenAI-compatible server.
     """
     if backend is None:
-        raise ConfigError(
-            "no backend given: pass backend='http://host:port/v1' (any OpenAI-compatible "
-            "server) or a Backend object"
-        )
+        backend = "local"
     if isinstance(backend, str):
         if backend.startswith(("http://", "https://")):
             return OpenAICompatible(backend), True
+        if backend == "local" or backend.startswith("local:"):
+            return LocalBackend(backend.partition(":")[2] or "tiny"), True
         raise ConfigError(
-            f"backend {backend!r} is not a URL; pass 'http://host:port/v1' or a Backend object"
+            f"backend {backend!r} is neither 'local[:MODEL]' nor a URL; pass 'local', "
+            "'http://host:port/v1' or a Backend object"
         )
     if not isinstance(backend, Backend):
         raise ConfigError(f"backend {backend!r} does not implement the Backend protocol")
@@ -96,7 +99,8 @@ class Orchestrator:
             results = [await h.result() for h in handles]
 
     Args:
-        backend: a ``Backend`` or the URL of an OpenAI-compatible server.
+        backend: a ``Backend``; ``"local"`` or ``"local:MODEL"`` for the embedded engine (the
+            default); or the URL of an OpenAI-compatible server.
         policy: the scheduling policy by name (``"fcfs"``, ``"program_fcfs"``) or an object.
         max_in_flight: how many LLM calls may be at the backend at once; the policy orders the
             rest.
@@ -135,6 +139,7 @@ class Orchestrator:
         self._program_seq = itertools.count()
         self._call_seq = itertools.count()
         self._tg: anyio.abc.TaskGroup | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
 
     def next_call_seq(self) -> int:
         """A number that increases with each LLM call (ties in the policies' orderings)."""
@@ -143,8 +148,18 @@ class Orchestrator:
     async def __aenter__(self) -> Orchestrator:
         if self._tg is not None:
             raise RuntimeError("this Orchestrator is already running")
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
+        async with contextlib.AsyncExitStack() as stack:
+            # Start a backend that needs starting (the embedded engine's loop) and that we
+            # created or that nobody has started; a user's started backend is theirs to close.
+            if self._owns_backend or getattr(self.backend, "started", True) is False:
+                enter = getattr(self.backend, "__aenter__", None)
+                if enter is not None:
+                    await stack.enter_async_context(self.backend)  # type: ignore[arg-type]
+                elif self._owns_backend:
+                    stack.push_async_callback(self.backend.aclose)
+            self._tg = anyio.create_task_group()
+            await self._tg.__aenter__()
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -163,9 +178,9 @@ class Orchestrator:
             await tg.__aexit__(None, None, None)
             return None
         finally:
-            if self._owns_backend:
-                with anyio.CancelScope(shield=True):
-                    await self.backend.aclose()
+            stack, self._stack = self._stack, None
+            if stack is not None:
+                await stack.aclose()
 
     async def submit(
         self, program: dsl.Program[P, R], /, *args: Any, **kwargs: Any

@@ -4,10 +4,29 @@ Policies do no I/O and read no clock: the runtime passes ``now`` in, so each one
 step by step. ``make_policy(name)`` builds one by name.
 """
 
+from orchestrator.scheduler._batch import (
+    BatchDecision,
+    BatchPolicy,
+    FCFSBatch,
+    PriorityBatch,
+    SeqView,
+)
 from orchestrator.scheduler._fcfs import FCFS, ProgramFCFS
 from orchestrator.scheduler._policy import CallInfo, Policy
 
-__all__ = ["FCFS", "POLICIES", "CallInfo", "Policy", "ProgramFCFS", "make_policy"]
+__all__ = [
+    "FCFS",
+    "POLICIES",
+    "BatchDecision",
+    "BatchPolicy",
+    "CallInfo",
+    "FCFSBatch",
+    "Policy",
+    "PriorityBatch",
+    "ProgramFCFS",
+    "SeqView",
+    "make_policy",
+]
 
 POLICIES: dict[str, type[FCFS] | type[ProgramFCFS]] = {
     "fcfs": FCFS,

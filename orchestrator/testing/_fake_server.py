@@ -19,23 +19,19 @@ From a shell::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
-import os
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Final, Self, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import anyio
 import httpx
+
+from orchestrator._http import serve_asgi
+from orchestrator.testing._child import ServerProcess
 
 __all__ = ["ASGIApp", "FakeOpenAIServer", "fake_openai_app"]
 
@@ -414,7 +410,7 @@ def _chunks(
         yield event([], usage)
 
 
-class FakeOpenAIServer:
+class FakeOpenAIServer(ServerProcess):
     """``fake_openai_app`` served by uvicorn on 127.0.0.1 in a child process, as a sync context
     manager.
 
@@ -434,6 +430,8 @@ class FakeOpenAIServer:
         startup_timeout: seconds to wait for the child to serve.
     """
 
+    label = "fake OpenAI server"
+
     def __init__(
         self,
         script: Mapping[str, str] | None = None,
@@ -441,42 +439,13 @@ class FakeOpenAIServer:
         default: str | None = None,
         delay: float = 0.0,
         model: str = "legato-fake",
-        startup_timeout: float = _STARTUP_TIMEOUT,
+        startup_timeout: float = 20.0,
     ) -> None:
         self.script = dict(script or {})
         self.default = default
         self.delay = delay
         self.model = model
-        self.startup_timeout = startup_timeout
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._stderr: IO[bytes] | None = None
-        self._port: int | None = None
-
-    def __repr__(self) -> str:
-        where = self.base if self._port is not None else "not running"
-        return f"FakeOpenAIServer({where})"
-
-    @property
-    def port(self) -> int:
-        """The TCP port the child serves on (``RuntimeError`` when not running)."""
-        if self._port is None:
-            raise RuntimeError("the FakeOpenAIServer is not running; use `with` or start()")
-        return self._port
-
-    @property
-    def base(self) -> str:
-        """The server's root, ``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The OpenAI-compatible base URL, ``http://127.0.0.1:PORT/v1``."""
-        return f"{self.base}/v1"
-
-    @property
-    def process(self) -> subprocess.Popen[bytes] | None:
-        """The child process of the latest start (kept after ``stop()`` to inspect its exit)."""
-        return self._proc
+        super().__init__(startup_timeout=startup_timeout)
 
     def last_request(self) -> dict[str, Any]:
         """The last completion request the server received: method, path, headers (lowercase
@@ -508,119 +477,6 @@ class FakeOpenAIServer:
             cmd += ["--default", self.default]
         return cmd
 
-    def start(self) -> None:
-        """Start the child and wait until it answers ``/health``."""
-        if self._proc is not None and self._proc.poll() is None:
-            raise RuntimeError(f"{self!r} is already running")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
-        self._port = None
-        self._proc = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-        )
-        try:
-            deadline = time.monotonic() + self.startup_timeout
-            self._port = self._read_port(deadline)
-            self._wait_healthy(deadline)
-        except BaseException:
-            self.stop()
-            self._port = None
-            raise
-
-    def stop(self) -> None:
-        """Terminate the child (kill it if it lingers past 5 s) and release its pipes."""
-        proc = self._proc
-        try:
-            if proc is not None:
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(_STOP_TIMEOUT)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
-                if proc.stdout is not None:
-                    proc.stdout.close()
-        finally:
-            if self._stderr is not None:
-                self._stderr.close()
-                self._stderr = None
-            self._port = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    # -- internals ---------------------------------------------------------------------------
-
-    def _child_stderr(self) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace").strip()
-        return text[-4000:] if text else "(nothing on stderr)"
-
-    def _failure(self, what: str) -> RuntimeError:
-        assert self._proc is not None
-        code = self._proc.poll()
-        status = f"exited with code {code}" if code is not None else "still running"
-        return RuntimeError(
-            f"the fake OpenAI server {what} (child pid {self._proc.pid} {status}); "
-            f"command: {' '.join(self.command())}\nchild stderr:\n{self._child_stderr()}"
-        )
-
-    def _read_port(self, deadline: float) -> int:
-        """The port from the child's first stdout line (a thread, so a silent child times
-        out instead of blocking forever)."""
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        stdout = self._proc.stdout
-        lines: list[bytes] = []
-        reader = threading.Thread(
-            target=lambda: lines.append(stdout.readline()),
-            daemon=True,
-            name="fake-openai-server-port",
-        )
-        reader.start()
-        reader.join(max(0.0, deadline - time.monotonic()))
-        if reader.is_alive():
-            raise self._failure(f"printed no port within {self.startup_timeout:g} s")
-        line = lines[0].decode(errors="replace").strip() if lines else ""
-        if not line.isdigit():
-            # Let a dying child exit, so the error shows its exit code.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(1)
-            raise self._failure(f"did not start (first stdout line {line!r})")
-        return int(line)
-
-    def _wait_healthy(self, deadline: float) -> None:
-        assert self._proc is not None
-        with httpx.Client(trust_env=False, timeout=1.0) as client:
-            while True:
-                if self._proc.poll() is not None:
-                    raise self._failure("died while starting")
-                try:
-                    if client.get(f"{self.base}/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() >= deadline:
-                    raise self._failure(f"did not answer /health within {self.startup_timeout:g} s")
-                time.sleep(0.02)
-
 
 def _parse_script(text: str | None) -> dict[str, str] | None:
     if text is None:
@@ -635,7 +491,6 @@ def _parse_script(text: str | None) -> dict[str, str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve ``fake_openai_app`` on 127.0.0.1 until interrupted; print the port first."""
-    import uvicorn
 
     parser = argparse.ArgumentParser(
         prog="python -m orchestrator.testing._fake_server",
@@ -659,21 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--delay must be >= 0")
     app = fake_openai_app(script, default=args.default, delay=args.delay, model=args.model)
 
-    # proto=IPPROTO_TCP matters: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
-    # proto says TCP, and accepted sockets inherit it from this one. With proto 0, every
-    # response (headers and body are two writes) waits ~40 ms for the client's delayed ACK.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind(("127.0.0.1", args.port))
-        sock.listen(128)
-        print(sock.getsockname()[1], flush=True)
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="off", access_log=False, interface="asgi3"
-        )
-        uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
+    serve_asgi(app, port=args.port, announce=True, lifespan="off")
     return 0
 
 

@@ -291,6 +291,22 @@ async def test_openai_api_itself_gets_max_completion_tokens(
 
 
 @pytest.mark.anyio
+async def test_legato_sends_its_headers_and_structured_output_choices(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    await make(client, "legato").complete(chat_request(max_tokens=4, choices=("yes", "no")))
+    assert engine.last_body() == {
+        "model": "m1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "structured_outputs": {"choice": ["yes", "no"]},
+    }
+    assert "x-vllm-priority" not in engine.last().headers
+    for k, v in LEGATO_HEADERS.items():
+        assert engine.last().headers[k] == v
+
+
+@pytest.mark.anyio
 async def test_vllm_choices_are_structured_outputs(
     client: httpx.AsyncClient, engine: FakeEngine
 ) -> None:
@@ -444,6 +460,7 @@ async def test_stream_error_event_is_backend_error(
 @pytest.mark.parametrize(
     ("owned_by", "dialect"),
     [
+        ("legato", "legato"),
         ("vllm", "vllm"),
         ("sglang", "sglang"),
         ("llamacpp", "llamacpp"),
@@ -684,18 +701,3 @@ async def test_own_client_is_closed() -> None:
     async with b:
         pass
     assert own.is_closed
-
-
-def test_public_names() -> None:
-    import orchestrator.backends as pkg
-
-    assert sorted(pkg.__all__) == [
-        "Backend",
-        "Completion",
-        "Hints",
-        "LLMRequest",
-        "Message",
-        "OpenAICompatible",
-    ]
-    for name in pkg.__all__:
-        assert getattr(pkg, name).__doc__, name

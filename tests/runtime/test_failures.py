@@ -266,9 +266,9 @@ async def test_bad_program_arguments_fail_at_submit() -> None:
 
 
 def test_bad_backend_settings() -> None:
-    with pytest.raises(orchestrator.ConfigError, match="no backend"):
-        orchestrator.Orchestrator()
-    with pytest.raises(orchestrator.ConfigError, match="not a URL"):
+    with pytest.raises(orchestrator.ConfigError, match="neither 'local\\[:MODEL\\]' nor a URL"):
         orchestrator.Orchestrator("localhost:8000")
+    with pytest.raises(orchestrator.ConfigError, match="max_in_flight"):
+        orchestrator.Orchestrator(ScriptedBackend(), max_in_flight=0)
     with pytest.raises(orchestrator.ConfigError, match="unknown policy 'nope'"):
         orchestrator.Orchestrator(ScriptedBackend(), policy="nope")

@@ -1,0 +1,501 @@
+"""The embedded engine's step loop: continuous batching over a paged KV cache.
+
+Each step the batch policy chooses which waiting sequences join and which running ones are
+preempted; every running sequence then computes its uncomputed tokens (a prompt chunk, the last
+sampled token, or tokens appended mid-generation) in one forward call, and each sequence whose
+context is fully computed samples its next token. New requests join between steps. Finished
+sequences free their blocks, or pin them for a time-to-live so the same program's next turn
+finds its prefix cached.
+
+In virtual-time mode there is no model: a ``CostModel`` says how long each step would take on a
+GPU-class engine, the loop sleeps that long on the anyio clock (a mock clock jumps it), and
+tokens have no content; lengths come from ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import numpy as np
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from orchestrator.engine._cost import CostModel
+from orchestrator.engine._kv import BlockPool, BlockTable, OutOfBlocks
+from orchestrator.engine._model import LlamaModel, SeqWork
+from orchestrator.engine._sampler import Sampled, SampleParams, sample
+from orchestrator.engine._tokenizer import EngineTokenizer
+from orchestrator.scheduler import BatchPolicy, FCFSBatch, SeqView
+
+__all__ = ["Engine", "EngineRequest", "Event", "FinishEvent", "RequestRejected", "TokenEvent"]
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+class RequestRejected(ValueError):
+    """The request can never run on this engine (e.g. its prompt exceeds the context)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineRequest:
+    """One generation request, in tokens.
+
+    Attributes:
+        prompt: the prompt's token ids.
+        params: sampling settings.
+        priority: lower = sooner (used by priority batch policies).
+        program, thread: the Legato program and thread it belongs to, if any.
+        kv_ttl: seconds to keep its KV blocks pinned after it finishes.
+        choices: if set, the generation must spell one of these token sequences.
+    """
+
+    prompt: Sequence[int]
+    params: SampleParams = field(default_factory=SampleParams)
+    priority: int = 0
+    program: str | None = None
+    thread: str | None = None
+    kv_ttl: float | None = None
+    choices: Sequence[Sequence[int]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    """A generated token and the text it completes (may be empty while a multi-byte
+    character or a possible stop string is held back)."""
+
+    token: int
+    text: str
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FinishEvent:
+    """The end of a generation: why, the whole text, and ``tail``, the text not yet sent in a
+    ``TokenEvent`` (held back until the end)."""
+
+    reason: FinishReason
+    text: str
+    tail: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+Event = TokenEvent | FinishEvent
+
+
+@dataclass(eq=False)
+class _Seq:
+    id: str
+    req: EngineRequest
+    send: MemoryObjectSendStream[Event]
+    arrival: float
+    tokens: list[int]
+    rng: np.random.Generator
+    num_computed: int = 0
+    table: BlockTable | None = None
+    generated: list[int] = field(default_factory=list)
+    sent: int = 0
+    cached: int = 0
+    aborted: bool = False
+    done: bool = False
+    stop_at: int | None = None
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.req.prompt)
+
+
+class Engine:
+    """Continuous batching over a ``LlamaModel`` (or, without one, in virtual time).
+
+    Run ``await engine.serve()`` in a task group; submit with ``async with engine.open(req) as
+    events:`` or ``await engine.complete(req)``.
+
+    Args:
+        model: the model, or None for virtual time (then ``cost`` is required).
+        tokenizer: decodes text and knows the end tokens (None in virtual time).
+        num_blocks, block_size: the KV budget (must match the model's cache).
+        context_length: longest context a sequence may reach.
+        max_batch: most sequences running at once.
+        max_step_tokens: most prompt tokens computed in one step (longer prompts are chunked).
+        policy: the batch policy (default FCFS).
+        cost: the cost model for virtual time.
+    """
+
+    def __init__(
+        self,
+        model: LlamaModel | None,
+        tokenizer: EngineTokenizer | None,
+        *,
+        num_blocks: int,
+        block_size: int,
+        context_length: int,
+        max_batch: int = 16,
+        max_step_tokens: int = 512,
+        policy: BatchPolicy | None = None,
+        cost: CostModel | None = None,
+    ) -> None:
+        if model is None and cost is None:
+            raise ValueError("an engine without a model runs in virtual time: pass cost=")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pool = BlockPool(num_blocks, block_size)
+        self.context_length = context_length
+        self.max_batch = max_batch
+        self.max_step_tokens = max_step_tokens
+        self.policy: BatchPolicy = policy or FCFSBatch()
+        self.cost = cost
+        self._waiting: list[_Seq] = []
+        self._running: list[_Seq] = []
+        self._by_id: dict[str, _Seq] = {}
+        self._ids = itertools.count()
+        self._wake = anyio.Event()
+        self._stop_ids: frozenset[int] = frozenset(tokenizer.stop_ids() if tokenizer else ())
+        self.counters: dict[str, int] = {
+            "requests": 0,
+            "prompt_tokens": 0,
+            "cached_prompt_tokens": 0,
+            "generated_tokens": 0,
+            "preemptions": 0,
+            "steps": 0,
+            "aborted": 0,
+        }
+
+    # -- public ------------------------------------------------------------------------------
+    @property
+    def running(self) -> int:
+        """Sequences in the batch."""
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        """Sequences waiting to join."""
+        return len(self._waiting)
+
+    def check(self, req: EngineRequest) -> None:
+        """Raise ``RequestRejected`` if ``req`` can never run here."""
+        n = len(req.prompt)
+        if n == 0:
+            raise RequestRejected("the prompt is empty")
+        if n >= self.context_length:
+            raise RequestRejected(
+                f"the prompt has {n} tokens but the context holds {self.context_length}"
+            )
+        need = self.pool.blocks_for(min(self.context_length, n + req.params.max_tokens))
+        if need > self.pool.num_blocks:
+            raise RequestRejected(
+                f"the request needs {need} KV blocks but the engine has {self.pool.num_blocks}"
+            )
+        if self.model is not None:
+            vocab = self.model.config.vocab_size
+            bad = next((t for t in req.prompt if not 0 <= t < vocab), None)
+            if bad is not None:
+                raise RequestRejected(f"token id {bad} is outside the vocabulary (0..{vocab - 1})")
+
+    @asynccontextmanager
+    async def open(self, req: EngineRequest) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
+        """Submit ``req``; yields its stream of events, which ends with a ``FinishEvent``.
+        Leaving the block early aborts the request and frees its blocks."""
+        self.check(req)
+        send, receive = anyio.create_memory_object_stream[Event](math.inf)
+        seq = _Seq(
+            id=f"seq-{next(self._ids)}",
+            req=req,
+            send=send,
+            arrival=anyio.current_time(),
+            tokens=list(req.prompt),
+            rng=np.random.default_rng(req.params.seed),
+        )
+        self._by_id[seq.id] = seq
+        self._waiting.append(seq)
+        self.counters["requests"] += 1
+        self._wake.set()
+        try:
+            with receive:
+                yield receive
+        finally:
+            if not seq.done:
+                seq.aborted = True
+                self._wake.set()
+
+    async def complete(self, req: EngineRequest) -> tuple[list[TokenEvent], FinishEvent]:
+        """Run ``req`` to the end; its token events and its finish event."""
+        tokens: list[TokenEvent] = []
+        async with self.open(req) as events:
+            async for ev in events:
+                if isinstance(ev, FinishEvent):
+                    return tokens, ev
+                tokens.append(ev)
+        raise RuntimeError("the engine stopped before the request finished")  # pragma: no cover
+
+    def append_tokens(self, seq_id: str, tokens: Sequence[int]) -> None:
+        """Append ``tokens`` to a running sequence's context (they are computed at the next step
+        and are not part of its output)."""
+        seq = self._by_id.get(seq_id)
+        if seq is None or seq.done:
+            raise KeyError(f"no running sequence {seq_id!r}")
+        seq.tokens.extend(tokens)
+        self._wake.set()
+
+    async def serve(
+        self,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The step loop; runs until cancelled."""
+        task_status.started()
+        try:
+            while True:
+                if not self._waiting and not self._running:
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                await self._step()
+                await anyio.lowlevel.checkpoint()  # let new requests and aborts in between steps
+        finally:
+            for s in [*self._waiting, *self._running]:
+                self._finish(s, "abort")
+
+    # -- the step ------------------------------------------------------------------------------
+    def _view(self, s: _Seq, running: bool) -> SeqView:
+        if running:
+            blocks = len(s.table.blocks) if s.table else 0
+        else:
+            cached, _ = self.pool.match_prefix(s.tokens)
+            blocks = self.pool.blocks_for(len(s.tokens) + 1) - len(cached)
+        return SeqView(
+            id=s.id,
+            priority=s.req.priority,
+            arrival=s.arrival,
+            program=s.req.program,
+            blocks_needed=blocks,
+            generated=len(s.generated),
+        )
+
+    def _preempt(self, s: _Seq) -> None:
+        assert s.table is not None
+        self.pool.free(s.table)
+        s.table = None
+        s.num_computed = 0
+        self._running.remove(s)
+        self._waiting.append(s)
+        self.counters["preemptions"] += 1
+
+    def _schedule(self, now: float) -> None:
+        self.pool.expire_pins(now)
+        for s in [s for s in [*self._waiting, *self._running] if s.aborted]:
+            self.counters["aborted"] += 1
+            self._finish(s, "abort")
+        decision = self.policy.schedule(
+            [self._view(s, False) for s in self._waiting],
+            [self._view(s, True) for s in self._running],
+            free_blocks=self.pool.free_blocks + self.pool.pinned_blocks,
+            max_batch=self.max_batch,
+            now=now,
+        )
+        by_id = {s.id: s for s in [*self._waiting, *self._running]}
+        for sid, _mode in decision.preempt:
+            victim = by_id.get(sid)
+            if victim is not None and victim in self._running:
+                self._preempt(victim)
+        for sid in decision.admit:
+            found = by_id.get(sid)
+            if found is None or found not in self._waiting:
+                continue
+            s = found
+            try:
+                s.table, cached = self.pool.allocate(s.tokens, now)
+            except OutOfBlocks:
+                if not self.pool.pinned_blocks:
+                    break
+                self.pool.drop_pins()  # pins never block the head of the queue
+                try:
+                    s.table, cached = self.pool.allocate(s.tokens, now)
+                except OutOfBlocks:
+                    break
+            s.num_computed = cached
+            if not s.generated:
+                s.cached = cached
+                self.counters["cached_prompt_tokens"] += cached
+                self.counters["prompt_tokens"] += s.prompt_len
+            self._waiting.remove(s)
+            self._running.append(s)
+
+    def _plan(self, now: float) -> list[tuple[_Seq, int]]:
+        work: list[tuple[_Seq, int]] = []
+        budget = self.max_step_tokens
+        # Decodes first (one token each, never starved), then prompt chunks oldest first.
+        for s in sorted(
+            self._running, key=lambda s: (len(s.tokens) - s.num_computed > 1, s.arrival)
+        ):
+            if s not in self._running:  # preempted below to make room for an earlier one
+                continue
+            pending = len(s.tokens) - s.num_computed
+            take = pending if pending == 1 else min(pending, budget)
+            if take <= 0:
+                continue
+            assert s.table is not None
+            while True:
+                try:
+                    self.pool.grow(s.table, s.num_computed + take, now)
+                    break
+                except OutOfBlocks:
+                    busy = {id(w) for w, _ in work}
+                    others = [o for o in self._running if o is not s and id(o) not in busy]
+                    if not others:
+                        take = 0
+                        break
+                    self._preempt(max(others, key=lambda o: o.arrival))
+            if take:
+                work.append((s, take))
+                if take > 1:
+                    budget -= take
+        return work
+
+    async def _step(self) -> None:
+        now = anyio.current_time()
+        self._schedule(now)
+        work = self._plan(now)
+        if not work:
+            if self._waiting and not self._running:
+                # Nothing fits even alone: wait for an abort or a pin to expire.
+                await anyio.sleep(0.01)
+            return
+        self.counters["steps"] += 1
+        logits = None
+        if self.model is None:
+            assert self.cost is not None
+            await anyio.sleep(
+                self.cost.step_time(
+                    tokens=sum(t for _, t in work),
+                    context_tokens=sum(s.num_computed + t for s, t in work),
+                )
+            )
+        else:
+            batch = [
+                SeqWork(
+                    s.tokens[s.num_computed : s.num_computed + t],
+                    s.num_computed,
+                    list(s.table.blocks) if s.table else [],
+                )
+                for s, t in work
+            ]
+            logits = await anyio.to_thread.run_sync(self.model.forward, batch)
+        now = anyio.current_time()
+        for row, (s, take) in enumerate(work):
+            if s.aborted or s.done:
+                continue
+            s.num_computed += take
+            assert s.table is not None
+            self.pool.commit(s.table, s.tokens[: s.num_computed])
+            if s.num_computed < len(s.tokens):
+                continue  # a prompt chunk: more to compute before sampling
+            if logits is None:
+                self._accept(s, Sampled(0, 0.0))
+            else:
+                banned, allowed = self._limits(s)
+                sampled = sample(logits[row], s.req.params, s.rng, banned=banned, allowed=allowed)
+                self._accept(s, sampled)
+
+    # -- tokens, text and endings ------------------------------------------------------------
+    def _limits(self, s: _Seq) -> tuple[frozenset[int], set[int] | None]:
+        """Tokens banned now, and (for a choice constraint) the only tokens allowed."""
+        p = s.req.params
+        stop_allowed = not p.ignore_eos and len(s.generated) >= p.min_tokens
+        choices = s.req.choices
+        if choices is not None:
+            n = len(s.generated)
+            nexts = {c[n] for c in choices if len(c) > n and list(c[:n]) == s.generated}
+            if any(list(c) == s.generated for c in choices) and stop_allowed:
+                nexts |= self._stop_ids
+            return frozenset(), nexts or set(self._stop_ids)
+        return (frozenset() if stop_allowed else self._stop_ids), None
+
+    def _accept(self, s: _Seq, sampled: Sampled) -> None:
+        p = s.req.params
+        tok = sampled.token
+        if self.tokenizer is not None and tok in self._stop_ids and not p.ignore_eos:
+            self._finish(s, "stop")
+            return
+        s.tokens.append(tok)
+        s.generated.append(tok)
+        self.counters["generated_tokens"] += 1
+        text, stopped = self._text(s)
+        try:
+            s.send.send_nowait(TokenEvent(tok, text, sampled.logprob, sampled.top))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            s.aborted = True  # the client has gone; freed at the next step
+        if stopped or self._choice_complete(s):
+            self._finish(s, "stop")
+        elif len(s.generated) >= p.max_tokens or len(s.tokens) >= self.context_length:
+            self._finish(s, "length")
+
+    @staticmethod
+    def _choice_complete(s: _Seq) -> bool:
+        """Whether ``s`` has spelled one of its choices and no longer choice continues it."""
+        choices = s.req.choices
+        if choices is None:
+            return False
+        n = len(s.generated)
+        spelled = any(list(c) == s.generated for c in choices)
+        longer = any(len(c) > n and list(c[:n]) == s.generated for c in choices)
+        return spelled and not longer
+
+    def _full_text(self, s: _Seq) -> str:
+        return self.tokenizer.decode(s.generated) if self.tokenizer else ""
+
+    def _text(self, s: _Seq) -> tuple[str, bool]:
+        """The new text to send after ``s``'s latest token, and whether a stop string ended it."""
+        if self.tokenizer is None:
+            return "", False
+        full = self._full_text(s)
+        for stop in s.req.params.stop:
+            idx = full.find(stop, max(0, s.sent - len(stop) + 1))
+            if idx >= 0:
+                piece = full[s.sent : idx]
+                s.sent = idx
+                s.stop_at = idx
+                return piece, True
+        safe = len(full)
+        if full.endswith("\ufffd"):
+            safe -= 1  # an incomplete multi-byte character
+        for stop in s.req.params.stop:
+            for k in range(min(len(stop) - 1, safe - s.sent), 0, -1):
+                if full[safe - k : safe] == stop[:k]:
+                    safe -= k
+                    break
+        piece = full[s.sent : safe] if safe > s.sent else ""
+        s.sent = max(s.sent, safe)
+        return piece, False
+
+    def _finish(self, s: _Seq, reason: FinishReason) -> None:
+        if s.done:
+            return
+        s.done = True
+        if s in self._running:
+            self._running.remove(s)
+        if s in self._waiting:
+            self._waiting.remove(s)
+        self._by_id.pop(s.id, None)
+        if s.table is not None:
+            pin = None
+            if reason != "abort" and s.req.kv_ttl and s.req.program:
+                pin = anyio.current_time() + s.req.kv_ttl
+            self.pool.free(s.table, pin_until=pin)
+            s.table = None
+        text = self._full_text(s)
+        if s.stop_at is not None:
+            text = text[: s.stop_at]
+        tail = text[s.sent :] if reason != "abort" else ""
+        event = FinishEvent(reason, text, tail, s.prompt_len, len(s.generated), s.cached)
+        with s.send, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            s.send.send_nowait(event)  # suppressed: the client has gone

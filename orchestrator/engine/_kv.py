@@ -1,0 +1,185 @@
+"""Paged KV-cache bookkeeping: a pool of fixed-size blocks, per-sequence block tables, a prefix
+cache of full blocks keyed by their token content, and time-to-live pins.
+
+This module owns which block holds what; the tensors themselves live in the model's arrays,
+indexed by block id. A block is *free* (no owner, no cached content), *cached* (holds a full
+block of some prefix, no live owner; reusable by a prompt with that prefix, evictable LRU), or
+*in use* (referenced by one or more live sequences). Pinned cached blocks are not evicted until
+their pin expires or is dropped.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["BlockPool", "BlockTable", "OutOfBlocks"]
+
+
+class OutOfBlocks(Exception):
+    """Not enough free or evictable blocks for the request."""
+
+
+def _chain(parent: int | None, tokens: Sequence[int]) -> int:
+    return hash((parent, tuple(tokens)))
+
+
+@dataclass(slots=True)
+class BlockTable:
+    """The blocks of one sequence, in order, and how many of its tokens they hold."""
+
+    blocks: list[int] = field(default_factory=list)
+    hashes: list[int] = field(default_factory=list)
+    """Content hash of each *full* block, in order (a chain: each includes its parent)."""
+    num_tokens: int = 0
+
+
+class BlockPool:
+    """Allocates KV blocks to sequences and caches full blocks by prefix.
+
+    Args:
+        num_blocks: blocks in the pool (the KV budget).
+        block_size: tokens per block.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int) -> None:
+        if num_blocks < 1 or block_size < 1:
+            raise ValueError("num_blocks and block_size must be >= 1")
+        self.num_blocks = num_blocks
+        self.block_size = block_size
+        self._refs = [0] * num_blocks
+        self._free: list[int] = list(range(num_blocks - 1, -1, -1))
+        self._cached: OrderedDict[int, int] = OrderedDict()  # hash -> block, LRU order
+        self._hash_of: dict[int, int] = {}  # block -> hash
+        self._evictable: OrderedDict[int, None] = OrderedDict()  # cached blocks with 0 refs
+        self._pins: dict[int, float] = {}  # block -> pin expiry time
+
+    # -- accounting --------------------------------------------------------------------------
+    @property
+    def free_blocks(self) -> int:
+        """Blocks available now without dropping any pin: free ones plus unpinned cached ones."""
+        return len(self._free) + sum(1 for b in self._evictable if b not in self._pins)
+
+    @property
+    def pinned_blocks(self) -> int:
+        """Cached blocks held by a pin."""
+        return len(self._pins)
+
+    def blocks_for(self, num_tokens: int) -> int:
+        """How many blocks ``num_tokens`` tokens occupy."""
+        return -(-num_tokens // self.block_size)
+
+    # -- prefix cache ------------------------------------------------------------------------
+    def match_prefix(self, tokens: Sequence[int]) -> tuple[list[int], list[int]]:
+        """The cached blocks holding the longest full-block prefix of ``tokens``, with hashes.
+
+        At least one token is always left uncached, so the caller has something to compute.
+        """
+        blocks: list[int] = []
+        hashes: list[int] = []
+        parent: int | None = None
+        bs = self.block_size
+        for start in range(0, len(tokens) - 1 - (len(tokens) - 1) % bs, bs):
+            h = _chain(parent, tokens[start : start + bs])
+            block = self._cached.get(h)
+            if block is None:
+                break
+            blocks.append(block)
+            hashes.append(h)
+            parent = h
+        return blocks, hashes
+
+    # -- allocation --------------------------------------------------------------------------
+    def allocate(self, tokens: Sequence[int], now: float) -> tuple[BlockTable, int]:
+        """A block table for a new sequence with prompt ``tokens``, reusing cached prefix blocks.
+
+        Returns the table and how many prompt tokens are already in the cache (their KV need not
+        be computed). Raises ``OutOfBlocks`` (changing nothing) if the rest does not fit.
+        """
+        blocks, hashes = self.match_prefix(tokens)
+        need = self.blocks_for(len(tokens)) - len(blocks)
+        reusable_evictable = sum(1 for b in blocks if self._refs[b] == 0 and b not in self._pins)
+        if need > self.free_blocks - reusable_evictable:
+            raise OutOfBlocks(f"need {need} blocks, {self.free_blocks} available")
+        for b in blocks:
+            self._ref(b)
+        table = BlockTable(
+            blocks=list(blocks), hashes=list(hashes), num_tokens=len(blocks) * self.block_size
+        )
+        for _ in range(need):
+            table.blocks.append(self._take(now))
+        return table, table.num_tokens
+
+    def grow(self, table: BlockTable, num_tokens: int, now: float) -> None:
+        """Make ``table`` big enough for ``num_tokens`` tokens; ``OutOfBlocks`` if it cannot."""
+        need = self.blocks_for(num_tokens) - len(table.blocks)
+        if need > self.free_blocks:
+            raise OutOfBlocks(f"need {need} more blocks, {self.free_blocks} available")
+        for _ in range(need):
+            table.blocks.append(self._take(now))
+
+    def commit(self, table: BlockTable, tokens: Sequence[int]) -> None:
+        """Record that ``table`` now holds the KV of ``tokens``; full blocks join the cache."""
+        bs = self.block_size
+        table.num_tokens = len(tokens)
+        parent = table.hashes[-1] if table.hashes else None
+        for i in range(len(table.hashes), len(tokens) // bs):
+            h = _chain(parent, tokens[i * bs : (i + 1) * bs])
+            table.hashes.append(h)
+            parent = h
+            block = table.blocks[i]
+            if h not in self._cached and block not in self._hash_of:
+                self._cached[h] = block
+                self._hash_of[block] = h
+
+    def free(self, table: BlockTable, *, pin_until: float | None = None) -> None:
+        """Release ``table``'s blocks. Full, cached blocks stay reusable; with ``pin_until``
+        they are also kept from eviction until that time."""
+        for b in table.blocks:
+            self._refs[b] -= 1
+            if self._refs[b] == 0:
+                if b in self._hash_of:
+                    self._evictable[b] = None
+                    if pin_until is not None:
+                        self._pins[b] = max(pin_until, self._pins.get(b, pin_until))
+                else:
+                    self._free.append(b)
+        table.blocks.clear()
+        table.hashes.clear()
+        table.num_tokens = 0
+
+    def expire_pins(self, now: float) -> int:
+        """Drop pins whose time has passed; returns how many."""
+        expired = [b for b, until in self._pins.items() if until <= now]
+        for b in expired:
+            del self._pins[b]
+        return len(expired)
+
+    def drop_pins(self) -> int:
+        """Drop every pin (the head of the queue needs the room); returns how many."""
+        n = len(self._pins)
+        self._pins.clear()
+        return n
+
+    # -- internals ---------------------------------------------------------------------------
+    def _ref(self, b: int) -> None:
+        if self._refs[b] == 0:
+            self._evictable.pop(b, None)
+            self._pins.pop(b, None)
+        self._refs[b] += 1
+        h = self._hash_of.get(b)
+        if h is not None:
+            self._cached.move_to_end(h)
+
+    def _take(self, now: float) -> int:
+        if self._free:
+            b = self._free.pop()
+        else:
+            b = next((x for x in self._evictable if x not in self._pins), -1)
+            if b < 0:  # pragma: no cover - callers check free_blocks first
+                raise OutOfBlocks("no free block")
+            del self._evictable[b]
+            del self._cached[self._hash_of.pop(b)]
+        self._refs[b] = 1
+        return b

@@ -1,0 +1,111 @@
+"""Building an engine from a model name or path: presets are made on first use and cached."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.engine._cost import CostModel
+from orchestrator.engine._engine import Engine
+from orchestrator.engine._gguf import ModelFileError, load_gguf
+from orchestrator.engine._make import PRESETS, cached_model
+from orchestrator.engine._model import LlamaModel
+from orchestrator.engine._tokenizer import EngineTokenizer
+from orchestrator.scheduler import BatchPolicy, FCFSBatch, PriorityBatch
+
+__all__ = ["BATCH_POLICIES", "build_engine", "resolve_model", "virtual_engine"]
+
+BATCH_POLICIES: dict[str, type[FCFSBatch] | type[PriorityBatch]] = {
+    "fcfs": FCFSBatch,
+    "priority": PriorityBatch,
+}
+"""Batch policies by name (``legato engine serve --policy``)."""
+
+
+def resolve_model(model: str | Path, *, seed: int = 0) -> Path:
+    """The GGUF file for ``model``: a preset name (made and cached on first use) or a path."""
+    if isinstance(model, str) and model in PRESETS:
+        return cached_model(model, seed=seed).gguf
+    path = Path(model)
+    if path.is_dir():
+        found = sorted(path.glob("*.gguf"))
+        if len(found) != 1:
+            raise ModelFileError(
+                f"{path}: expected one .gguf file in the folder, found {len(found)}"
+            )
+        return found[0]
+    if not path.exists():
+        raise ModelFileError(
+            f"{model}: no such model file, and not a preset ({', '.join(sorted(PRESETS))})"
+        )
+    return path
+
+
+def _policy(policy: str | BatchPolicy) -> BatchPolicy:
+    if not isinstance(policy, str):
+        return policy
+    try:
+        return BATCH_POLICIES[policy]()
+    except KeyError:
+        raise ValueError(
+            f"unknown batch policy {policy!r}; known: {', '.join(sorted(BATCH_POLICIES))}"
+        ) from None
+
+
+def build_engine(
+    model: str | Path = "tiny",
+    *,
+    seed: int = 0,
+    kv_tokens: int = 16384,
+    block_size: int = 16,
+    max_batch: int = 16,
+    max_step_tokens: int = 512,
+    policy: str | BatchPolicy = "fcfs",
+) -> tuple[Engine, str]:
+    """An engine running ``model`` (preset or GGUF path) and the model's name.
+
+    ``kv_tokens`` sets the KV cache budget (rounded up to whole blocks).
+    """
+    path = resolve_model(model, seed=seed)
+    gguf = load_gguf(path)
+    tokenizer = EngineTokenizer.for_model(gguf)
+    num_blocks = -(-kv_tokens // block_size)
+    llama = LlamaModel(gguf, num_blocks=num_blocks, block_size=block_size)
+    engine = Engine(
+        llama,
+        tokenizer,
+        num_blocks=num_blocks,
+        block_size=block_size,
+        context_length=gguf.config.context_length,
+        max_batch=max_batch,
+        max_step_tokens=max_step_tokens,
+        policy=_policy(policy),
+    )
+    name = model if isinstance(model, str) and model in PRESETS else gguf.name
+    return engine, str(name)
+
+
+def virtual_engine(
+    *,
+    cost: CostModel | None = None,
+    kv_tokens: int = 262_144,
+    block_size: int = 16,
+    context_length: int = 8192,
+    max_batch: int = 256,
+    max_step_tokens: int = 8192,
+    policy: str | BatchPolicy = "fcfs",
+) -> Engine:
+    """An engine in virtual time: no model, step times from ``cost`` (default: an 8B model on
+    one H100), so benchmarks run thousands of requests through the real batcher in seconds
+    under a mock clock. Tokens have no content; give lengths with ``max_tokens``."""
+    num_blocks = -(-kv_tokens // block_size)
+    return Engine(
+        None,
+        None,
+        num_blocks=num_blocks,
+        block_size=block_size,
+        context_length=context_length,
+        max_batch=max_batch,
+        max_step_tokens=max_step_tokens,
+        policy=_policy(policy),
+        cost=cost or CostModel(),
+    )

@@ -1,0 +1,394 @@
+"""The embedded engine's OpenAI-compatible HTTP server (``legato engine serve``).
+
+Routes: ``GET /health``, ``GET /metrics`` (Prometheus text), ``GET /v1/models``,
+``POST /v1/completions`` and ``POST /v1/chat/completions`` (JSON or SSE streaming, with
+``usage``). Request hints come from the ``X-Legato-*`` headers, vLLM's ``X-Vllm-Priority`` header
+or a body ``priority`` (all: lower = sooner). A choice constraint is read from vLLM's
+``structured_outputs.choice``. Bad requests get a 400 naming the field; an unknown model a 404.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import anyio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from orchestrator.engine._engine import (
+    Engine,
+    EngineRequest,
+    FinishEvent,
+    RequestRejected,
+    TokenEvent,
+)
+from orchestrator.engine._sampler import SampleParams
+
+__all__ = ["create_app"]
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=0, ge=0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    min_tokens: int = Field(default=0, ge=0)
+    ignore_eos: bool = False
+    priority: int | None = None
+    n: int = Field(default=1, ge=1, le=1)
+    structured_outputs: dict[str, Any] | None = None
+
+    def stops(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class CompletionBody(_Common):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[int]
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    echo: bool = False
+
+
+class ChatMessage(BaseModel):
+    """One chat message."""
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _parts(cls, v: Any) -> Any:
+        if isinstance(v, list):  # content parts: keep the text ones
+            return "".join(p.get("text", "") for p in v if isinstance(p, dict))
+        return v
+
+
+class ChatBody(_Common):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+
+def _error(
+    status: int, message: str, *, param: str | None = None, kind: str = "invalid_request_error"
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": param, "code": status}},
+        status_code=status,
+    )
+
+
+def _validation_error(exc: ValidationError) -> JSONResponse:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "body"
+    return _error(400, f"field {field!r}: {first['msg']}", param=field)
+
+
+def _int_header(request: Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise _BadRequest(f"header {name} must be an integer, got {value!r}", name) from None
+
+
+class _BadRequest(Exception):
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def create_app(engine: Engine, model_name: str, *, aliases: tuple[str, ...] = ()) -> Starlette:
+    """The ASGI app serving ``engine`` as ``model_name`` (also answering to ``aliases``).
+
+    The app's lifespan runs the engine's step loop.
+    """
+    names = {model_name, *aliases}
+    created = int(time.time())
+    assert engine.tokenizer is not None, "the HTTP server needs an engine with a model"
+    tok = engine.tokenizer
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.serve)
+            yield
+            tg.cancel_scope.cancel()
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": model_name, "object": "model", "created": created, "owned_by": "legato"}
+                ],
+            }
+        )
+
+    async def metrics(request: Request) -> Response:
+        lines = []
+        for key, value in engine.counters.items():
+            lines += [
+                f"# TYPE legato_engine_{key}_total counter",
+                f"legato_engine_{key}_total {value}",
+            ]
+        gauges = {
+            "running": engine.running,
+            "waiting": engine.waiting,
+            "kv_free_blocks": engine.pool.free_blocks,
+            "kv_pinned_blocks": engine.pool.pinned_blocks,
+            "kv_total_blocks": engine.pool.num_blocks,
+        }
+        for key, value in gauges.items():
+            lines += [f"# TYPE legato_engine_{key} gauge", f"legato_engine_{key} {value}"]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    async def parse(request: Request, body_type: type[_Common]) -> _Common | Response:
+        try:
+            raw = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "the body is not valid JSON")
+        if not isinstance(raw, dict):
+            return _error(400, "the body must be a JSON object")
+        try:
+            body = body_type.model_validate(raw)
+        except ValidationError as exc:
+            return _validation_error(exc)
+        if body.model is not None and body.model not in names:
+            return _error(
+                404,
+                f"model {body.model!r} does not exist; this server has {model_name!r}",
+                param="model",
+                kind="not_found_error",
+            )
+        return body
+
+    def engine_request(
+        request: Request, body: _Common, prompt: list[int], logprobs: int | None, default_max: int
+    ) -> EngineRequest:
+        priority = _int_header(request, "x-legato-priority")
+        if priority is None:
+            priority = _int_header(request, "x-vllm-priority")
+        if priority is None:
+            priority = body.priority or 0
+        ttl_text = request.headers.get("x-legato-kv-ttl")
+        try:
+            ttl = float(ttl_text) if ttl_text is not None else None
+        except ValueError:
+            raise _BadRequest(
+                f"header X-Legato-KV-TTL must be a number, got {ttl_text!r}", "x-legato-kv-ttl"
+            ) from None
+        choices = None
+        so = body.structured_outputs or {}
+        if so:
+            unknown = set(so) - {"choice"}
+            if unknown:
+                raise _BadRequest(
+                    f"structured_outputs.{sorted(unknown)[0]} is not supported by this engine "
+                    "(only choice)",
+                    "structured_outputs",
+                )
+            opts = so.get("choice")
+            if not isinstance(opts, list) or not opts or not all(isinstance(o, str) for o in opts):
+                raise _BadRequest(
+                    "structured_outputs.choice must be a non-empty list of strings",
+                    "structured_outputs.choice",
+                )
+            choices = [tok.encode(o) for o in opts]
+        max_tokens = body.max_tokens
+        if isinstance(body, ChatBody) and body.max_completion_tokens is not None:
+            max_tokens = body.max_completion_tokens
+        params = SampleParams(
+            max_tokens=max_tokens or default_max,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+            seed=body.seed,
+            stop=body.stops(),
+            min_tokens=body.min_tokens,
+            ignore_eos=body.ignore_eos,
+            logprobs=logprobs,
+        )
+        return EngineRequest(
+            prompt=prompt,
+            params=params,
+            priority=priority,
+            program=request.headers.get("x-legato-program"),
+            thread=request.headers.get("x-legato-thread"),
+            kv_ttl=ttl,
+            choices=choices,
+        )
+
+    async def run(
+        request: Request, body: _Common, req: EngineRequest, *, chat: bool, include_usage: bool
+    ) -> Response:
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        obj = "chat.completion" if chat else "text_completion"
+        model = body.model or model_name
+
+        def usage(fin: FinishEvent) -> dict[str, Any]:
+            return {
+                "prompt_tokens": fin.prompt_tokens,
+                "completion_tokens": fin.completion_tokens,
+                "total_tokens": fin.prompt_tokens + fin.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": fin.cached_tokens},
+            }
+
+        def lp_entry(ev: TokenEvent) -> dict[str, Any]:
+            return {
+                "token": ev.text,
+                "logprob": ev.logprob,
+                "top_logprobs": [{"token": tok.decode([t]), "logprob": p} for t, p in ev.top],
+            }
+
+        def choice(
+            text: str, finish: str | None, lps: list[TokenEvent] | None, delta: bool
+        ) -> dict[str, Any]:
+            if chat:
+                c: dict[str, Any] = {"index": 0, "finish_reason": finish}
+                if delta:
+                    c["delta"] = {"content": text} if text or finish is None else {}
+                else:
+                    c["message"] = {"role": "assistant", "content": text}
+                if lps is not None:
+                    c["logprobs"] = {"content": [lp_entry(e) for e in lps]}
+                return c
+            c = {"index": 0, "text": text, "finish_reason": finish}
+            if lps is not None:
+                c["logprobs"] = {
+                    "tokens": [e.text for e in lps],
+                    "token_logprobs": [e.logprob for e in lps],
+                    "top_logprobs": [{tok.decode([t]): p for t, p in e.top} for e in lps],
+                }
+            return c
+
+        want_lp = req.params.logprobs is not None
+        if not body.stream:
+            events, fin = await engine.complete(req)
+            return JSONResponse(
+                {
+                    "id": rid,
+                    "object": obj,
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [choice(fin.text, fin.reason, events if want_lp else None, False)],
+                    "usage": usage(fin),
+                }
+            )
+
+        chunk_obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def sse(payload: Mapping[str, Any]) -> str:
+            return f"data: {json.dumps(payload)}\n\n"
+
+        def chunk(c: dict[str, Any]) -> str:
+            return sse(
+                {
+                    "id": rid,
+                    "object": chunk_obj,
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [c],
+                }
+            )
+
+        async def gen() -> AsyncIterator[str]:
+            async with engine.open(req) as events:
+                if chat:
+                    yield chunk(
+                        {
+                            "index": 0,
+                            "delta": {"role": "assistant", "content": ""},
+                            "finish_reason": None,
+                        }
+                    )
+                async for ev in events:
+                    if isinstance(ev, TokenEvent):
+                        if ev.text or want_lp:
+                            yield chunk(choice(ev.text, None, [ev] if want_lp else None, True))
+                        continue
+                    if ev.tail:
+                        yield chunk(choice(ev.tail, None, None, True))
+                    yield chunk(choice("", ev.reason, None, True))
+                    if include_usage:
+                        yield sse(
+                            {
+                                "id": rid,
+                                "object": chunk_obj,
+                                "created": int(time.time()),
+                                "model": model,
+                                "choices": [],
+                                "usage": usage(ev),
+                            }
+                        )
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(
+            gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+
+    def endpoint(chat: bool) -> Callable[[Request], Any]:
+        async def handle(request: Request) -> Response:
+            parsed = await parse(request, ChatBody if chat else CompletionBody)
+            if isinstance(parsed, Response):
+                return parsed
+            try:
+                if isinstance(parsed, ChatBody):
+                    prompt = tok.encode(tok.render_chat(parsed.messages))
+                    logprobs = parsed.top_logprobs or (1 if parsed.logprobs else None)
+                else:
+                    assert isinstance(parsed, CompletionBody)
+                    p = parsed.prompt
+                    prompt = tok.encode(p) if isinstance(p, str) else list(p)
+                    logprobs = parsed.logprobs
+                req = engine_request(request, parsed, prompt, logprobs, 16 if not chat else 256)
+                engine.check(req)
+            except _BadRequest as exc:
+                return _error(400, str(exc), param=exc.param)
+            except RequestRejected as exc:
+                return _error(400, str(exc), param="prompt" if not chat else "messages")
+            include_usage = bool((parsed.stream_options or {}).get("include_usage"))
+            return await run(request, parsed, req, chat=chat, include_usage=include_usage)
+
+        return handle
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return _error(404, f"no route {request.url.path}", kind="not_found_error")
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/metrics", metrics),
+            Route("/v1/models", models),
+            Route("/v1/completions", endpoint(False), methods=["POST"]),
+            Route("/v1/chat/completions", endpoint(True), methods=["POST"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={404: not_found},
+    )
