@@ -88,6 +88,9 @@ class FinishEvent:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    events: tuple[TokenEvent, ...] = ()
+    """The token events, for a request opened with ``stream=False`` (sent here, not one by
+    one)."""
 
 
 Event = TokenEvent | FinishEvent
@@ -109,6 +112,9 @@ class _Seq:
     aborted: bool = False
     done: bool = False
     stop_at: int | None = None
+    stream: bool = True
+    collected: list[TokenEvent] = field(default_factory=list)
+    blocks_hint: int | None = None  # blocks to join, estimated when it (re)entered the queue
 
     @property
     def prompt_len(self) -> int:
@@ -160,6 +166,7 @@ class Engine:
         self._by_id: dict[str, _Seq] = {}
         self._ids = itertools.count()
         self._wake = anyio.Event()
+        self._aborts = False
         self._stop_ids: frozenset[int] = frozenset(tokenizer.stop_ids() if tokenizer else ())
         self.counters: dict[str, int] = {
             "requests": 0,
@@ -203,9 +210,13 @@ class Engine:
                 raise RequestRejected(f"token id {bad} is outside the vocabulary (0..{vocab - 1})")
 
     @asynccontextmanager
-    async def open(self, req: EngineRequest) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
+    async def open(
+        self, req: EngineRequest, *, stream: bool = True
+    ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         """Submit ``req``; yields its stream of events, which ends with a ``FinishEvent``.
-        Leaving the block early aborts the request and frees its blocks."""
+        With ``stream=False`` the token events come in the ``FinishEvent`` (one wake-up per
+        request instead of one per token). Leaving the block early aborts the request and
+        frees its blocks."""
         self.check(req)
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
         seq = _Seq(
@@ -215,6 +226,7 @@ class Engine:
             arrival=anyio.current_time(),
             tokens=list(req.prompt),
             rng=np.random.default_rng(req.params.seed),
+            stream=stream,
         )
         self._by_id[seq.id] = seq
         self._waiting.append(seq)
@@ -226,16 +238,15 @@ class Engine:
         finally:
             if not seq.done:
                 seq.aborted = True
+                self._aborts = True
                 self._wake.set()
 
     async def complete(self, req: EngineRequest) -> tuple[list[TokenEvent], FinishEvent]:
         """Run ``req`` to the end; its token events and its finish event."""
-        tokens: list[TokenEvent] = []
-        async with self.open(req) as events:
+        async with self.open(req, stream=False) as events:
             async for ev in events:
                 if isinstance(ev, FinishEvent):
-                    return tokens, ev
-                tokens.append(ev)
+                    return list(ev.events), ev
         raise RuntimeError("the engine stopped before the request finished")  # pragma: no cover
 
     def append_tokens(self, seq_id: str, tokens: Sequence[int]) -> None:
@@ -270,8 +281,10 @@ class Engine:
         if running:
             blocks = len(s.table.blocks) if s.table else 0
         else:
-            cached, _ = self.pool.match_prefix(s.tokens)
-            blocks = self.pool.blocks_for(len(s.tokens) + 1) - len(cached)
+            if s.blocks_hint is None:  # the prefix match is costly: once per queue entry
+                cached, _ = self.pool.match_prefix(s.tokens)
+                s.blocks_hint = self.pool.blocks_for(len(s.tokens) + 1) - len(cached)
+            blocks = s.blocks_hint
         return SeqView(
             id=s.id,
             priority=s.req.priority,
@@ -286,15 +299,22 @@ class Engine:
         self.pool.free(s.table)
         s.table = None
         s.num_computed = 0
+        s.blocks_hint = None
         self._running.remove(s)
         self._waiting.append(s)
         self.counters["preemptions"] += 1
 
     def _schedule(self, now: float) -> None:
         self.pool.expire_pins(now)
-        for s in [s for s in [*self._waiting, *self._running] if s.aborted]:
-            self.counters["aborted"] += 1
-            self._finish(s, "abort")
+        if self._aborts:
+            self._aborts = False
+            for s in [s for s in [*self._waiting, *self._running] if s.aborted]:
+                self.counters["aborted"] += 1
+                self._finish(s, "abort")
+        if not self._waiting or (
+            len(self._running) >= self.max_batch and not getattr(self.policy, "preempts", True)
+        ):
+            return  # nothing to admit and the policy never preempts: skip building views
         decision = self.policy.schedule(
             [self._view(s, False) for s in self._waiting],
             [self._view(s, True) for s in self._running],
@@ -349,6 +369,8 @@ class Engine:
                     self.pool.grow(s.table, s.num_computed + take, now)
                     break
                 except OutOfBlocks:
+                    if self.pool.drop_pins():  # pins never stall a running sequence
+                        continue
                     busy = {id(w) for w, _ in work}
                     others = [o for o in self._running if o is not s and id(o) not in busy]
                     if not others:
@@ -430,10 +452,15 @@ class Engine:
         s.generated.append(tok)
         self.counters["generated_tokens"] += 1
         text, stopped = self._text(s)
+        event = TokenEvent(tok, text, sampled.logprob, sampled.top)
         try:
-            s.send.send_nowait(TokenEvent(tok, text, sampled.logprob, sampled.top))
+            if s.stream:
+                s.send.send_nowait(event)
+            else:
+                s.collected.append(event)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             s.aborted = True  # the client has gone; freed at the next step
+            self._aborts = True
         if stopped or self._choice_complete(s):
             self._finish(s, "stop")
         elif len(s.generated) >= p.max_tokens or len(s.tokens) >= self.context_length:
@@ -496,6 +523,8 @@ class Engine:
         if s.stop_at is not None:
             text = text[: s.stop_at]
         tail = text[s.sent :] if reason != "abort" else ""
-        event = FinishEvent(reason, text, tail, s.prompt_len, len(s.generated), s.cached)
+        event = FinishEvent(
+            reason, text, tail, s.prompt_len, len(s.generated), s.cached, tuple(s.collected)
+        )
         with s.send, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             s.send.send_nowait(event)  # suppressed: the client has gone

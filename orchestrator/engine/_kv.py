@@ -59,7 +59,7 @@ class BlockPool:
     @property
     def free_blocks(self) -> int:
         """Blocks available now without dropping any pin: free ones plus unpinned cached ones."""
-        return len(self._free) + sum(1 for b in self._evictable if b not in self._pins)
+        return len(self._free) + len(self._evictable) - len(self._pins)  # pins are evictable
 
     @property
     def pinned_blocks(self) -> int:

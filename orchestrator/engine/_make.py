@@ -23,10 +23,11 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from types import MappingProxyType
+from typing import Any, Final
 
 import gguf
 import numpy as np
@@ -50,12 +51,12 @@ __all__ = [
     "train_tokenizer",
 ]
 
-MAKER_VERSION: Final = 1
+MAKER_VERSION: Final = 2
 """Bumped whenever the corpus, tokenizer or weights drawn for a given seed change; cached models
 made by another version are made again."""
 
-Dtype = Literal["f32", "f16", "q8_0"]
 DTYPES: Final[tuple[str, ...]] = ("f32", "f16", "q8_0")
+"""GGUF storage types :func:`make_model` writes (norms are always f32)."""
 
 SPECIAL_TOKENS: Final[tuple[str, ...]] = ("<s>", "</s>", "<|im_start|>", "<|im_end|>")
 """Special tokens, ids 0..3 in this order: bos, eos, ChatML turn start, ChatML turn end."""
@@ -122,7 +123,7 @@ class Preset:
         return sum(int(np.prod(shape)) for shape in self.tensor_shapes().values())
 
 
-PRESETS: Final[dict[str, Preset]] = {
+PRESETS: Final[Mapping[str, Preset]] = MappingProxyType({
     # 385,344 parameters: 1.5 MB in f32.
     "tiny": Preset(name="tiny", vocab_size=2048, n_layers=2, d_model=64, n_heads=4, n_kv_heads=2,
                    d_ffn=256),
@@ -132,13 +133,18 @@ PRESETS: Final[dict[str, Preset]] = {
     # of 32, as every row length must be) is the multiple of 128 that lands closest to 29M.
     "small": Preset(name="small", vocab_size=2048, n_layers=8, d_model=512, n_heads=8,
                     n_kv_heads=4, d_ffn=1664),
-}  # fmt: skip
+})  # fmt: skip
 """The presets :func:`make_model` knows, by name."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelFiles:
-    """Where a made model's files are: the GGUF file, its tokenizer, and the HF folder."""
+    """Where a made model's files are.
+
+    ``gguf`` is the model for llama.cpp and the embedded engine, ``tokenizer`` its
+    ``tokenizer.json`` (for the ``tokenizers`` library), ``hf_dir`` the Hugging Face folder for
+    vLLM and transformers, all inside ``root``.
+    """
 
     preset: Preset
     seed: int
@@ -446,7 +452,9 @@ def _files(root: Path, preset: Preset, seed: int, dtype: str) -> ModelFiles:
     )
 
 
-def make_model(preset: str = "tiny", *, seed: int = 0, out: Path, dtype: str = "f32") -> ModelFiles:
+def make_model(
+    preset: str = "tiny", *, seed: int = 0, out: Path | str, dtype: str = "f32"
+) -> ModelFiles:
     """Make a model into the folder ``out`` and return where its files are.
 
     Writes ``legato-{preset}-s{seed}-{dtype}.gguf``, ``tokenizer.json``, ``hf/`` (config,
@@ -460,9 +468,9 @@ def make_model(preset: str = "tiny", *, seed: int = 0, out: Path, dtype: str = "
     """
     spec = _preset(preset)
     _check_dtype(dtype)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    files = _files(out, spec, seed, dtype)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    files = _files(root, spec, seed, dtype)
 
     tokenizer = train_tokenizer(spec.vocab_size, seed)
     tokenizer.save(str(files.tokenizer))
@@ -477,7 +485,7 @@ def make_model(preset: str = "tiny", *, seed: int = 0, out: Path, dtype: str = "
     del stored
     _write_hf(files.hf_dir, spec, files.tokenizer, _hf_tensors(spec, values))
     _write_json(
-        out / MANIFEST,
+        root / MANIFEST,
         {
             "maker_version": MAKER_VERSION,
             "preset": spec.name,
@@ -534,6 +542,7 @@ def cached_model(preset: str = "tiny", seed: int = 0, *, dtype: str = "f32") -> 
     stale: Path | None = None
     try:
         make_model(spec.name, seed=seed, out=tmp, dtype=dtype)
+        tmp.chmod(0o755)  # mkdtemp's 0o700 would hide the model from other users
         if final.exists() and not _is_current(final):
             # Made by another maker version: move it aside, then drop it once ours is in place.
             stale = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".stale", dir=models_dir))

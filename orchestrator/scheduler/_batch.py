@@ -48,6 +48,9 @@ class BatchPolicy(Protocol):
 
     name: str
 
+    preempts: bool
+    """Whether it may preempt; if not, the engine skips it while the batch is full."""
+
     def schedule(
         self,
         waiting: Sequence[SeqView],
@@ -77,6 +80,7 @@ class FCFSBatch:
     (The engines' default.)"""
 
     name = "fcfs"
+    preempts = False
 
     def schedule(
         self,
@@ -99,6 +103,7 @@ class PriorityBatch:
     priority scheduling does."""
 
     name = "priority"
+    preempts = True
 
     def schedule(
         self,

@@ -285,7 +285,8 @@ def rope_hf(x: npt.NDArray[np.float64], theta: float) -> npt.NDArray[np.float64]
     freq = theta ** (-np.arange(half) * 2 / x.shape[-1])
     angle = np.arange(x.shape[0])[:, None, None] * np.concatenate([freq, freq])
     rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * np.cos(angle) + rotated * np.sin(angle)
+    out: npt.NDArray[np.float64] = x * np.cos(angle) + rotated * np.sin(angle)
+    return out
 
 
 def rope_gguf(x: npt.NDArray[np.float64], theta: float) -> npt.NDArray[np.float64]:
@@ -309,7 +310,7 @@ def test_attention_scores_agree_across_rope_conventions(tiny: ModelFiles) -> Non
         q = rope((x @ wq.T.astype(np.float64)).reshape(12, heads, hd), 10000.0)
         k = rope((x @ wk.T.astype(np.float64)).reshape(12, kv_heads, hd), 10000.0)
         k = np.repeat(k, heads // kv_heads, axis=1)
-        return np.einsum("qhd,khd->hqk", q, k)
+        return np.asarray(np.einsum("qhd,khd->hqk", q, k), dtype=np.float64)
 
     from_hf = scores(
         hf["model.layers.0.self_attn.q_proj.weight"],

@@ -124,18 +124,19 @@ def test_native_completion_is_greedy_over_token_ids(
     llama_server_binary: Path, tiny_gguf: Path
 ) -> None:
     """The route used to compare greedy tokens with other engines: ids in, ids out."""
-    prompt = [116, 104, 101, 32, 99, 97, 116]
-    body = {
-        "prompt": prompt,
-        "n_predict": 6,
-        "temperature": 0,
-        "ignore_eos": True,
-        "return_tokens": True,
-        "cache_prompt": False,
-        "n_probs": 2,
-    }
     server = LlamaServer(tiny_gguf, ctx=1024, parallel=2, binary=llama_server_binary)
     with server, httpx.Client(base_url=server.base, timeout=30) as http:
+        tokenized = http.post("/tokenize", json={"content": "the cat sat on the"})
+        prompt = tokenized.raise_for_status().json()["tokens"]
+        body = {
+            "prompt": prompt,
+            "n_predict": 6,
+            "temperature": 0,
+            "ignore_eos": True,
+            "return_tokens": True,
+            "cache_prompt": False,
+            "n_probs": 2,
+        }
         first = http.post("/completion", json=body).raise_for_status().json()
         second = http.post("/completion", json=body).raise_for_status().json()
     tokens = first["tokens"]
@@ -144,10 +145,13 @@ def test_native_completion_is_greedy_over_token_ids(
     assert second["tokens"] == tokens
     assert first["tokens_evaluated"] == len(prompt)
     assert first["tokens_predicted"] == 6
-    probs = first["completion_probabilities"]
-    assert [p["id"] for p in probs] == tokens
-    assert all(len(p["top_logprobs"]) == 2 for p in probs)
-    assert all(p["top_logprobs"][0]["id"] == p["id"] for p in probs)
+    # Probabilities are reported only for tokens after which the text is whole UTF-8; random
+    # weights can emit a lone lead byte, so compare tokens, not this list, across engines.
+    probs = first.get("completion_probabilities", [])
+    assert len(probs) <= len(tokens)
+    for p in probs:
+        assert len(p["top_logprobs"]) == 2
+        assert p["top_logprobs"][0]["id"] == p["id"]  # greedy: the most likely token
 
 
 @pytest.mark.http

@@ -1,0 +1,324 @@
+"""The step loop: continuous batching, sampling settings, prefix caching and pins, preemption,
+appended tokens, aborts, bounded memory, and virtual time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import pytest
+
+from orchestrator.engine import (
+    CostModel,
+    Engine,
+    EngineRequest,
+    EngineTokenizer,
+    FinishEvent,
+    GGUFModel,
+    LlamaModel,
+    RequestRejected,
+    SampleParams,
+    TokenEvent,
+    virtual_engine,
+)
+from orchestrator.scheduler import PriorityBatch
+
+pytestmark = pytest.mark.anyio
+
+GREEDY = SampleParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+
+
+def make_engine(tiny: GGUFModel, tokenizer: EngineTokenizer, **kw: object) -> Engine:
+    blocks = int(kw.pop("num_blocks", 64))  # type: ignore[call-overload]
+    model = LlamaModel(tiny, num_blocks=blocks, block_size=16)
+    return Engine(model, tokenizer, num_blocks=blocks, block_size=16, context_length=2048, **kw)  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def running(engine: Engine) -> AsyncIterator[Engine]:
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.serve)
+        yield engine
+        tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+async def engine(tiny: GGUFModel, tokenizer: EngineTokenizer) -> AsyncIterator[Engine]:
+    async with running(make_engine(tiny, tokenizer)) as e:
+        yield e
+
+
+def req(
+    tokenizer: EngineTokenizer,
+    text: str = "SELECT name FROM users",
+    params: SampleParams = GREEDY,
+    **kw: object,
+) -> EngineRequest:
+    return EngineRequest(prompt=tokenizer.encode(text), params=params, **kw)  # type: ignore[arg-type]
+
+
+async def test_greedy_is_deterministic_and_counts_tokens(
+    engine: Engine, tokenizer: EngineTokenizer
+) -> None:
+    a_tokens, a = await engine.complete(req(tokenizer))
+    b_tokens, _b = await engine.complete(req(tokenizer))
+    assert [t.token for t in a_tokens] == [t.token for t in b_tokens]
+    assert a.reason == "length" and a.completion_tokens == 12
+    assert a.prompt_tokens == len(tokenizer.encode("SELECT name FROM users"))
+    assert a.text == "".join(t.text for t in a_tokens) + a.tail
+
+
+async def test_batched_greedy_equals_alone(engine: Engine, tokenizer: EngineTokenizer) -> None:
+    texts = ["one two three", "SELECT * FROM t", "the quick brown fox", "hello"]
+    alone = [[t.token for t in (await engine.complete(req(tokenizer, x)))[0]] for x in texts]
+    together: dict[str, list[int]] = {}
+
+    async def one(x: str) -> None:
+        together[x] = [t.token for t in (await engine.complete(req(tokenizer, x)))[0]]
+
+    async with anyio.create_task_group() as tg:
+        for x in texts:
+            tg.start_soon(one, x)
+    assert [together[x] for x in texts] == alone
+
+
+async def test_new_requests_join_a_running_batch(
+    engine: Engine, tokenizer: EngineTokenizer
+) -> None:
+    joined_while_running: list[int] = []
+
+    async def long() -> None:
+        await engine.complete(
+            req(tokenizer, params=SampleParams(max_tokens=200, temperature=0.0, ignore_eos=True))
+        )
+
+    async def short() -> None:
+        await anyio.sleep(0.05)
+        joined_while_running.append(engine.running)
+        await engine.complete(req(tokenizer, "short one"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(long)
+        tg.start_soon(short)
+    assert joined_while_running == [1]  # the long one was mid-generation when short arrived
+
+
+async def test_seeds_make_sampling_reproducible(engine: Engine, tokenizer: EngineTokenizer) -> None:
+    p = SampleParams(max_tokens=16, temperature=1.0, top_p=0.9, top_k=50, seed=7, ignore_eos=True)
+    a, _ = await engine.complete(req(tokenizer, params=p))
+    b, _ = await engine.complete(req(tokenizer, params=p))
+    c, _ = await engine.complete(
+        req(tokenizer, params=SampleParams(max_tokens=16, temperature=1.0, seed=8, ignore_eos=True))
+    )
+    assert [t.token for t in a] == [t.token for t in b] != [t.token for t in c]
+
+
+async def test_stop_strings_end_and_are_not_returned(
+    engine: Engine, tokenizer: EngineTokenizer
+) -> None:
+    _, free = await engine.complete(req(tokenizer))
+    stop = free.text[3:6]
+    assert stop
+    tokens, fin = await engine.complete(
+        req(
+            tokenizer,
+            params=SampleParams(max_tokens=12, temperature=0.0, ignore_eos=True, stop=(stop,)),
+        )
+    )
+    assert fin.reason == "stop"
+    assert fin.text == free.text[: free.text.index(stop)]
+    assert "".join(t.text for t in tokens) + fin.tail == fin.text
+
+
+async def test_eos_ends_unless_ignored_or_min_tokens(
+    engine: Engine, tokenizer: EngineTokenizer
+) -> None:
+    eos = tokenizer.eos_id
+    assert eos is not None
+    # a choice constraint lets only "yes" and then the end: min_tokens cannot be met
+    yes = tokenizer.encode("yes")
+    _, fin = await engine.complete(
+        req(tokenizer, params=SampleParams(max_tokens=8, temperature=0.0), choices=[yes])
+    )
+    assert fin.reason == "stop" and fin.text == "yes"
+
+
+async def test_logprobs(engine: Engine, tokenizer: EngineTokenizer) -> None:
+    tokens, _ = await engine.complete(
+        req(
+            tokenizer,
+            params=SampleParams(max_tokens=4, temperature=0.0, ignore_eos=True, logprobs=3),
+        )
+    )
+    for t in tokens:
+        assert len(t.top) == 3 and t.top[0][0] == t.token  # greedy picks the top one
+        assert t.logprob == pytest.approx(t.top[0][1]) and t.logprob <= 0.0
+
+
+async def test_choice_constraint_spells_one_option(
+    engine: Engine, tokenizer: EngineTokenizer
+) -> None:
+    options = ["billing", "bug report", "other"]
+    for seed in range(5):
+        _, fin = await engine.complete(
+            req(
+                tokenizer,
+                params=SampleParams(max_tokens=16, temperature=1.0, seed=seed),
+                choices=[tokenizer.encode(o) for o in options],
+            )
+        )
+        assert fin.text in options
+
+
+async def test_prefix_cache_and_pins_serve_the_next_turn(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    async with running(make_engine(tiny, tokenizer, num_blocks=12)) as engine:
+        history = "You are a helpful agent. " * 6  # > 2 blocks of prompt
+        _, t1 = await engine.complete(req(tokenizer, history, program="p1", kv_ttl=30.0))
+        assert engine.pool.pinned_blocks >= 2
+        _, t2 = await engine.complete(req(tokenizer, history + "Tool said: 42.", program="p1"))
+        assert t2.cached_tokens >= 32 and t1.cached_tokens == 0
+        assert engine.pool.pinned_blocks > 0  # turn 1's answer blocks are still pinned
+        # an unrelated request that needs every block drops the pins instead of waiting
+        prompt = tokenizer.encode("x " * 60)
+        big = SampleParams(max_tokens=12 * 16 - len(prompt), temperature=0.0, ignore_eos=True)
+        _, t3 = await engine.complete(EngineRequest(prompt=prompt, params=big))
+        assert t3.reason == "length" and engine.pool.pinned_blocks == 0
+
+
+async def test_pins_expire(tiny: GGUFModel, tokenizer: EngineTokenizer) -> None:
+    async with running(make_engine(tiny, tokenizer)) as engine:
+        await engine.complete(req(tokenizer, "pin me " * 10, program="p", kv_ttl=0.05))
+        assert engine.pool.pinned_blocks > 0
+        await anyio.sleep(0.1)
+        await engine.complete(req(tokenizer, "other"))  # a step expires old pins
+        assert engine.pool.pinned_blocks == 0
+
+
+async def test_priority_policy_preempts_for_urgent_work(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    async with running(make_engine(tiny, tokenizer, max_batch=1, policy=PriorityBatch())) as engine:
+        done: list[str] = []
+        slow = SampleParams(max_tokens=150, temperature=0.0, ignore_eos=True)
+
+        async def run(name: str, priority: int, delay: float) -> None:
+            await anyio.sleep(delay)
+            await engine.complete(
+                req(tokenizer, name, params=slow if name == "low" else GREEDY, priority=priority)
+            )
+            done.append(name)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "low", 10, 0.0)
+            tg.start_soon(run, "high", 0, 0.05)
+        assert done == ["high", "low"]
+        assert engine.counters["preemptions"] >= 1
+
+
+async def test_appended_tokens_join_the_context(engine: Engine, tokenizer: EngineTokenizer) -> None:
+    base = req(tokenizer, params=SampleParams(max_tokens=30, temperature=0.0, ignore_eos=True))
+    plain, _ = await engine.complete(base)
+    injected: list[TokenEvent] = []
+    async with engine.open(base) as events:
+        seq_id = next(iter(engine._by_id))
+        async for ev in events:
+            if isinstance(ev, FinishEvent):
+                assert ev.completion_tokens == 30
+                break
+            injected.append(ev)
+            if len(injected) == 5:
+                engine.append_tokens(seq_id, tokenizer.encode(" [INTR] 1 [HEAD] 42 [END]"))
+    assert [t.token for t in injected[:5]] == [t.token for t in plain[:5]]
+    assert [t.token for t in injected] != [t.token for t in plain]
+
+
+async def test_leaving_early_aborts_and_frees_blocks(
+    engine: Engine, tokenizer: EngineTokenizer
+) -> None:
+    free = engine.pool.free_blocks
+    long = req(tokenizer, params=SampleParams(max_tokens=500, temperature=0.0, ignore_eos=True))
+    async with engine.open(long) as events:
+        async for ev in events:
+            assert isinstance(ev, TokenEvent)
+            break
+    await anyio.sleep(0.05)
+    assert engine.running == 0 and engine.waiting == 0
+    assert engine.pool.free_blocks == free
+    assert engine.counters["aborted"] == 1
+
+
+async def test_more_requests_than_memory_all_finish(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    async with running(make_engine(tiny, tokenizer, num_blocks=10, max_batch=16)) as engine:
+        finished: list[FinishEvent] = []
+        peak = 0
+
+        async def one(i: int) -> None:
+            nonlocal peak
+            _, fin = await engine.complete(
+                req(
+                    tokenizer,
+                    f"request number {i}",
+                    params=(SampleParams(max_tokens=20, temperature=0.0, ignore_eos=True)),
+                )
+            )
+            peak = max(peak, engine.running)
+            finished.append(fin)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(64):
+                tg.start_soon(one, i)
+        assert len(finished) == 64 and all(f.completion_tokens == 20 for f in finished)
+        assert engine.pool.free_blocks == 10
+
+
+async def test_requests_that_can_never_run_are_rejected(engine: Engine) -> None:
+    with pytest.raises(RequestRejected, match="2048 tokens but the context holds 2048"):
+        engine.check(EngineRequest(prompt=[1] * 2048))
+    with pytest.raises(RequestRejected, match="empty"):
+        engine.check(EngineRequest(prompt=[]))
+    with pytest.raises(RequestRejected, match="outside the vocabulary"):
+        engine.check(EngineRequest(prompt=[10**6]))
+
+
+def test_virtual_time_runs_thousands_through_the_real_batcher() -> None:
+    import trio.testing
+
+    async def main() -> tuple[float, int]:
+        engine = virtual_engine(cost=CostModel(), max_batch=64)
+        lengths: list[int] = []
+        async with anyio.create_task_group() as tg:
+            await tg.start(engine.serve)
+
+            async def one(i: int) -> None:
+                await anyio.sleep(i * 0.01)  # arrivals spread over 10 virtual seconds
+                _, fin = await engine.complete(
+                    EngineRequest(
+                        prompt=list(range(200 + i % 300)),
+                        params=SampleParams(max_tokens=50 + i % 100, ignore_eos=True),
+                    )
+                )
+                lengths.append(fin.completion_tokens)
+
+            async with anyio.create_task_group() as inner:
+                for i in range(1000):
+                    inner.start_soon(one, i)
+            tg.cancel_scope.cancel()
+        assert lengths and all(n >= 50 for n in lengths)
+        return anyio.current_time(), len(lengths)
+
+    wall = time.perf_counter()
+    virtual_end, n = anyio.run(
+        main,
+        backend="trio",
+        backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)},
+    )
+    wall = time.perf_counter() - wall
+    assert n == 1000
+    assert virtual_end > 10.0  # simulated seconds passed...
+    assert wall < virtual_end  # ...faster than real time

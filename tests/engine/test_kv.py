@@ -1,0 +1,109 @@
+"""The block pool: allocation, prefix reuse, pins, and its invariants."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.engine import BlockPool, OutOfBlocks
+
+
+def test_allocate_and_free_return_every_block() -> None:
+    pool = BlockPool(8, 4)
+    table, cached = pool.allocate(list(range(10)), now=0.0)
+    assert cached == 0 and len(table.blocks) == 3
+    assert pool.free_blocks == 5
+    pool.free(table)
+    assert pool.free_blocks == 8
+
+
+def test_a_shared_prefix_reuses_full_blocks() -> None:
+    pool = BlockPool(8, 4)
+    first, _ = pool.allocate(list(range(10)), now=0.0)
+    pool.commit(first, list(range(10)))  # two full blocks now cached
+    second, cached = pool.allocate([*list(range(8)), 99, 98, 97], now=0.0)
+    assert cached == 8
+    assert second.blocks[:2] == first.blocks[:2]
+    # the last token is always left to compute, even when everything is cached
+    _third, cached = pool.allocate(list(range(8)), now=0.0)
+    assert cached == 4
+
+
+def test_cached_blocks_survive_free_and_are_evicted_when_needed() -> None:
+    pool = BlockPool(4, 4)
+    t, _ = pool.allocate(list(range(8)), now=0.0)
+    pool.commit(t, list(range(8)))
+    pool.free(t)
+    assert pool.free_blocks == 4  # cached but evictable
+    again, cached = pool.allocate([*list(range(8)), 1], now=0.0)
+    assert cached == 8
+    pool.free(again)
+    other, cached = pool.allocate([7] * 16, now=0.0)  # needs all 4: evicts the cache
+    assert cached == 0 and len(other.blocks) == 4
+
+
+def test_pins_keep_blocks_until_they_expire_or_are_dropped() -> None:
+    pool = BlockPool(4, 4)
+    t, _ = pool.allocate(list(range(8)), now=0.0)
+    pool.commit(t, list(range(8)))
+    pool.free(t, pin_until=10.0)
+    assert pool.pinned_blocks == 2 and pool.free_blocks == 2
+    with pytest.raises(OutOfBlocks):
+        pool.allocate([5] * 16, now=1.0)
+    assert pool.expire_pins(5.0) == 0
+    assert pool.expire_pins(10.0) == 2
+    assert pool.free_blocks == 4
+    t, cached = pool.allocate(list(range(9)), now=0.0)
+    assert cached == 8  # expired pins leave the blocks cached
+    pool.commit(t, list(range(9)))
+    pool.free(t, pin_until=10.0)
+    assert pool.drop_pins() == 2 and pool.free_blocks == 4
+
+
+def test_the_same_program_reuses_its_pinned_prefix() -> None:
+    pool = BlockPool(4, 4)
+    turn1 = list(range(8))
+    t, _ = pool.allocate(turn1, now=0.0)
+    pool.commit(t, turn1)
+    pool.free(t, pin_until=10.0)
+    _t2, cached = pool.allocate([*turn1, 42], now=1.0)
+    assert cached == 8 and pool.pinned_blocks == 0  # in use again: no longer a pin
+
+
+def test_out_of_blocks_changes_nothing() -> None:
+    pool = BlockPool(2, 4)
+    a, _ = pool.allocate([1, 2, 3, 4, 5], now=0.0)
+    with pytest.raises(OutOfBlocks):
+        pool.allocate([9] * 8, now=0.0)
+    assert pool.free_blocks == 0
+    pool.free(a)
+    assert pool.free_blocks == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.lists(st.integers(0, 3), min_size=1, max_size=20)), max_size=30
+    )
+)
+def test_blocks_are_never_lost_or_shared_by_writers(ops: list[tuple[bool, list[int]]]) -> None:
+    pool = BlockPool(12, 4)
+    live = []
+    for is_free, tokens in ops:
+        if is_free and live:
+            pool.free(live.pop(0))
+            continue
+        try:
+            table, cached = pool.allocate(tokens, now=0.0)
+        except OutOfBlocks:
+            continue
+        assert 0 <= cached < len(tokens)
+        pool.commit(table, tokens)
+        live.append(table)
+        # the partial (written) last block of each live table belongs to that table alone
+        owners = [t.blocks[-1] for t in live if t.num_tokens % 4]
+        assert len(owners) == len(set(owners))
+    for t in live:
+        pool.free(t)
+    assert pool.free_blocks == 12
