@@ -1,0 +1,213 @@
+"""``legato engine serve`` over real HTTP on 127.0.0.1: the OpenAI-compatible API, hints,
+streaming, bad input, disconnects, and many concurrent clients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import httpx
+import openai
+import pytest
+
+import orchestrator
+from orchestrator.backends import OpenAICompatible
+from orchestrator.cli import load_program
+from orchestrator.testing import EngineServer
+
+pytestmark = pytest.mark.http
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EngineServer]:
+    with EngineServer("tiny", args=("--kv-tokens", "2048")) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server: EngineServer) -> Iterator[openai.OpenAI]:
+    with httpx.Client() as http:
+        yield openai.OpenAI(base_url=server.url, api_key="x", http_client=http, max_retries=0)
+
+
+def metrics(server: EngineServer) -> dict[str, float]:
+    text = httpx.get(f"{server.base}/metrics").text
+    return {k: float(v) for k, v in (ln.split() for ln in text.splitlines() if ln[:1] != "#")}
+
+
+def test_health_and_models(server: EngineServer) -> None:
+    assert httpx.get(f"{server.base}/health").json() == {"status": "ok"}
+    models = httpx.get(f"{server.url}/models").json()["data"]
+    assert [m["id"] for m in models] == ["tiny"] and models[0]["owned_by"] == "legato"
+
+
+def test_completions_and_chat_report_usage(client: openai.OpenAI) -> None:
+    out = client.completions.create(
+        model="tiny",
+        prompt="SELECT name",
+        max_tokens=8,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    assert out.usage is not None and out.usage.completion_tokens == 8
+    assert out.choices[0].finish_reason == "length"
+    chat = client.chat.completions.create(
+        model="tiny",
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=5,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
+    assert chat.usage is not None and chat.usage.completion_tokens == 5
+    assert chat.choices[0].message.role == "assistant"
+
+
+def test_streaming_matches_the_whole_answer(client: openai.OpenAI) -> None:
+    args = {
+        "model": "tiny",
+        "prompt": "the quick brown fox",
+        "max_tokens": 20,
+        "temperature": 0,
+        "extra_body": {"ignore_eos": True},
+    }
+    whole = client.completions.create(**args).choices[0].text  # type: ignore[call-overload]
+    pieces = []
+    usage = None
+    for chunk in client.completions.create(
+        stream=True, stream_options={"include_usage": True}, **args
+    ):  # type: ignore[call-overload]
+        pieces += [c.text for c in chunk.choices]
+        usage = chunk.usage or usage
+    assert "".join(pieces) == whole
+    assert usage is not None and usage.completion_tokens == 20
+
+
+def test_choice_constraint(client: openai.OpenAI) -> None:
+    for seed in range(3):
+        out = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "pick"}],
+            max_tokens=10,
+            seed=seed,
+            extra_body={"structured_outputs": {"choice": ["red", "green", "blue"]}},
+        )
+        assert out.choices[0].message.content in {"red", "green", "blue"}
+
+
+def test_prompt_longer_than_the_context(server: EngineServer) -> None:
+    r = httpx.post(f"{server.url}/completions", json={"prompt": list(range(1, 2100))})
+    assert r.status_code == 400
+    assert "2099 tokens but the context holds 2048" in r.json()["error"]["message"]
+
+
+def test_unknown_model_is_404(server: EngineServer) -> None:
+    r = httpx.post(f"{server.url}/completions", json={"model": "gpt-9", "prompt": "x"})
+    assert r.status_code == 404 and "gpt-9" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"prompt": "x", "max_tokens": "many"}, "max_tokens"),
+        ({"prompt": "x", "temperature": 5}, "temperature"),
+        ({"max_tokens": 3}, "prompt"),
+        ({"prompt": "x", "stop": 3}, "stop"),
+    ],
+)
+def test_wrong_fields_name_the_field(
+    server: EngineServer, body: dict[str, object], field: str
+) -> None:
+    r = httpx.post(f"{server.url}/completions", json=body)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"].startswith(field) and field in err["message"]
+
+
+def test_malformed_json(server: EngineServer) -> None:
+    r = httpx.post(
+        f"{server.url}/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = httpx.post(f"{server.url}/chat/completions", json={"messages": []})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
+
+
+def test_bad_priority_header(server: EngineServer) -> None:
+    r = httpx.post(
+        f"{server.url}/completions", json={"prompt": "x"}, headers={"X-Vllm-Priority": "soon"}
+    )
+    assert r.status_code == 400 and "X-Vllm-Priority".lower() in r.json()["error"]["message"]
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_sequence(server: EngineServer) -> None:
+    before = metrics(server)
+    body = {
+        "prompt": "go on",
+        "max_tokens": 1500,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{server.url}/completions", json=body) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                break  # one token, then hang up
+    for _ in range(100):
+        m = metrics(server)
+        if (
+            m["legato_engine_running"] == 0
+            and m["legato_engine_aborted_total"] > before["legato_engine_aborted_total"]
+        ):
+            break
+        anyio.run(anyio.sleep, 0.05)
+    assert m["legato_engine_running"] == 0
+    assert m["legato_engine_aborted_total"] == before["legato_engine_aborted_total"] + 1
+    assert (
+        m["legato_engine_generated_tokens_total"]
+        < before["legato_engine_generated_tokens_total"] + 1500
+    )
+    assert m["legato_engine_kv_free_blocks"] == m["legato_engine_kv_total_blocks"]
+
+
+def test_64_concurrent_requests_are_all_answered(server: EngineServer) -> None:
+    # 64 x (prompt + 40 tokens) is more than the 2048-token KV budget: requests wait their turn
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64)) as c:
+            out: list[int] = []
+
+            async def one(i: int) -> None:
+                r = await c.post(
+                    f"{server.url}/completions",
+                    json={
+                        "prompt": f"request {i} " * 8,
+                        "max_tokens": 40,
+                        "temperature": 0,
+                        "ignore_eos": True,
+                    },
+                )
+                r.raise_for_status()
+                out.append(r.json()["usage"]["completion_tokens"])
+
+            async with anyio.create_task_group() as tg:
+                for i in range(64):
+                    tg.start_soon(one, i)
+            return out
+
+    assert anyio.run(main) == [40] * 64
+    assert metrics(server)["legato_engine_kv_free_blocks"] == 2048 // 16
+
+
+def test_hints_reach_the_engine_and_examples_run_over_http(server: EngineServer) -> None:
+    async def main() -> tuple[object, str]:
+        async with OpenAICompatible(server.url) as backend:
+            async with orchestrator.Orchestrator(backend) as orch:
+                triage = load_program("examples/triage.py")
+                h = await orch.submit(triage, "my invoice is wrong")
+                out = await h.result()
+            return out, backend.dialect
+
+    out, dialect = anyio.run(main)
+    assert dialect == "legato"
+    assert isinstance(out, dict) and out["label"] in {"bug", "billing", "other"}
