@@ -44,6 +44,14 @@ def _rms_norm(x: Array, w: Array, eps: float) -> Array:
     return out
 
 
+def _linear(x: Array, w: Array) -> Array:
+    """``x @ w.T`` for ``w`` in the file's ``(out, in)`` layout, computed as ``(w @ x.T).T``:
+    with few rows in ``x`` (decode), BLAS streams the weights without packing them first,
+    about 1.6x faster here than ``x @ w.T`` on weights that do not fit in cache."""
+    out: Array = (w @ x.T).T
+    return out
+
+
 def _silu(x: Array) -> Array:
     return (x / (np.float32(1.0) + np.exp(-x))).astype(np.float32, copy=False)
 
@@ -76,14 +84,13 @@ class LlamaModel:
             self.layers.append(
                 (
                     t[g + "attn_norm.weight"],
-                    np.ascontiguousarray(wqkv.T),
-                    np.ascontiguousarray(t[g + "attn_output.weight"].T),
+                    np.ascontiguousarray(wqkv),
+                    np.ascontiguousarray(t[g + "attn_output.weight"]),
                     t[g + "ffn_norm.weight"],
-                    np.ascontiguousarray(w13.T),
-                    np.ascontiguousarray(t[g + "ffn_down.weight"].T),
+                    np.ascontiguousarray(w13),
+                    np.ascontiguousarray(t[g + "ffn_down.weight"]),
                 )
             )
-        self.output_t = np.ascontiguousarray(self.output.T)
         hd = c.head_dim
         shape = (c.n_layers, num_blocks, block_size, c.n_kv_heads, hd)
         self.k_cache = np.zeros(shape, dtype=np.float32)
@@ -139,7 +146,7 @@ class LlamaModel:
         x = self.embed[tokens]
         for li, (attn_norm, wqkv, wo, ffn_norm, w13, w2) in enumerate(self.layers):
             h = _rms_norm(x, attn_norm, c.rms_eps)
-            qkv = h @ wqkv
+            qkv = _linear(h, wqkv)
             q = self._rope(qkv[:, : nh * hd].reshape(-1, nh, hd), pos)
             k = self._rope(qkv[:, nh * hd : (nh + nkv) * hd].reshape(-1, nkv, hd), pos)
             v = qkv[:, (nh + nkv) * hd :].reshape(-1, nkv, hd)
@@ -177,10 +184,12 @@ class LlamaModel:
                 scores /= scores.sum(axis=-1, keepdims=True)
                 out = scores @ vs[:, None]  # (nkv, g, n, hd)
                 attn[bounds[i] : bounds[i + 1]] = out.transpose(2, 0, 1, 3).reshape(n, nh * hd)
-            x = x + attn @ wo
+            x = x + _linear(attn, wo)
             h = _rms_norm(x, ffn_norm, c.rms_eps)
-            gu = h @ w13
-            x = x + (_silu(gu[:, : c.ffn_dim]) * gu[:, c.ffn_dim :]) @ w2
+            gu = _linear(h, w13)
+            x = x + _linear(_silu(gu[:, : c.ffn_dim]) * gu[:, c.ffn_dim :], w2)
         last = x[bounds[1:] - 1]
-        logits: Array = _rms_norm(last, self.out_norm, c.rms_eps) @ self.output_t
+        logits: Array = np.ascontiguousarray(
+            _linear(_rms_norm(last, self.out_norm, c.rms_eps), self.output)
+        )
         return logits
