@@ -17,6 +17,14 @@ Usage::
 
     with LlamaServer(model_gguf) as server:
         client = openai.OpenAI(base_url=server.url, api_key="x")
+
+Greedy token ids (to compare with another engine) come from llama-server's own route,
+``POST {server.base}/completion`` with ``{"prompt": [ids], "n_predict": N, "temperature": 0,
+"ignore_eos": true, "return_tokens": true, "cache_prompt": false}``: the answer's ``tokens`` holds
+the generated ids, ``tokens_evaluated`` the prompt length. ``n_probs: K`` adds
+``completion_probabilities`` (``top_logprobs``), but only for tokens after which the text is whole
+UTF-8. ``/v1/completions`` accepts id prompts too but returns text, not ids. ``-c CTX`` is split
+evenly between the ``-np`` slots.
 """
 
 from __future__ import annotations

@@ -147,6 +147,10 @@ def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
         from orchestrator.bench.overhead import main as overhead_main
 
         return overhead_main(ns.n, ns.json)
+    if ns.bench == "engine":
+        from orchestrator.bench.engine import main as engine_main
+
+        return engine_main(ns.json, models=ns.models.split(","), repeats=ns.repeats)
     raise ConfigError(f"unknown benchmark {ns.bench!r}")  # pragma: no cover - argparse checks
 
 
@@ -210,8 +214,10 @@ def _parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=_cmd_engine_serve)
 
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("bench", choices=["overhead"])
-    b.add_argument("-n", type=int, default=500, help="measured calls (default 500)")
+    b.add_argument("bench", choices=["overhead", "engine"])
+    b.add_argument("-n", type=int, default=500, help="overhead: measured calls (default 500)")
+    b.add_argument("--models", default="tiny,small", help="engine: presets, comma-separated")
+    b.add_argument("--repeats", type=int, default=3, help="engine: rounds per figure (median)")
     b.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     b.set_defaults(fn=_cmd_bench)
     return p
