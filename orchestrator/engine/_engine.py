@@ -173,6 +173,7 @@ class Engine:
             "prompt_tokens": 0,
             "cached_prompt_tokens": 0,
             "generated_tokens": 0,
+            "computed_tokens": 0,
             "preemptions": 0,
             "steps": 0,
             "aborted": 0,
@@ -294,12 +295,15 @@ class Engine:
             generated=len(s.generated),
         )
 
-    def _preempt(self, s: _Seq) -> None:
+    def _preempt(self, s: _Seq, mode: str = "recompute") -> None:
+        """Take ``s`` out of the batch: ``recompute`` frees its blocks (its context is computed
+        again when it rejoins); ``keep`` holds them, so it rejoins where it stopped."""
         assert s.table is not None
-        self.pool.free(s.table)
-        s.table = None
-        s.num_computed = 0
-        s.blocks_hint = None
+        if mode != "keep":
+            self.pool.free(s.table)
+            s.table = None
+            s.num_computed = 0
+        s.blocks_hint = None if mode != "keep" else 0
         self._running.remove(s)
         self._waiting.append(s)
         self.counters["preemptions"] += 1
@@ -323,15 +327,19 @@ class Engine:
             now=now,
         )
         by_id = {s.id: s for s in [*self._waiting, *self._running]}
-        for sid, _mode in decision.preempt:
+        for sid, mode in decision.preempt:
             victim = by_id.get(sid)
             if victim is not None and victim in self._running:
-                self._preempt(victim)
+                self._preempt(victim, mode)
         for sid in decision.admit:
             found = by_id.get(sid)
             if found is None or found not in self._waiting:
                 continue
             s = found
+            if s.table is not None:  # preempted with "keep": its blocks are still there
+                self._waiting.remove(s)
+                self._running.append(s)
+                continue
             try:
                 s.table, cached = self.pool.allocate(s.tokens, now)
             except OutOfBlocks:
@@ -417,6 +425,7 @@ class Engine:
             if s.aborted or s.done:
                 continue
             s.num_computed += take
+            self.counters["computed_tokens"] += take
             assert s.table is not None
             self.pool.commit(s.table, s.tokens[: s.num_computed])
             if s.num_computed < len(s.tokens):
