@@ -163,7 +163,7 @@ class VLLMServer:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in __exit__
+        self._log = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(
             self.command(python),
             stdout=self._log,
