@@ -13,7 +13,14 @@ import anyio
 import anyio.abc
 
 from orchestrator.backends._base import Completion, LLMRequest
-from orchestrator.engine import Engine, EngineRequest, FinishEvent, RequestRejected, SampleParams
+from orchestrator.engine import (
+    Engine,
+    EngineRequest,
+    FinishEvent,
+    RequestRejected,
+    SampleParams,
+    WordTokenizer,
+)
 from orchestrator.engine import build_engine as _build_engine
 from orchestrator.errors import BackendError, BackendRejected, ConfigError
 
@@ -51,6 +58,7 @@ class LocalBackend:
         self.name = f"local:{model}"
         self.started = False
         self._tg: anyio.abc.TaskGroup | None = None
+        self._words = WordTokenizer()
 
     async def __aenter__(self) -> Self:
         if self.started:
@@ -93,8 +101,7 @@ class LocalBackend:
                 backend=self.name,
                 retryable=False,
             )
-        tok = self.engine.tokenizer
-        assert tok is not None
+        tok = self.engine.tokenizer or self._words  # no tokenizer: a virtual-time engine
         text = tok.render_chat(request.messages) if request.messages else request.prompt or ""
         hints = request.hints
         params = SampleParams(

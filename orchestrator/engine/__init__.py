@@ -23,7 +23,7 @@ from orchestrator.engine._load import BATCH_POLICIES, build_engine, resolve_mode
 from orchestrator.engine._make import PRESETS, ModelFiles, Preset, cached_model, make_model
 from orchestrator.engine._model import LlamaModel, SeqWork
 from orchestrator.engine._sampler import Sampled, SampleParams, sample
-from orchestrator.engine._tokenizer import EngineTokenizer
+from orchestrator.engine._tokenizer import EngineTokenizer, WordTokenizer
 
 __all__ = [
     "BATCH_POLICIES",
@@ -55,4 +55,5 @@ __all__ = [
     "resolve_model",
     "sample",
     "virtual_engine",
+    "WordTokenizer",
 ]

@@ -4,6 +4,7 @@ own vocabulary, with incremental decoding and the chat template."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
 from orchestrator.engine._gguf import GGUFModel, ModelFileError
 
-__all__ = ["EngineTokenizer"]
+__all__ = ["EngineTokenizer", "WordTokenizer"]
 
 _CONTROL = 3  # GGUF token type of control (special) tokens
 
@@ -107,3 +108,32 @@ class EngineTokenizer:
     def stop_ids(self) -> set[int]:
         """Tokens that end a generation: end of sequence and, for ChatML, ``<|im_end|>``."""
         return {i for i in (self.eos_id, self.im_end_id) if i is not None}
+
+
+class WordTokenizer:
+    """A stand-in tokenizer for virtual time: one token per whitespace-separated word, with a
+    stable id from the word's CRC-32, so equal text prefixes give equal token prefixes (and hit
+    the prefix cache) and a prompt's length in tokens is its length in words. Decodes to ""."""
+
+    eos_id: int | None = None
+    bos_id: int | None = None
+
+    def encode(self, text: str) -> list[int]:
+        """One stable id per word."""
+        return [zlib.crc32(w.encode()) & 0x7FFFFFFF for w in text.split()]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Virtual tokens have no text."""
+        return ""
+
+    def render_chat(self, messages: Sequence[Any]) -> str:
+        """The messages' roles and contents, in order."""
+        return " ".join(
+            f"{m['role'] if isinstance(m, dict) else m.role} "
+            f"{m['content'] if isinstance(m, dict) else m.content}"
+            for m in messages
+        )
+
+    def stop_ids(self) -> set[int]:
+        """No end tokens: virtual generations run to ``max_tokens``."""
+        return set()
