@@ -109,6 +109,7 @@ PUBLIC = {
         "resolve_model",
         "sample",
         "virtual_engine",
+        "WordTokenizer",
     },
 }
 
