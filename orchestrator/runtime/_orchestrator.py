@@ -17,7 +17,7 @@ from orchestrator.errors import ConfigError, ProgramError
 from orchestrator.runtime._admission import Admission
 from orchestrator.runtime._retry import RetryPolicy
 from orchestrator.runtime._run import NodeStats, ProgramRun
-from orchestrator.scheduler import Policy, make_policy
+from orchestrator.scheduler import Policy, TTLPredictor, make_policy
 
 __all__ = ["Orchestrator", "ProgramHandle", "arun", "resolve_backend", "run"]
 
@@ -106,6 +106,9 @@ class Orchestrator:
             rest.
         retry: how failed calls and tools are retried (nodes may override ``retries``).
         timeout: default seconds per LLM call attempt (nodes may override), or None.
+        kv_ttl: send Continuum's KV-cache time-to-live with each call (``X-Legato-KV-TTL``),
+            predicted from the durations of the tool the program runs between turns; default:
+            on for the policies that pin (``program_fcfs``, ``adaptive``).
 
     Leaving the block waits for the programs still running; an exception in the block cancels
     them.
@@ -119,6 +122,7 @@ class Orchestrator:
         max_in_flight: int = 64,
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
+        kv_ttl: bool | None = None,
     ) -> None:
         self.backend, self._owns_backend = resolve_backend(backend)
         if isinstance(policy, str):
@@ -135,11 +139,20 @@ class Orchestrator:
         self.admission = Admission(max_in_flight, self.policy)
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
+        self.kv_ttl = kv_ttl if kv_ttl is not None else bool(getattr(self.policy, "uses_kv_ttl", 0))
+        self.ttl = TTLPredictor()
+        self.last_tool: dict[str, str] = {}
+        self.call_latency = 0.0
         self._token = secrets.token_hex(3)
         self._program_seq = itertools.count()
         self._call_seq = itertools.count()
         self._tg: anyio.abc.TaskGroup | None = None
         self._stack: contextlib.AsyncExitStack | None = None
+
+    def observe_call(self, seconds: float) -> None:
+        """Fold one LLM call's time at the backend into the running average (what a KV-cache
+        miss would make the next turn wait again)."""
+        self.call_latency += 0.1 * (seconds - self.call_latency)
 
     def next_call_seq(self) -> int:
         """A number that increases with each LLM call (ties in the policies' orderings)."""
@@ -183,11 +196,13 @@ class Orchestrator:
                 await stack.aclose()
 
     async def submit(
-        self, program: dsl.Program[P, R], /, *args: Any, **kwargs: Any
+        self, program: dsl.Program[P, R], /, *args: Any, slo: float | None = None, **kwargs: Any
     ) -> ProgramHandle[R]:
         """Start ``program(*args, **kwargs)``; returns at once with its handle.
 
         Arguments are checked against the program's signature here (``ProgramError``).
+        ``slo`` gives the program a deadline in seconds from now, which the ``slo`` policy splits
+        over its stages (so a program cannot take a parameter named ``slo`` through here).
         """
         if self._tg is None:
             raise RuntimeError("use `async with Orchestrator(...) as orch:` before submit()")
@@ -196,7 +211,13 @@ class Orchestrator:
         program.bind(args, kwargs)
         seq = next(self._program_seq)
         run = ProgramRun(
-            self, program, args, kwargs, program_id=f"{program.name}-{self._token}-{seq}", seq=seq
+            self,
+            program,
+            args,
+            kwargs,
+            program_id=f"{program.name}-{self._token}-{seq}",
+            seq=seq,
+            slo=slo,
         )
         self._tg.start_soon(run.main, name=f"program {run.id}")
         return ProgramHandle(run)

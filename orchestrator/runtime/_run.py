@@ -115,6 +115,7 @@ class ProgramRun:
         *,
         program_id: str,
         seq: int,
+        slo: float | None = None,
     ) -> None:
         self.orch = orch
         self.program = program
@@ -133,6 +134,10 @@ class ProgramRun:
         self._observed: set[int] = set()
         self._tg: anyio.abc.TaskGroup | None = None
         self._scope = anyio.CancelScope()
+        self.slo = slo
+        self._last_tool: dict[str, str] = {}
+        self._remaining: dict[str, dsl.passes.Remaining] = {}
+        self._analysis_size = -1
 
     # -- public view -----------------------------------------------------------------------
     def stats(self) -> dict[str, NodeStats]:
@@ -170,6 +175,7 @@ class ProgramRun:
                 for other in unobserved[1:]:
                     first.add_note(f"also failed, unobserved: {other}")
                 self.error = first
+        self.orch.policy.on_program_end(self.id, self.program.name, anyio.current_time())
         self.finished.set()
 
     async def _resolve_vars(self, value: Any) -> Any:
@@ -208,6 +214,66 @@ class ProgramRun:
             self._observed.add(id(root))
             raise st.error
         return st.value
+
+    # -- what the scheduler is told -----------------------------------------------------------
+    def _call_info(self, node: LLMNode | SelectNode) -> CallInfo:
+        now = anyio.current_time()
+        graph = self.builder.graph()
+        if self._analysis_size != len(graph):  # the graph grew: analyse it again
+            self._remaining = dsl.passes.remaining_work(graph)
+            self._analysis_size = len(graph)
+        cost = dsl.passes.default_cost(node)
+        remaining = self._remaining.get(node.id)
+        after = remaining.critical if remaining is not None else 0.0
+        deadline = None
+        if self.slo is not None:
+            budget = self.submitted + self.slo - now
+            deadline = now + budget * cost / (cost + after) if cost + after > 0 else now
+        return CallInfo(
+            call=f"{self.id}/{node.id}",
+            program=self.id,
+            thread=node.thread,
+            arrival=now,
+            program_arrival=self.submitted,
+            seq=self.orch.next_call_seq(),
+            program_seq=self.seq,
+            kind=self.program.name,
+            parents=tuple(f"{self.id}/{p}" for p in self._llm_parents(node)),
+            expected_service=cost,
+            remaining=after,
+            deadline=deadline,
+        )
+
+    def _llm_parents(self, node: Node) -> tuple[str, ...]:
+        """The nearest LLM calls upstream of ``node``, through data and control edges, looking
+        through tool nodes."""
+        found: list[str] = []
+        stack = [*node.deps, *node.after]
+        seen: set[str] = set()
+        while stack:
+            nid = stack.pop()
+            if nid in seen or nid not in self._states:
+                continue
+            seen.add(nid)
+            up = self._states[nid].node
+            if isinstance(up, LLMNode | SelectNode):
+                found.append(nid)
+            else:
+                stack.extend([*up.deps, *up.after])
+        return tuple(found)
+
+    def _kv_ttl(self, node: LLMNode | SelectNode, request: LLMRequest) -> float | None:
+        """Continuum's TTL for this call's KV cache, if the policy pins: the tool its thread
+        ran last (else the last tool of any program of this kind) is the one expected next."""
+        orch = self.orch
+        if not orch.kv_ttl:
+            return None
+        tool = self._last_tool.get(node.thread) or orch.last_tool.get(self.program.name)
+        if tool is None:
+            return None
+        reload_cost = len(request.text) * dsl.passes.PREFILL_S_PER_CHAR
+        ttl = orch.ttl.ttl(tool, queue_delay=orch.call_latency, reload_cost=reload_cost)
+        return round(ttl, 3) if ttl > 0 else None
 
     # -- node life -------------------------------------------------------------------------
     def _fire(self, st: _NodeState) -> None:
@@ -313,15 +379,7 @@ class ProgramRun:
         backend = orch.backend
         retrying = Retrying(orch.retry, node.retries)
         timeout = node.timeout if node.timeout is not None else orch.timeout
-        call = CallInfo(
-            call=f"{self.id}/{node.id}",
-            program=self.id,
-            thread=node.thread,
-            arrival=anyio.current_time(),
-            program_arrival=self.submitted,
-            seq=orch.next_call_seq(),
-            program_seq=self.seq,
-        )
+        call = self._call_info(node)
         while True:
             st.stats.attempts += 1
             try:
@@ -330,11 +388,14 @@ class ProgramRun:
                         st.stats.start = anyio.current_time()
                     now = anyio.current_time()
                     hints = dataclasses.replace(
-                        request.hints, priority=orch.policy.priority(call, now)
+                        request.hints,
+                        priority=orch.policy.priority(call, now),
+                        kv_ttl=self._kv_ttl(node, request),
                     )
                     req = dataclasses.replace(request, hints=hints)
                     with anyio.fail_after(timeout):
                         completion = await backend.complete(req)
+                    orch.observe_call(anyio.current_time() - now)
                 st.stats.prompt_tokens += completion.prompt_tokens
                 st.stats.completion_tokens += completion.completion_tokens
                 return completion.text
@@ -379,14 +440,19 @@ class ProgramRun:
         kwargs = {k: dsl.substitute(v, values) for k, v in node.kwargs}
         retrying = Retrying(self.orch.retry, node.retries)
         st.stats.start = anyio.current_time()
+        self._last_tool[node.thread] = node.tool
         while True:
             st.stats.attempts += 1
             try:
                 with anyio.fail_after(node.timeout):
                     if tool.is_async:
-                        return await tool.invoke(*args, **kwargs)
-                    call: Callable[[], Any] = functools.partial(tool.fn, *args, **kwargs)
-                    return await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                        result = await tool.invoke(*args, **kwargs)
+                    else:
+                        call: Callable[[], Any] = functools.partial(tool.fn, *args, **kwargs)
+                        result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
+                self.orch.ttl.observe(node.tool, anyio.current_time() - st.stats.start)
+                self.orch.last_tool[self.program.name] = node.tool
+                return result
             except Exception as exc:
                 cause: BaseException = exc
                 if isinstance(exc, TimeoutError) and node.timeout is not None:

@@ -12,10 +12,28 @@ from orchestrator.scheduler._batch import (
     SeqView,
 )
 from orchestrator.scheduler._fcfs import FCFS, ProgramFCFS
+from orchestrator.scheduler._kv_ttl import TTLPredictor
 from orchestrator.scheduler._policy import CallInfo, Policy
+from orchestrator.scheduler._program import (
+    ATLAS,
+    MLFQ,
+    PLAS,
+    SLO,
+    Adaptive,
+    QueueConfig,
+    gittins_index,
+)
 
 __all__ = [
+    "ATLAS",
     "FCFS",
+    "MLFQ",
+    "PLAS",
+    "SLO",
+    "Adaptive",
+    "QueueConfig",
+    "TTLPredictor",
+    "gittins_index",
     "POLICIES",
     "BatchDecision",
     "BatchPolicy",
@@ -28,9 +46,14 @@ __all__ = [
     "make_policy",
 ]
 
-POLICIES: dict[str, type[FCFS] | type[ProgramFCFS]] = {
+POLICIES: dict[str, type[Policy]] = {
     "fcfs": FCFS,
     "program_fcfs": ProgramFCFS,
+    "plas": PLAS,
+    "atlas": ATLAS,
+    "mlfq": MLFQ,
+    "slo": SLO,
+    "adaptive": Adaptive,
 }
 """Policy classes by name."""
 

@@ -27,6 +27,9 @@ class FCFS:
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
         pass
 
+    def on_program_end(self, program: str, kind: str, now: float) -> None:
+        pass
+
 
 class ProgramFCFS:
     """Program-level first come, first served (Continuum): calls of older programs go first,
@@ -47,4 +50,7 @@ class ProgramFCFS:
         pass
 
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
+        pass
+
+    def on_program_end(self, program: str, kind: str, now: float) -> None:
         pass

@@ -20,6 +20,13 @@ class CallInfo:
         program_arrival: when its program was submitted.
         seq: a counter that increases with each ready call; breaks ties in arrival order.
         program_seq: a counter that increases with each submitted program.
+        kind: the program's name (programs of one kind are alike: history is kept per kind).
+        parents: the calls this one depends on, through data or control edges (and through
+            tools in between): ATLAS's critical path runs along them.
+        expected_service: the graph's cost estimate for this call, in seconds.
+        remaining: expected seconds of work on the program's longest chain after this call, as
+            far as the graph is known (0 for a program still discovering its next step).
+        deadline: when this call should finish to keep its program's SLO, or None.
     """
 
     call: str
@@ -29,6 +36,11 @@ class CallInfo:
     program_arrival: float
     seq: int
     program_seq: int
+    kind: str = ""
+    parents: tuple[str, ...] = ()
+    expected_service: float = 0.0
+    remaining: float = 0.0
+    deadline: float | None = None
 
 
 class Policy(Protocol):
@@ -55,4 +67,8 @@ class Policy(Protocol):
 
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
         """The call finished at ``now`` after ``service`` seconds at the backend."""
+        ...
+
+    def on_program_end(self, program: str, kind: str, now: float) -> None:
+        """The program finished (or failed): forget it, or learn from it."""
         ...

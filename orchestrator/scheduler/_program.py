@@ -1,0 +1,242 @@
+"""Program-level policies: Autellix's PLAS and ATLAS, request-level MLFQ, HEXGEN-TEXT2SQL's
+least-slack-first, and Legato's adaptive Gittins-index policy.
+
+All are pure: they learn from ``on_admit``/``on_finish``/``on_program_end`` and order waiting
+calls with ``key(call, now)``; none reads a clock.
+
+**Queues (PLAS, ATLAS, MLFQ).** A continuous priority (seconds of service) is discretised into
+``K = 8`` queues with doubling thresholds ``0.5, 1, 2, ..., 32`` seconds: queue ``i`` holds values
+in ``[T_{i-1}, T_i)``. Doubling keeps the number of demotions logarithmic in a program's length
+(Autellix uses the same exponential quanta); 0.5 s is roughly one short call on the reference
+engine, so a program's first call always starts in the top queue. Within a queue, calls go in
+arrival order. **Anti-starvation:** a waiting call whose program has waited at least ``beta = 4``
+times its service so far (including this call's wait) jumps to the top queue; Autellix promotes
+on the same wait/service ratio. 4 keeps the promotion rare for programs that are merely long
+while bounding any program's slowdown.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import defaultdict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from orchestrator.scheduler._policy import CallInfo
+
+__all__ = ["ATLAS", "MLFQ", "PLAS", "SLO", "Adaptive", "QueueConfig", "gittins_index"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueConfig:
+    """Discretisation of a service value into queues, and the anti-starvation ratio."""
+
+    thresholds: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    beta: float = 4.0
+
+    def queue(self, value: float) -> int:
+        """The queue of ``value`` (0 is served first)."""
+        return bisect.bisect_right(self.thresholds, value)
+
+
+@dataclass(slots=True)
+class _Program:
+    service: float = 0.0  # attained service: sum over finished calls
+    critical: float = 0.0  # ATLAS: longest chain of service among finished calls
+    waited: float = 0.0  # time its calls spent waiting for admission
+    calls: int = 0
+
+
+@dataclass
+class _Base:
+    """Book-keeping shared by the program-level policies."""
+
+    config: QueueConfig = field(default_factory=QueueConfig)
+    programs: dict[str, _Program] = field(default_factory=lambda: defaultdict(_Program))
+
+    def _starved(self, call: CallInfo, now: float) -> bool:
+        p = self.programs.get(call.program)
+        service = p.service if p else 0.0
+        waited = (p.waited if p else 0.0) + (now - call.arrival)
+        return service > 0.0 and waited >= self.config.beta * service
+
+    def on_admit(self, call: CallInfo, now: float) -> None:
+        self.programs[call.program].waited += now - call.arrival
+
+    def on_finish(self, call: CallInfo, now: float, service: float) -> None:
+        p = self.programs[call.program]
+        p.service += service
+        p.calls += 1
+
+    def on_program_end(self, program: str, kind: str, now: float) -> None:
+        self.programs.pop(program, None)
+
+    def priority(self, call: CallInfo, now: float) -> int:
+        return int(self.key(call, now)[0])
+
+    def key(self, call: CallInfo, now: float) -> tuple[float, ...]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class PLAS(_Base):
+    """Program-level least attained service (Autellix, single-threaded programs): a call's
+    priority is the total service its program's finished calls received; less goes first."""
+
+    name = "plas"
+
+    def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        p = self.programs.get(call.program)
+        q = 0 if self._starved(call, now) else self.config.queue(p.service if p else 0.0)
+        return (q, call.arrival, call.seq)
+
+
+@dataclass
+class ATLAS(_Base):
+    """Program-level least attained service along the critical path (Autellix, DAG programs):
+    a call's service-on-path is ``max(parent.path + parent.service)``; the program's priority is
+    the longest such path seen so far, so parallel branches do not count twice."""
+
+    name = "atlas"
+    path_end: dict[str, float] = field(default_factory=dict)  # call -> path + own service
+
+    def _path_start(self, call: CallInfo) -> float:
+        return max((self.path_end.get(p, 0.0) for p in call.parents), default=0.0)
+
+    def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        p = self.programs.get(call.program)
+        q = 0 if self._starved(call, now) else self.config.queue(p.critical if p else 0.0)
+        return (q, call.arrival, call.seq)
+
+    def on_finish(self, call: CallInfo, now: float, service: float) -> None:
+        super().on_finish(call, now, service)
+        end = self._path_start(call) + service
+        self.path_end[call.call] = end
+        p = self.programs[call.program]
+        p.critical = max(p.critical, end)
+
+    def on_program_end(self, program: str, kind: str, now: float) -> None:
+        super().on_program_end(program, kind, now)
+        prefix = program + "/"
+        for k in [k for k in self.path_end if k.startswith(prefix)]:
+            del self.path_end[k]
+
+
+class MLFQ(_Base):
+    """Request-level multi-level feedback queue with skip-join (FastServe): a call enters the
+    queue of its own expected service (long calls skip the top queues); it knows nothing of
+    programs. The engines' request-level alternative to program-level policies."""
+
+    name = "mlfq"
+
+    def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        q = 0 if self._starved(call, now) else self.config.queue(call.expected_service)
+        return (q, call.arrival, call.seq)
+
+
+class SLO(_Base):
+    """Least slack first over per-stage deadlines (HEXGEN-TEXT2SQL): the runtime splits each
+    program's remaining SLO budget over its remaining stages in proportion to their expected
+    times, ``deadline = now + (SLO - elapsed) * t(stage) / sum(t(remaining))``; the call with the
+    least slack ``deadline - now - t(stage)`` goes first. Calls without a deadline go after all
+    calls with one, in arrival order."""
+
+    name = "slo"
+
+    def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        if call.deadline is None:
+            return (1.0, math.inf, call.arrival, call.seq)
+        return (0.0, call.deadline - now - call.expected_service, call.arrival, call.seq)
+
+    def priority(self, call: CallInfo, now: float) -> int:
+        if call.deadline is None:
+            return 1000
+        slack = call.deadline - now - call.expected_service
+        return max(0, min(999, int(slack * 10)))  # tenths of a second of slack
+
+
+def gittins_index(samples: Sequence[float], attained: float) -> float:
+    """The Gittins index of a job with ``attained`` service whose total service is distributed
+    as the sorted ``samples``: ``sup_d P(S - a <= d | S > a) / E[min(S - a, d) | S > a]``.
+
+    Higher is more urgent. For a decreasing hazard rate (heavy tails) the index falls with
+    attained service and the rule acts like least-attained-service; for a known size it rises
+    as the job nears completion and acts like shortest-remaining-first.
+    """
+    i = bisect.bisect_right(samples, attained)
+    rest = [s - attained for s in samples[i:]]
+    if not rest:
+        return math.inf  # longer than anything seen: treat as about to finish
+    n = len(rest)
+    best = 0.0
+    spent = 0.0  # sum of min(S - a, d) over remaining samples for d = rest[k]
+    prev = 0.0
+    for k, d in enumerate(rest):
+        spent += (d - prev) * (n - k)
+        prev = d
+        best = max(best, (k + 1) / spent if spent > 0 else math.inf)
+    return best
+
+
+@dataclass
+class Adaptive(_Base):
+    """Legato's adaptive policy: the Gittins index of each program, computed from the observed
+    distribution of total service of finished programs of the same kind.
+
+    Why: no fixed rule wins everywhere. PLAS (least attained service) is optimal for
+    heavy-tailed program lengths (chat) but delays long programs and hurts tails; program-level
+    FCFS wins when programs are alike (tool loops), where finishing the program that is furthest
+    along is best. The Gittins index is the optimal single-server rule for a known service
+    distribution and reduces to each of them where each is optimal: with a decreasing hazard
+    rate it orders like least-attained-service, with near-deterministic sizes like
+    shortest-remaining (which, for identical programs, is oldest-first). Where the compiled graph
+    knows the program's remaining work (static DAGs), the index is replaced by the reciprocal
+    of the known remaining work (shortest remaining first). With fewer than ``min_samples``
+    finished programs of a kind it falls back to PLAS's attained-service queues. Anti-starvation
+    as in the module docstring.
+    """
+
+    name = "adaptive"
+    min_samples: int = 8
+    window: int = 500
+    history: dict[str, deque[float]] = field(default_factory=dict)
+    _sorted: dict[str, list[float]] = field(default_factory=dict)
+    _index: dict[str, tuple[float, int, float]] = field(default_factory=dict)
+
+    def _gittins(self, program: str, kind: str, attained: float) -> float | None:
+        samples = self._sorted.get(kind)
+        if samples is None or len(samples) < self.min_samples:
+            return None
+        cached = self._index.get(program)
+        if cached is not None and cached[0] == attained and cached[1] == len(samples):
+            return cached[2]
+        index = gittins_index(samples, attained)
+        self._index[program] = (attained, len(samples), index)
+        return index
+
+    def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        if self._starved(call, now):
+            return (0, -math.inf, call.arrival, call.seq)
+        p = self.programs.get(call.program)
+        attained = p.service if p else 0.0
+        index = self._gittins(call.program, call.kind, attained)
+        if index is None:
+            return (1 + self.config.queue(attained), 0.0, call.arrival, call.seq)
+        if call.remaining > 0.0:
+            index = max(index, 1.0 / (call.remaining + call.expected_service))
+        return (1, -index, call.program_arrival, call.seq)
+
+    def priority(self, call: CallInfo, now: float) -> int:
+        k = self.key(call, now)
+        if k[0] != 1 or k[1] == 0.0:
+            return int(k[0])
+        return 1 + max(0, min(98, int(-math.log2(max(-k[1], 1e-9)) + 40)))
+
+    def on_program_end(self, program: str, kind: str, now: float) -> None:
+        p = self.programs.get(program)
+        if p is not None and p.calls:
+            recent = self.history.setdefault(kind, deque(maxlen=self.window))
+            recent.append(p.service)  # the recent past only: the workload may shift
+            self._sorted[kind] = sorted(recent)
+        self._index.pop(program, None)
+        super().on_program_end(program, kind, now)

@@ -1,0 +1,190 @@
+"""Program-level policies step by step, with ``now`` passed in: no clocks, no I/O."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orchestrator.backends import Hints
+from orchestrator.scheduler import (
+    ATLAS,
+    MLFQ,
+    PLAS,
+    POLICIES,
+    SLO,
+    Adaptive,
+    CallInfo,
+    QueueConfig,
+    TTLPredictor,
+    gittins_index,
+    make_policy,
+)
+
+_seq = iter(range(10**9))
+
+
+def call(
+    program: str,
+    arrival: float = 0.0,
+    *,
+    node: str | None = None,
+    kind: str = "k",
+    parents: tuple[str, ...] = (),
+    expected: float = 0.1,
+    remaining: float = 0.0,
+    deadline: float | None = None,
+    program_arrival: float = 0.0,
+) -> CallInfo:
+    seq = next(_seq)
+    return CallInfo(
+        call=f"{program}/{node or seq}",
+        program=program,
+        thread="t0",
+        arrival=arrival,
+        program_arrival=program_arrival,
+        seq=seq,
+        program_seq=0,
+        kind=kind,
+        parents=parents,
+        expected_service=expected,
+        remaining=remaining,
+        deadline=deadline,
+    )
+
+
+def order(policy: object, calls: list[CallInfo], now: float) -> list[str]:
+    return [c.program for c in sorted(calls, key=lambda c: policy.key(c, now))]  # type: ignore[attr-defined]
+
+
+def test_plas_serves_the_program_with_least_attained_service() -> None:
+    p = PLAS()
+    for _ in range(3):  # program "long" has had 3 s of service
+        c = call("long")
+        p.on_admit(c, 0.0)
+        p.on_finish(c, 1.0, 1.0)
+    assert order(p, [call("long", 0.0), call("new", 5.0)], now=5.0) == ["new", "long"]
+    assert p.priority(call("new"), 5.0) < p.priority(call("long"), 5.0)
+
+
+def test_plas_is_fcfs_within_a_queue() -> None:
+    p = PLAS()
+    assert order(p, [call("b", 2.0), call("a", 1.0), call("c", 3.0)], now=4.0) == ["a", "b", "c"]
+
+
+def test_anti_starvation_promotes_long_waiters() -> None:
+    p = PLAS(config=QueueConfig(beta=2.0))
+    c = call("long")
+    p.on_admit(c, 0.0)
+    p.on_finish(c, 10.0, 10.0)  # 10 s of service: a low queue
+    waiting = call("long", arrival=10.0)
+    fresh = call("fresh", arrival=29.0)
+    assert order(p, [waiting, fresh], now=29.0) == ["fresh", "long"]
+    # after waiting 20 s = beta * service, it jumps to the top queue and is older
+    assert order(p, [waiting, fresh], now=30.1) == ["long", "fresh"]
+
+
+def test_atlas_counts_parallel_branches_once() -> None:
+    a, p = ATLAS(), PLAS()
+    root = call("dag", node="root")
+    for pol in (a, p):
+        pol.on_finish(root, 1.0, 0.4)
+    for i in range(8):  # eight parallel branches of 0.4 s each, all children of root
+        b = call("dag", node=f"b{i}", parents=("dag/root",))
+        for pol in (a, p):
+            pol.on_finish(b, 2.0, 0.4)
+    assert a.programs["dag"].critical == pytest.approx(0.8)  # root + one branch
+    assert p.programs["dag"].service == pytest.approx(3.6)  # PLAS adds them all
+    other = call("chain", arrival=0.0)
+    parent: tuple[str, ...] = ()
+    for i in range(3):  # a chain of 3 x 0.4 = 1.2 s on its path
+        a.on_finish(call("chain", node=f"c{i}", parents=parent), 1.0, 0.4)
+        parent = (f"chain/c{i}",)
+    # ATLAS prefers the wide DAG (0.8 s on its longest path) over the chain (1.2 s)
+    assert order(a, [other, call("dag", arrival=1.0)], now=3.0) == ["dag", "chain"]
+
+
+def test_mlfq_puts_long_requests_in_lower_queues() -> None:
+    m = MLFQ()
+    short, long = call("a", 1.0, expected=0.1), call("b", 0.0, expected=20.0)
+    assert order(m, [long, short], now=2.0) == ["a", "b"]
+
+
+def test_slo_serves_least_slack_first_and_deadlines_before_none() -> None:
+    s = SLO()
+    tight = call("tight", 5.0, deadline=10.0, expected=4.0)  # slack 1
+    loose = call("loose", 1.0, deadline=10.0, expected=1.0)  # slack 4
+    none = call("none", 0.0)
+    assert order(s, [none, loose, tight], now=5.0) == ["tight", "loose", "none"]
+    assert s.priority(tight, 5.0) < s.priority(loose, 5.0) < s.priority(none, 5.0)
+
+
+def test_gittins_index_on_heavy_tails_favours_new_programs() -> None:
+    rng = random.Random(0)
+    heavy = sorted(rng.paretovariate(1.2) for _ in range(400))
+    assert gittins_index(heavy, 0.0) > gittins_index(heavy, 5.0)  # like least attained service
+
+
+def test_gittins_index_on_equal_sizes_favours_programs_near_the_end() -> None:
+    equal = [10.0] * 50
+    assert gittins_index(equal, 9.0) > gittins_index(equal, 1.0)  # like shortest remaining
+    assert gittins_index(equal, 11.0) == math.inf
+
+
+def test_adaptive_learns_each_kind_and_orders_by_gittins() -> None:
+    a = Adaptive(min_samples=4)
+    for i in range(6):  # finished programs of kind "loop" all took 10 s
+        prog = f"done{i}"
+        c = call(prog, kind="loop")
+        a.on_finish(c, 0.0, 10.0)
+        a.on_program_end(prog, "loop", 0.0)
+    a.on_finish(call("far", kind="loop"), 0.0, 8.0)  # 8 of 10 s done
+    a.on_finish(call("near", kind="loop"), 0.0, 1.0)
+    young, old = call("near", 5.0, kind="loop"), call("far", 6.0, kind="loop")
+    assert order(a, [young, old], now=6.0) == ["far", "near"]  # finish what is almost done
+
+
+def test_adaptive_falls_back_to_attained_service_without_history() -> None:
+    a = Adaptive()
+    a.on_finish(call("busy", kind="new"), 0.0, 5.0)
+    assert order(a, [call("busy", 0.0, kind="new"), call("idle", 1.0, kind="new")], now=2.0) == [
+        "idle",
+        "busy",
+    ]
+
+
+@given(st.lists(st.floats(0.0, 100.0), min_size=1, max_size=40), st.sampled_from(sorted(POLICIES)))
+def test_every_policy_keeps_fcfs_among_identical_calls(arrivals: list[float], name: str) -> None:
+    policy = make_policy(name)
+    calls = [call("same", a) for a in sorted(arrivals)]
+    shuffled = calls[1::2] + calls[0::2]
+    ordered = sorted(shuffled, key=lambda c: policy.key(c, now=200.0))
+    assert [c.seq for c in ordered] == [c.seq for c in calls]
+
+
+@given(st.integers(-1000, 1000), st.integers(-1000, 1000))
+def test_priority_direction_per_dialect(a: int, b: int) -> None:
+    from orchestrator.backends.openai_compat import _dialect_extras
+
+    ha, hb = Hints(program="p", thread="t", priority=a), Hints(program="p", thread="t", priority=b)
+    vllm_a = int(_dialect_extras("vllm", ha, None)[0]["X-Vllm-Priority"])
+    vllm_b = int(_dialect_extras("vllm", hb, None)[0]["X-Vllm-Priority"])
+    sglang_a = _dialect_extras("sglang", ha, None)[1]["priority"]
+    sglang_b = _dialect_extras("sglang", hb, None)[1]["priority"]
+    if a < b:  # a is sooner: vLLM lower value, SGLang higher value
+        assert vllm_a < vllm_b and sglang_a > sglang_b  # type: ignore[operator]
+
+
+def test_ttl_follows_the_tool_duration_distribution() -> None:
+    t = TTLPredictor()
+    assert t.ttl("search", queue_delay=2.0, reload_cost=0.5) == 0.0  # no history: no pin
+    for d in (0.5, 0.6, 0.7, 0.8, 0.9):
+        t.observe("search", d)
+    for d in (30.0, 40.0, 50.0):
+        t.observe("compile", d)
+    assert t.ttl("search", queue_delay=2.0, reload_cost=0.5) == pytest.approx(0.9)
+    assert t.ttl("compile", queue_delay=2.0, reload_cost=0.5) == 0.0  # pinning costs more
+    assert t.ttl("search", queue_delay=0.0, reload_cost=0.0) == 0.0  # misses are free
