@@ -146,6 +146,11 @@ class LocalBackend:
                 if ev.text:
                     yield ev.text
 
+    async def release_program(self, program: str) -> None:
+        """The program has ended: its KV pins are no longer worth their memory."""
+        if self.engine is not None:
+            self.engine.release_program(program)
+
     def __repr__(self) -> str:
         return f"LocalBackend({self.model!r}, started={self.started})"
 

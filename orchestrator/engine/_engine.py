@@ -250,6 +250,10 @@ class Engine:
                     return list(ev.events), ev
         raise RuntimeError("the engine stopped before the request finished")  # pragma: no cover
 
+    def release_program(self, program: str) -> int:
+        """The program has ended: drop the pins it holds (returns how many blocks)."""
+        return self.pool.drop_pins(owner=program)
+
     def append_tokens(self, seq_id: str, tokens: Sequence[int]) -> None:
         """Append ``tokens`` to a running sequence's context (they are computed at the next step
         and are not part of its output)."""
@@ -526,7 +530,7 @@ class Engine:
             pin = None
             if reason != "abort" and s.req.kv_ttl and s.req.program:
                 pin = anyio.current_time() + s.req.kv_ttl
-            self.pool.free(s.table, pin_until=pin)
+            self.pool.free(s.table, pin_until=pin, owner=s.req.program)
             s.table = None
         text = self._full_text(s)
         if s.stop_at is not None:

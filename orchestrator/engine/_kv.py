@@ -54,6 +54,7 @@ class BlockPool:
         self._hash_of: dict[int, int] = {}  # block -> hash
         self._evictable: OrderedDict[int, None] = OrderedDict()  # cached blocks with 0 refs
         self._pins: dict[int, float] = {}  # block -> pin expiry time
+        self._pin_owner: dict[int, str] = {}  # block -> the program that pinned it
 
     # -- accounting --------------------------------------------------------------------------
     @property
@@ -133,9 +134,11 @@ class BlockPool:
                 self._cached[h] = block
                 self._hash_of[block] = h
 
-    def free(self, table: BlockTable, *, pin_until: float | None = None) -> None:
+    def free(
+        self, table: BlockTable, *, pin_until: float | None = None, owner: str | None = None
+    ) -> None:
         """Release ``table``'s blocks. Full, cached blocks stay reusable; with ``pin_until``
-        they are also kept from eviction until that time."""
+        they are also kept from eviction until that time (on behalf of ``owner``)."""
         for b in table.blocks:
             self._refs[b] -= 1
             if self._refs[b] == 0:
@@ -143,6 +146,8 @@ class BlockPool:
                     self._evictable[b] = None
                     if pin_until is not None:
                         self._pins[b] = max(pin_until, self._pins.get(b, pin_until))
+                        if owner is not None:
+                            self._pin_owner[b] = owner
                 else:
                     self._free.append(b)
         table.blocks.clear()
@@ -154,19 +159,28 @@ class BlockPool:
         expired = [b for b, until in self._pins.items() if until <= now]
         for b in expired:
             del self._pins[b]
+            self._pin_owner.pop(b, None)
         return len(expired)
 
-    def drop_pins(self) -> int:
-        """Drop every pin (the head of the queue needs the room); returns how many."""
-        n = len(self._pins)
-        self._pins.clear()
-        return n
+    def drop_pins(self, owner: str | None = None) -> int:
+        """Drop every pin, or those of ``owner`` (its program has ended); returns how many."""
+        if owner is None:
+            n = len(self._pins)
+            self._pins.clear()
+            self._pin_owner.clear()
+            return n
+        mine = [b for b, o in self._pin_owner.items() if o == owner]
+        for b in mine:
+            self._pins.pop(b, None)
+            del self._pin_owner[b]
+        return len(mine)
 
     # -- internals ---------------------------------------------------------------------------
     def _ref(self, b: int) -> None:
         if self._refs[b] == 0:
             self._evictable.pop(b, None)
             self._pins.pop(b, None)
+            self._pin_owner.pop(b, None)
         self._refs[b] += 1
         h = self._hash_of.get(b)
         if h is not None:

@@ -175,8 +175,14 @@ class ProgramRun:
                 for other in unobserved[1:]:
                     first.add_note(f"also failed, unobserved: {other}")
                 self.error = first
-        self.orch.policy.on_program_end(self.id, self.program.name, anyio.current_time())
-        self.finished.set()
+        try:
+            self.orch.policy.on_program_end(self.id, self.program.name, anyio.current_time())
+            release = getattr(self.orch.backend, "release_program", None)
+            if release is not None:  # Continuum: pins are dropped on a program's last call
+                with anyio.CancelScope(shield=True):
+                    await release(self.id)
+        finally:
+            self.finished.set()
 
     async def _resolve_vars(self, value: Any) -> Any:
         if isinstance(value, dsl.Var):

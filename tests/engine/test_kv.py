@@ -107,3 +107,15 @@ def test_blocks_are_never_lost_or_shared_by_writers(ops: list[tuple[bool, list[i
     for t in live:
         pool.free(t)
     assert pool.free_blocks == 12
+
+
+def test_a_program_can_drop_its_own_pins() -> None:
+    pool = BlockPool(8, 4)
+    for owner, base in (("p1", 0), ("p2", 100)):
+        tokens = list(range(base, base + 8))
+        t, _ = pool.allocate(tokens, now=0.0)
+        pool.commit(t, tokens)
+        pool.free(t, pin_until=10.0, owner=owner)
+    assert pool.pinned_blocks == 4
+    assert pool.drop_pins(owner="p1") == 2
+    assert pool.pinned_blocks == 2
