@@ -1,0 +1,639 @@
+"""``legato bench sched``: program-level scheduling policies side by side on the same seeded
+workloads, through the real runtime and the embedded engine's batcher, in virtual time.
+
+Each policy runs the SAME arrivals (``orchestrator.bench.workloads``, same seed) on a fresh
+``Orchestrator(LocalBackend(engine=virtual_engine(...)), policy=...)``: the engine has no model,
+each step costs what the roofline ``CostModel`` says an 8B model on one H100 would take, and the
+whole run goes under trio's mock clock, which jumps whenever every task waits (DESIGN.md
+section 2). A program's completion time is its finish minus its arrival on that clock.
+
+Per policy it reports completion time (mean, p50, p95, p99), throughput (programs completed over
+the makespan), SLO attainment where the workload has SLOs, engine counters (preemptions, share
+of prompt tokens found in the prefix cache), and each figure's ratio to ``fcfs`` run in the same
+process (``fcfs`` is added to the policies if missing). ``--sweep`` finds, per policy, the
+highest arrival rate at which the mean completion time stays under a bound (twice the unloaded
+mean, measured at a very low rate): throughput at equal latency.
+
+Targets (DESIGN.md section 6), each only where the run can measure it:
+
+- ``chat_p50_speedup_vs_fcfs`` (chat; aim 2.0, higher): fcfs p50 / the best program-level
+  policy's p50 (the best p50 among those whose p99 is no worse than fcfs's, if any);
+- ``chat_p99_ratio_vs_fcfs`` (chat; aim 1.0, lower): that policy's p99 / fcfs p99;
+- ``react_mean_speedup_program_fcfs_ttl_vs_fcfs`` (react with program_fcfs; aim 1.5, higher);
+- ``mixed_throughput_at_equal_latency_vs_fcfs`` (mixed with ``--sweep``; aim 2.0, higher): the
+  best policy's highest rate under the bound / fcfs's;
+- ``adaptive_within_5pct_of_best`` (any workload with adaptive and another fixed policy; aim
+  1.05, lower): adaptive mean completion time / the best other policy's.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+from rich.console import Console
+
+from orchestrator.backends import LocalBackend
+from orchestrator.bench._report import Report, Target, progress
+from orchestrator.bench.overhead import percentile
+from orchestrator.bench.workloads import WORKLOADS, Arrival, make_workload
+from orchestrator.engine import CostModel, virtual_engine
+from orchestrator.errors import ConfigError
+from orchestrator.runtime import Orchestrator
+from orchestrator.scheduler import POLICIES
+
+__all__ = [
+    "DEFAULT_PROGRAMS",
+    "DEFAULT_RATES",
+    "SchedArgs",
+    "main",
+    "measure",
+    "plot",
+    "run_workload",
+    "simulate",
+    "sweep",
+]
+
+DEFAULT_RATES: dict[str, float] = {
+    "chat": 4.0,
+    "react": 6.0,
+    "tree": 0.4,
+    "dag": 4.0,
+    "text2sql": 6.0,
+    "mixed": 2.0,
+}
+"""Programs/s per workload that load the reference engine (8B model, one H100, batch 256)
+enough for queueing to show without overloading it (calibrated with fcfs; see ``measure``)."""
+
+DEFAULT_PROGRAMS: dict[str, int] = {
+    "chat": 300,
+    "react": 300,
+    "tree": 40,
+    "dag": 200,
+    "text2sql": 300,
+    "mixed": 300,
+}
+"""Programs per run by default, sized for a run of seconds to tens of seconds of wall time."""
+
+REQUEST_LEVEL: frozenset[str] = frozenset({"fcfs", "mlfq"})
+"""Policies that do not look at programs (excluded from "best program-level policy")."""
+
+AIMS: dict[str, tuple[float, str]] = {
+    "chat_p50_speedup_vs_fcfs": (2.0, "higher"),
+    "chat_p99_ratio_vs_fcfs": (1.0, "lower"),
+    "react_mean_speedup_program_fcfs_ttl_vs_fcfs": (1.5, "higher"),
+    "mixed_throughput_at_equal_latency_vs_fcfs": (2.0, "higher"),
+    "adaptive_within_5pct_of_best": (1.05, "lower"),
+}
+"""Every aim of issue 5's scheduling benchmark: (aim, better) by target name."""
+
+SWEEP_BOUND = 2.0
+"""--sweep: the mean completion time bound, as a multiple of the unloaded mean."""
+
+
+# -- one run --------------------------------------------------------------------------------
+@dataclass(slots=True)
+class _Record:
+    kind: str
+    arrival: float
+    finish: float
+    slo: float | None
+    ok: bool
+
+    @property
+    def completion(self) -> float:
+        return self.finish - self.arrival
+
+
+def _accepts_slo(orch: Orchestrator) -> bool:
+    """Whether ``Orchestrator.submit`` takes a keyword-only ``slo=`` (seconds from submission
+    within which the program should finish), which SLO-aware policies need."""
+    param = inspect.signature(orch.submit).parameters.get("slo")
+    return param is not None and param.kind is inspect.Parameter.KEYWORD_ONLY
+
+
+async def run_workload(
+    arrivals: Sequence[Arrival],
+    *,
+    policy: str,
+    engine_policy: str = "priority",
+    max_in_flight: int = 256,
+    replicas: int = 1,
+    cost: CostModel | None = None,
+    max_batch: int = 256,
+    kv_tokens: int = 262_144,
+    on_done: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``arrivals`` through a real ``Orchestrator`` on a virtual-time engine and measure
+    each program. Meant for a mock clock (``simulate`` sets one up); on a real clock it takes
+    as long as the workload says.
+
+    Each arrival gets its own task, which sleeps until the arrival's time, submits the program
+    (with ``slo=`` if the orchestrator takes it), and waits for its result.
+
+    Args:
+        arrivals: the workload (``make_workload``).
+        policy: the orchestrator's policy by name (``orchestrator.scheduler.POLICIES``).
+        engine_policy: the engine's batch policy (``"priority"`` honours the policy's hints;
+            ``"fcfs"`` ignores them).
+        max_in_flight: LLM calls at the engine at once; the policy orders the rest.
+        replicas: engines behind a balancer (only 1 for now).
+        cost: the step cost model (default: 8B model on one H100).
+        max_batch, kv_tokens: the engine's batch and KV cache sizes.
+        on_done: called after each program finishes (progress bars).
+
+    Returns:
+        ``{"policy", "programs", "completed", "failed", "mean_s", "p50_s", "p95_s", "p99_s",
+        "max_s", "throughput", "makespan_s", "slo_attainment" (None without SLOs), "preemptions",
+        "cached_share", "engine_steps", "by_kind": {kind: {"programs", "mean_s", "p99_s"}},
+        "completion_times": [seconds per completed program, in arrival order]}``.
+    """
+    if replicas != 1:
+        # TODO(balancer): several virtual engines behind the replica balancer (Autellix's
+        # least-loaded for short prompts, the program's replica for long ones) once it exists.
+        raise NotImplementedError("run_workload runs one engine; replicas > 1 needs the balancer")
+    if policy not in POLICIES:
+        raise ConfigError(f"unknown policy {policy!r}; known: {', '.join(sorted(POLICIES))}")
+    engine = virtual_engine(
+        cost=cost or CostModel(), policy=engine_policy, max_batch=max_batch, kv_tokens=kv_tokens
+    )
+    records: list[_Record] = []
+    backend = LocalBackend(engine=engine)
+    async with Orchestrator(backend, policy=policy, max_in_flight=max_in_flight) as orch:
+        t0 = anyio.current_time()
+        with_slo = _accepts_slo(orch)
+
+        async def one(a: Arrival) -> None:
+            await anyio.sleep_until(t0 + a.time)
+            arrival = anyio.current_time()
+            if with_slo and a.slo is not None:
+                handle = await orch.submit(a.program, *a.args, slo=a.slo)
+            else:
+                handle = await orch.submit(a.program, *a.args)
+            ok = True
+            try:
+                await handle.result()
+            except Exception:
+                ok = False  # counted as failed; a benchmark reports, it does not stop
+            records.append(_Record(a.kind, arrival, anyio.current_time(), a.slo, ok))
+            if on_done is not None:
+                on_done()
+
+        async with anyio.create_task_group() as tg:
+            for a in arrivals:
+                tg.start_soon(one, a)
+        end = anyio.current_time()
+    return _metrics(policy, records, t0, end, engine.counters)
+
+
+def _metrics(
+    policy: str, records: list[_Record], t0: float, end: float, counters: dict[str, int]
+) -> dict[str, Any]:
+    records.sort(key=lambda r: r.arrival)
+    done = [r for r in records if r.ok]
+    times = [r.completion for r in done]
+    with_slo = [r for r in records if r.slo is not None]
+    makespan = max((r.finish for r in records), default=t0) - t0
+    by_kind: dict[str, dict[str, Any]] = {}
+    for kind in sorted({r.kind for r in done}):
+        ks = [r.completion for r in done if r.kind == kind]
+        by_kind[kind] = {
+            "programs": len(ks),
+            "mean_s": statistics.fmean(ks),
+            "p99_s": percentile(ks, 99),
+        }
+    prompt = counters.get("prompt_tokens", 0)
+    return {
+        "policy": policy,
+        "programs": len(records),
+        "completed": len(done),
+        "failed": len(records) - len(done),
+        "mean_s": statistics.fmean(times) if times else math.nan,
+        "p50_s": percentile(times, 50),
+        "p95_s": percentile(times, 95),
+        "p99_s": percentile(times, 99),
+        "max_s": max(times, default=math.nan),
+        "throughput": len(done) / makespan if makespan > 0 else math.nan,
+        "makespan_s": makespan,
+        "virtual_s": end - t0,
+        "slo_attainment": (
+            sum(1 for r in with_slo if r.ok and r.slo is not None and r.completion <= r.slo)
+            / len(with_slo)
+            if with_slo
+            else None
+        ),
+        "preemptions": counters.get("preemptions", 0),
+        "cached_share": counters.get("cached_prompt_tokens", 0) / prompt if prompt else math.nan,
+        "engine_steps": counters.get("steps", 0),
+        "by_kind": by_kind,
+        "completion_times": times,
+    }
+
+
+def simulate(arrivals: Sequence[Arrival], **options: Any) -> dict[str, Any]:
+    """``run_workload(arrivals, **options)`` in a fresh event loop under trio's mock clock
+    (virtual time); adds ``wall_s``, the wall-clock seconds it took. Needs ``trio``."""
+    try:
+        import trio.testing
+    except ImportError as exc:  # pragma: no cover - trio is a development dependency
+        raise ConfigError(
+            "legato bench sched runs in virtual time on trio's mock clock: pip install trio"
+        ) from exc
+    clock = trio.testing.MockClock(autojump_threshold=0)
+    start = time.perf_counter()
+    result: dict[str, Any] = anyio.run(
+        functools.partial(run_workload, arrivals, **options),
+        backend="trio",
+        backend_options={"clock": clock},
+    )
+    result["wall_s"] = time.perf_counter() - start
+    return result
+
+
+# -- side by side ---------------------------------------------------------------------------
+def _available(policies: Sequence[str], console: Console) -> list[str]:
+    """``policies`` that exist, fcfs first (added if missing); notes for the others."""
+    out = ["fcfs"]
+    for name in policies:
+        if name in out:
+            continue
+        if name not in POLICIES:
+            console.print(f"[yellow]note:[/yellow] policy {name!r} is not implemented yet; skipped")
+            continue
+        out.append(name)
+    return out
+
+
+def _ratio(value: Any, base: Any) -> float:
+    if not isinstance(value, int | float) or not isinstance(base, int | float):
+        return math.nan
+    if base == 0 or math.isnan(base) or math.isnan(value):
+        return math.nan
+    return float(value) / float(base)
+
+
+_FIGURES = ("mean_s", "p50_s", "p95_s", "p99_s", "throughput", "slo_attainment")
+
+
+def _row(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"policy": metrics["policy"]}
+    for key in ("programs", "failed", *_FIGURES):
+        if key == "slo_attainment" and metrics[key] is None:
+            continue
+        row[key] = metrics[key]
+    for key in _FIGURES:
+        if metrics[key] is not None:
+            row[f"{key.removesuffix('_s')}_vs_fcfs"] = _ratio(metrics[key], base[key])
+    row["preemptions"] = metrics["preemptions"]
+    row["cached_share"] = metrics["cached_share"]
+    row["virtual_s"] = metrics["virtual_s"]
+    row["wall_s"] = metrics["wall_s"]
+    return row
+
+
+def _best(
+    runs: dict[str, dict[str, Any]], figure: str, *, exclude: set[str]
+) -> tuple[str, float] | None:
+    scored = [
+        (m[figure], name)
+        for name, m in runs.items()
+        if name not in exclude and not math.isnan(m[figure])
+    ]
+    if not scored:
+        return None
+    value, name = min(scored)
+    return name, value
+
+
+def _targets(
+    workload: str, runs: dict[str, dict[str, Any]], config: dict[str, Any]
+) -> dict[str, Target]:
+    targets: dict[str, Target] = {}
+    base = runs["fcfs"]
+
+    def target(name: str, value: float) -> None:
+        aim, better = AIMS[name]
+        targets[name] = Target(value, aim, "higher" if better == "higher" else "lower")
+
+    if workload == "chat":
+        program_level = {n: m for n, m in runs.items() if n not in REQUEST_LEVEL}
+        safe = {n: m for n, m in program_level.items() if m["p99_s"] <= base["p99_s"]}
+        best = _best(safe or program_level, "p50_s", exclude=set())
+        if best is not None:
+            name, p50 = best
+            config["chat_best_program_policy"] = name
+            target("chat_p50_speedup_vs_fcfs", _ratio(base["p50_s"], p50))
+            target("chat_p99_ratio_vs_fcfs", _ratio(runs[name]["p99_s"], base["p99_s"]))
+    if workload == "react" and "program_fcfs" in runs:
+        target(
+            "react_mean_speedup_program_fcfs_ttl_vs_fcfs",
+            _ratio(base["mean_s"], runs["program_fcfs"]["mean_s"]),
+        )
+    if "adaptive" in runs and len(runs) > 1:
+        best = _best(runs, "mean_s", exclude={"adaptive"})
+        if best is not None:
+            config["best_fixed_policy"] = best[0]
+            target("adaptive_within_5pct_of_best", _ratio(runs["adaptive"]["mean_s"], best[1]))
+    return targets
+
+
+def measure(
+    workload: str,
+    policies: Sequence[str],
+    *,
+    rate: float | None = None,
+    programs: int | None = None,
+    seed: int = 0,
+    console: Console | None = None,
+    **options: Any,
+) -> tuple[Report, dict[str, dict[str, Any]]]:
+    """Run every policy in ``policies`` (fcfs added first if missing; names not in
+    ``POLICIES`` skipped with a note) on the same arrivals of ``workload``, and compare.
+
+    Args:
+        workload: a name from ``WORKLOADS``.
+        policies: policy names.
+        rate: programs/s (default ``DEFAULT_RATES[workload]``).
+        programs: programs per run (default ``DEFAULT_PROGRAMS[workload]``).
+        seed: the workload's seed.
+        console: where notes and the progress bar go (stderr by default).
+        **options: passed to ``run_workload`` (``engine_policy``, ``max_in_flight``...).
+
+    Returns:
+        The report (one row per policy: the figures, then ``*_vs_fcfs`` = the figure divided by
+        fcfs's, so below 1 is better for times and above 1 for throughput and SLO attainment)
+        and the raw metrics per policy (with completion times, for plots).
+    """
+    console = console or Console(stderr=True)
+    if workload not in WORKLOADS:
+        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
+    rate = DEFAULT_RATES[workload] if rate is None else rate
+    programs = DEFAULT_PROGRAMS[workload] if programs is None else programs
+    names = _available(policies, console)
+    arrivals = make_workload(workload, programs=programs, rate=rate, seed=seed)
+    runs: dict[str, dict[str, Any]] = {}
+    with progress(console=console) as bar:
+        for name in names:
+            task = bar.add_task(f"{workload} {name}", total=len(arrivals))
+            runs[name] = simulate(
+                arrivals, policy=name, on_done=functools.partial(bar.advance, task), **options
+            )
+    config = _config(workload, rate, programs, seed, arrivals, options)
+    rows = [_row(runs[n], runs["fcfs"]) for n in names]
+    return Report("sched", config, rows, _targets(workload, runs, config)), runs
+
+
+def _config(
+    workload: str,
+    rate: float,
+    programs: int,
+    seed: int,
+    arrivals: Sequence[Arrival],
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    calls = [c for a in arrivals for c in a.calls]
+    n = max(len(arrivals), 1)
+    return {
+        "workload": workload,
+        "rate": rate,
+        "programs": programs,
+        "seed": seed,
+        "calls_per_program": len(calls) / n,
+        "mean_prefill": statistics.fmean(c.prefill for c in calls) if calls else math.nan,
+        "mean_decode": statistics.fmean(c.decode for c in calls) if calls else math.nan,
+        "engine": "virtual: 8B model on one H100 (CostModel), max_batch "
+        f"{options.get('max_batch', 256)}, kv_tokens {options.get('kv_tokens', 262_144)}, "
+        f"batch policy {options.get('engine_policy', 'priority')}",
+        "max_in_flight": options.get("max_in_flight", 256),
+    }
+
+
+# -- sweep ----------------------------------------------------------------------------------
+def sweep(
+    workload: str,
+    policies: Sequence[str],
+    *,
+    rate: float | None = None,
+    programs: int | None = None,
+    seed: int = 0,
+    bound: float = SWEEP_BOUND,
+    steps: int = 3,
+    console: Console | None = None,
+    **options: Any,
+) -> tuple[Report, dict[str, list[tuple[float, float]]]]:
+    """Per policy, the highest arrival rate at which the mean completion time stays under
+    ``bound`` times the unloaded mean (fcfs at 1/20 of ``rate``, where programs rarely meet).
+
+    Search: from ``rate`` (default ``DEFAULT_RATES[workload]``), multiply or divide by 1.5
+    until the bound is crossed, then bisect ``steps`` times in log space (to ~5% with 3). The
+    programs are the same at every rate (only arrival times scale).
+
+    Returns the report (per policy: ``max_rate``, the throughput measured there, the ratio of
+    ``max_rate`` to fcfs's, and how many runs it took) and the (rate, mean) points per policy
+    (latency-vs-load curves).
+    """
+    console = console or Console(stderr=True)
+    if workload not in WORKLOADS:
+        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
+    rate = DEFAULT_RATES[workload] if rate is None else rate
+    programs = DEFAULT_PROGRAMS[workload] if programs is None else programs
+    names = _available(policies, console)
+
+    def arrivals(r: float) -> list[Arrival]:
+        return make_workload(workload, programs=programs, rate=r, seed=seed)
+
+    unloaded = simulate(arrivals(rate / 20.0), policy="fcfs", **options)["mean_s"]
+    limit = bound * unloaded
+    curves: dict[str, list[tuple[float, float]]] = {}
+    found: dict[str, tuple[float, dict[str, Any] | None, list[tuple[float, float]]]] = {}
+    with progress(console=console) as bar:
+        task = bar.add_task(f"sweep {workload}", total=None)
+        for name in names:
+
+            def run(r: float, name: str = name) -> dict[str, Any]:
+                m = simulate(arrivals(r), policy=name, **options)
+                bar.advance(task)
+                return m
+
+            found[name] = _search(run, rate, limit, steps)
+            curves[name] = found[name][2]
+    base_rate = found["fcfs"][0]
+    rows = []
+    for name in names:
+        best, m, points = found[name]
+        rows.append(
+            {
+                "policy": name,
+                "max_rate": best,
+                "throughput": m["throughput"] if m else math.nan,
+                "mean_s": m["mean_s"] if m else math.nan,
+                "max_rate_vs_fcfs": _ratio(best, base_rate),
+                "runs": len(points),
+            }
+        )
+    config = _config(workload, rate, programs, seed, arrivals(rate), options)
+    config.update({"sweep_bound_s": limit, "unloaded_mean_s": unloaded, "bound_factor": bound})
+    targets: dict[str, Target] = {}
+    if workload == "mixed" and len(names) > 1:
+        others = [(found[n][0], n) for n in names if n != "fcfs" and not math.isnan(found[n][0])]
+        if others:
+            value, name = max(others)
+            config["mixed_best_policy"] = name
+            aim, _ = AIMS["mixed_throughput_at_equal_latency_vs_fcfs"]
+            targets["mixed_throughput_at_equal_latency_vs_fcfs"] = Target(
+                _ratio(value, base_rate), aim, "higher"
+            )
+    return Report("sched_sweep", config, rows, targets), curves
+
+
+def _search(
+    run: Callable[[float], dict[str, Any]], start: float, limit: float, steps: int
+) -> tuple[float, dict[str, Any] | None, list[tuple[float, float]]]:
+    """The highest rate whose run keeps every program and a mean completion time within
+    ``limit`` (NaN if none of the tried rates does), that run's metrics, and every (rate, mean)
+    tried, sorted by rate."""
+    points: list[tuple[float, float]] = []
+    good: dict[float, dict[str, Any]] = {}
+
+    def within(r: float) -> bool:
+        m = run(r)
+        points.append((r, m["mean_s"]))
+        if m["failed"] == 0 and m["mean_s"] <= limit:
+            good[r] = m
+            return True
+        return False
+
+    lo: float | None = None
+    hi: float | None = None
+    r = start
+    for _ in range(12):  # 1.5**12 ~ 130x either way
+        if within(r):
+            lo = r
+            if hi is not None:
+                break
+            r *= 1.5
+        else:
+            hi = r
+            if lo is not None:
+                break
+            r /= 1.5
+    if lo is not None and hi is not None:
+        for _ in range(steps):
+            mid = math.sqrt(lo * hi)
+            if within(mid):
+                lo = mid
+            else:
+                hi = mid
+    if lo is None:
+        return math.nan, None, sorted(points)
+    return lo, good[lo], sorted(points)
+
+
+# -- plots ----------------------------------------------------------------------------------
+def plot(
+    path: str,
+    *,
+    runs: dict[str, dict[str, Any]] | None = None,
+    curves: dict[str, list[tuple[float, float]]] | None = None,
+    title: str = "",
+    console: Console | None = None,
+) -> bool:
+    """Draw completion-time CDFs (``runs``) and latency-vs-load curves (``curves``) into
+    ``path`` with matplotlib; if matplotlib is not installed, say so and draw nothing.
+    Returns whether a file was written."""
+    console = console or Console(stderr=True)
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+        matplotlib.use("Agg")
+        plt: Any = importlib.import_module("matplotlib.pyplot")
+    except ImportError:
+        console.print(f"[yellow]note:[/yellow] matplotlib is not installed; no plot ({path})")
+        return False
+    panels = [p for p in (runs, curves) if p]
+    if not panels:
+        return False
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    ax_iter = iter(axes[0])
+    if runs:
+        ax = next(ax_iter)
+        for name, m in runs.items():
+            xs = sorted(m["completion_times"])
+            ys = [(i + 1) / len(xs) for i in range(len(xs))]
+            ax.step(xs, ys, where="post", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("program completion time (s, virtual)")
+        ax.set_ylabel("fraction of programs")
+        ax.set_title(f"{title} completion-time CDF")
+        ax.legend()
+    if curves:
+        ax = next(ax_iter)
+        for name, points in curves.items():
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("arrival rate (programs/s)")
+        ax.set_ylabel("mean completion time (s)")
+        ax.set_title(f"{title} latency vs load")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# -- command line ---------------------------------------------------------------------------
+class SchedArgs(Protocol):
+    """What ``main`` reads from the parsed command line (an ``argparse.Namespace``)."""
+
+    workload: str
+    policies: str
+    rate: float | None
+    programs: int | None
+    seed: int
+    sweep: bool
+    json: str | None
+    plot: str | None
+    micro: bool
+
+
+def _micro(args: SchedArgs) -> int:
+    """``--micro``: the policy-decision micro-benchmark, in ``orchestrator.bench.sched_micro``
+    (``main(args) -> int``) once it exists."""
+    try:
+        module: Any = importlib.import_module("orchestrator.bench.sched_micro")
+    except ImportError:
+        # TODO(scheduler): the decision-time micro-benchmark (<= 100 us with 10,000 queued calls).
+        print("legato bench sched --micro: not implemented yet")
+        return 2
+    code: int = module.main(args)
+    return code
+
+
+def main(args: SchedArgs) -> int:
+    """``legato bench sched``: run the comparison (or ``--sweep``, or ``--micro``), print the
+    tables, write ``--json`` and ``--plot`` if asked; the exit code (0)."""
+    if getattr(args, "micro", False):
+        return _micro(args)
+    console = Console()
+    notes = Console(stderr=True)
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    options = {"rate": args.rate, "programs": args.programs, "seed": args.seed}
+    if args.sweep:
+        report, curves = sweep(args.workload, policies, console=notes, **options)
+        runs = None
+    else:
+        report, runs = measure(args.workload, policies, console=notes, **options)
+        curves = None
+    report.print(console)
+    if args.json is not None:
+        report.write_json(args.json)
+    if args.plot is not None:
+        plot(args.plot, runs=runs, curves=curves, title=args.workload, console=notes)
+    return 0
