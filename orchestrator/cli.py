@@ -203,7 +203,12 @@ def _parser() -> argparse.ArgumentParser:
     sv.add_argument("--seed", type=int, default=0, help="the preset's seed")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    sv.add_argument("--policy", default="fcfs", help="batch policy: fcfs or priority")
+    sv.add_argument(
+        "--policy",
+        default="fcfs",
+        help="batch policy: fcfs, priority (follow priority hints), or a program-level policy "
+        "run in the batcher (plas, atlas, mlfq, slo, adaptive, program_fcfs)",
+    )
     sv.add_argument("--max-batch", type=int, default=16, help="most sequences per step")
     sv.add_argument("--kv-tokens", type=int, default=16384, help="KV cache budget in tokens")
     sv.add_argument(

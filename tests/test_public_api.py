@@ -74,6 +74,7 @@ PUBLIC = {
         "CallInfo",
         "FCFS",
         "FCFSBatch",
+        "PolicyBatch",
         "MLFQ",
         "PLAS",
         "POLICIES",

@@ -112,6 +112,7 @@ class _Seq:
     aborted: bool = False
     done: bool = False
     stop_at: int | None = None
+    started: float | None = None  # when it first joined the batch
     stream: bool = True
     collected: list[TokenEvent] = field(default_factory=list)
     blocks_hint: int | None = None  # blocks to join, estimated when it (re)entered the queue
@@ -359,6 +360,8 @@ class Engine:
                 s.cached = cached
                 self.counters["cached_prompt_tokens"] += cached
                 self.counters["prompt_tokens"] += s.prompt_len
+            if s.started is None:
+                s.started = now
             self._waiting.remove(s)
             self._running.append(s)
 
@@ -526,6 +529,11 @@ class Engine:
         if s in self._waiting:
             self._waiting.remove(s)
         self._by_id.pop(s.id, None)
+        if s.started is not None and reason != "abort":
+            on_finish = getattr(self.policy, "on_finish", None)
+            if on_finish is not None:
+                now = anyio.current_time()
+                on_finish(self._view(s, True), now, now - s.started)
         if s.table is not None:
             pin = None
             if reason != "abort" and s.req.kv_ttl and s.req.program:

@@ -10,7 +10,14 @@ from orchestrator.engine._gguf import ModelFileError, load_gguf
 from orchestrator.engine._make import PRESETS, cached_model
 from orchestrator.engine._model import LlamaModel
 from orchestrator.engine._tokenizer import EngineTokenizer
-from orchestrator.scheduler import BatchPolicy, FCFSBatch, PriorityBatch
+from orchestrator.scheduler import (
+    POLICIES,
+    BatchPolicy,
+    FCFSBatch,
+    PolicyBatch,
+    PriorityBatch,
+    make_policy,
+)
 
 __all__ = ["BATCH_POLICIES", "build_engine", "resolve_model", "virtual_engine"]
 
@@ -41,14 +48,16 @@ def resolve_model(model: str | Path, *, seed: int = 0) -> Path:
 
 
 def _policy(policy: str | BatchPolicy) -> BatchPolicy:
+    """A batch policy by name: ``fcfs``, ``priority`` (follow the priority hints), or any
+    request policy (``plas``, ``atlas``, ``adaptive``...) run inside the batcher."""
     if not isinstance(policy, str):
         return policy
-    try:
+    if policy in BATCH_POLICIES:
         return BATCH_POLICIES[policy]()
-    except KeyError:
-        raise ValueError(
-            f"unknown batch policy {policy!r}; known: {', '.join(sorted(BATCH_POLICIES))}"
-        ) from None
+    if policy in POLICIES:
+        return PolicyBatch(make_policy(policy))
+    known = sorted({*BATCH_POLICIES, *POLICIES})
+    raise ValueError(f"unknown batch policy {policy!r}; known: {', '.join(known)}")
 
 
 def build_engine(

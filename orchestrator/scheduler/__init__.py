@@ -8,6 +8,7 @@ from orchestrator.scheduler._batch import (
     BatchDecision,
     BatchPolicy,
     FCFSBatch,
+    PolicyBatch,
     PriorityBatch,
     SeqView,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "BatchPolicy",
     "CallInfo",
     "FCFSBatch",
+    "PolicyBatch",
     "Policy",
     "PriorityBatch",
     "ProgramFCFS",

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-__all__ = ["BatchDecision", "BatchPolicy", "FCFSBatch", "PriorityBatch", "SeqView"]
+from orchestrator.scheduler._policy import CallInfo, Policy
+
+__all__ = ["BatchDecision", "BatchPolicy", "FCFSBatch", "PolicyBatch", "PriorityBatch", "SeqView"]
 
 PreemptMode = Literal["recompute", "keep"]
 
@@ -105,6 +107,13 @@ class PriorityBatch:
     name = "priority"
     preempts = True
 
+    def rank(self, s: SeqView, now: float) -> tuple[float, ...]:
+        """Order of a sequence: lower goes first (here: its priority hint, then arrival)."""
+        return (s.priority, s.arrival)
+
+    def on_finish(self, s: SeqView, now: float, service: float) -> None:
+        """A sequence finished after ``service`` seconds in the batch."""
+
     def schedule(
         self,
         waiting: Sequence[SeqView],
@@ -114,7 +123,7 @@ class PriorityBatch:
         max_batch: int,
         now: float,
     ) -> BatchDecision:
-        order = sorted(waiting, key=lambda s: (s.priority, s.arrival))
+        order = sorted(waiting, key=lambda s: self.rank(s, now))
         room = max_batch - len(running)
         admitted = _admit(order, room=room, free_blocks=free_blocks)
         if len(admitted) == len(order) or not order:
@@ -123,10 +132,11 @@ class PriorityBatch:
         room -= len(admitted)
         free = free_blocks - sum(s.blocks_needed for s in order[: len(admitted)])
         victims: list[tuple[str, PreemptMode]] = []
-        for v in sorted(running, key=lambda s: (s.priority, s.arrival), reverse=True):
+        head_rank = self.rank(head, now)
+        for v in sorted(running, key=lambda s: self.rank(s, now), reverse=True):
             if room >= 1 and free >= head.blocks_needed:
                 break
-            if v.priority <= head.priority:
+            if self.rank(v, now)[:1] <= head_rank[:1]:  # only a strictly worse class yields
                 break
             victims.append((v.id, "recompute"))
             room += 1
@@ -135,3 +145,42 @@ class PriorityBatch:
             admitted.append(head.id)
             return BatchDecision(admit=tuple(admitted), preempt=tuple(victims))
         return BatchDecision(admit=tuple(admitted))
+
+
+class PolicyBatch(PriorityBatch):
+    """A request policy (PLAS, ATLAS, adaptive...) run inside the engine's batcher: each sequence
+    is a call of the program named by its ``X-Legato-Program`` header (or a program of its own),
+    ranked by the policy's key, and finished sequences teach the policy their service. For
+    clients that say which program a request belongs to but send no priorities; with priorities
+    from Legato's orchestrator, ``PriorityBatch`` already follows them.
+
+    The engine never learns that a program ended, so per-program state lives as long as the
+    engine (fine for a benchmark or a bounded run; a long-lived server should restart).
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.name = policy.name
+        self._program_first: dict[str, tuple[float, int]] = {}
+        self._seq: dict[str, int] = {}
+
+    def _call(self, s: SeqView) -> CallInfo:
+        program = s.program or s.id
+        first = self._program_first.setdefault(program, (s.arrival, len(self._program_first)))
+        seq = self._seq.setdefault(s.id, len(self._seq))
+        return CallInfo(
+            call=f"{program}/{s.id}",
+            program=program,
+            thread="",
+            arrival=s.arrival,
+            program_arrival=first[0],
+            seq=seq,
+            program_seq=first[1],
+        )
+
+    def rank(self, s: SeqView, now: float) -> tuple[float, ...]:
+        return self.policy.key(self._call(s), now)
+
+    def on_finish(self, s: SeqView, now: float, service: float) -> None:
+        self.policy.on_finish(self._call(s), now, service)
+        self._seq.pop(s.id, None)

@@ -374,3 +374,28 @@ async def test_keep_preemption_resumes_without_recomputing(
         # every token's KV was computed exactly once: nothing was recomputed
         contexts = sum(len(tokenizer.encode(t)) + 300 - 1 for t in texts)
         assert engine.counters["computed_tokens"] == contexts
+
+
+async def test_program_level_policy_inside_the_batcher(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    from orchestrator.scheduler import PLAS, PolicyBatch, QueueConfig
+
+    policy = PolicyBatch(PLAS(config=QueueConfig(thresholds=(0.001, 1.0))))
+    async with running(make_engine(tiny, tokenizer, max_batch=1, policy=policy)) as engine:
+        done: list[str] = []
+        slow = SampleParams(max_tokens=150, temperature=0.0, ignore_eos=True)
+
+        async def run(name: str, program: str, delay: float) -> None:
+            await anyio.sleep(delay)
+            await engine.complete(
+                req(tokenizer, name, params=slow if name == "A1" else GREEDY, program=program)
+            )
+            done.append(name)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "A1", "A", 0.0)
+            tg.start_soon(run, "A2", "A", 0.02)  # A's second call, queued first...
+            tg.start_soon(run, "B1", "B", 0.04)  # ...but B has had no service yet
+        assert done == ["A1", "B1", "A2"]
+        assert policy.policy.programs["A"].service > 0  # the engine taught the policy
