@@ -65,9 +65,13 @@ PUBLIC = {
         "LocalBackend",
         "Message",
         "OpenAICompatible",
+        "PrefixHits",
+        "Replicas",
     },
     "orchestrator.scheduler": {
         "ATLAS",
+        "BALANCERS",
+        "Balancer",
         "Adaptive",
         "BatchDecision",
         "BatchPolicy",

@@ -3,6 +3,7 @@
 from orchestrator.backends._base import Backend, Completion, Hints, LLMRequest, Message
 from orchestrator.backends.local import LocalBackend
 from orchestrator.backends.openai_compat import OpenAICompatible
+from orchestrator.backends.replicas import PrefixHits, Replicas
 
 __all__ = [
     "Backend",
@@ -12,4 +13,6 @@ __all__ = [
     "LocalBackend",
     "Message",
     "OpenAICompatible",
+    "PrefixHits",
+    "Replicas",
 ]

@@ -84,6 +84,8 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    cached_tokens: int = 0
+    """Prompt tokens the engine found in its prefix cache, where it says."""
 
 
 @runtime_checkable

@@ -161,4 +161,5 @@ def _completion(fin: FinishEvent) -> Completion:
         prompt_tokens=fin.prompt_tokens,
         completion_tokens=fin.completion_tokens,
         finish_reason=fin.reason,
+        cached_tokens=fin.cached_tokens,
     )

@@ -175,6 +175,7 @@ class OpenAICompatible:
             prompt_tokens=usage.prompt_tokens if usage is not None else 0,
             completion_tokens=usage.completion_tokens if usage is not None else 0,
             finish_reason=finish,
+            cached_tokens=_cached_tokens(usage),
         )
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
@@ -341,6 +342,13 @@ class _Call:
             "extra_headers": self.headers,
             "extra_body": self.body,
         }
+
+
+def _cached_tokens(usage: object) -> int:
+    """``usage.prompt_tokens_details.cached_tokens`` where the engine reports it, else 0."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None)
+    return cached if isinstance(cached, int) else 0
 
 
 def _normalise_base_url(base_url: str) -> str:

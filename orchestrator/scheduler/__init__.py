@@ -4,6 +4,7 @@ Policies do no I/O and read no clock: the runtime passes ``now`` in, so each one
 step by step. ``make_policy(name)`` builds one by name.
 """
 
+from orchestrator.scheduler._balancer import BALANCERS, Balancer
 from orchestrator.scheduler._batch import (
     BatchDecision,
     BatchPolicy,
@@ -27,6 +28,8 @@ from orchestrator.scheduler._program import (
 
 __all__ = [
     "ATLAS",
+    "BALANCERS",
+    "Balancer",
     "FCFS",
     "MLFQ",
     "PLAS",

@@ -1,0 +1,74 @@
+"""Replica choice: which of several engine replicas takes a call. Pure, like the policies.
+
+- ``round_robin``: replicas in turn, blind to load and locality (the baseline).
+- ``least_loaded``: the replica with the fewest calls in flight.
+- ``autellix``: Autellix's rule: calls whose prompt is at most ``long_prompt`` tokens go to the
+  least-loaded replica; longer ones stay on their program's replica, where its KV cache is.
+- ``locality``: Legato's rule for multi-turn programs: a program stays on its replica (its
+  prefix is cached there) unless that replica has ``slack`` more calls in flight than the least
+  loaded one, then it moves there. Autellix's 2,048-token cut sends every turn of a typical
+  tool loop (hundreds of tokens) to whichever replica is least loaded, so a program's prefix is
+  found on its replica only by chance (about 1/replicas); keeping programs put while loads stay
+  close keeps the prefix cache hitting and still spreads load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["BALANCERS", "Balancer"]
+
+BALANCERS = ("round_robin", "least_loaded", "autellix", "locality")
+
+Rule = Literal["round_robin", "least_loaded", "autellix", "locality"]
+
+
+@dataclass
+class Balancer:
+    """Chooses a replica for each call and remembers each program's replica.
+
+    Args:
+        rule: one of ``BALANCERS``.
+        long_prompt: Autellix's cut, in prompt tokens.
+        slack: how many more calls in flight a program's replica may have than the least-loaded
+            one before the ``locality`` rule moves the program.
+    """
+
+    rule: Rule = "locality"
+    long_prompt: int = 2048
+    slack: int = 4
+    _next: int = 0
+    _home: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.rule not in BALANCERS:
+            raise ValueError(f"unknown balancer {self.rule!r}; known: {', '.join(BALANCERS)}")
+
+    def choose(self, program: str, prompt_tokens: int, loads: Sequence[int]) -> int:
+        """The replica for a call of ``program`` with ``prompt_tokens``, given each replica's
+        calls in flight."""
+        n = len(loads)
+        least = min(range(n), key=lambda i: (loads[i], i))
+        match self.rule:
+            case "round_robin":
+                choice = self._next % n
+                self._next += 1
+                return choice
+            case "least_loaded":
+                return least
+            case "autellix":
+                if prompt_tokens <= self.long_prompt:
+                    return least
+                return self._home.setdefault(program, least)
+            case "locality":
+                home = self._home.get(program)
+                if home is None or loads[home] > loads[least] + self.slack:
+                    home = least
+                self._home[program] = home
+                return home
+
+    def forget(self, program: str) -> None:
+        """The program has ended."""
+        self._home.pop(program, None)
