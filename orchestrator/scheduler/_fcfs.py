@@ -39,6 +39,7 @@ class ProgramFCFS:
     """
 
     name = "program_fcfs"
+    uses_kv_ttl = True  # Continuum: pin the KV cache across tool calls
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
         return (call.program_arrival, call.program_seq, call.arrival, call.seq)

@@ -197,6 +197,7 @@ class Adaptive(_Base):
     """
 
     name = "adaptive"
+    uses_kv_ttl = True
     min_samples: int = 8
     window: int = 500
     history: dict[str, deque[float]] = field(default_factory=dict)
