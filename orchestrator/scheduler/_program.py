@@ -228,10 +228,17 @@ class Adaptive(_Base):
         return (1, -index, call.program_arrival, call.seq)
 
     def priority(self, call: CallInfo, now: float) -> int:
+        """0 for starved calls; 1-99 by Gittins index (higher index, lower value); 100+ by
+        attained-service queue while the kind has too little history."""
         k = self.key(call, now)
-        if k[0] != 1 or k[1] == 0.0:
-            return int(k[0])
-        return 1 + max(0, min(98, int(-math.log2(max(-k[1], 1e-9)) + 40)))
+        if k[0] == 0:
+            return 0
+        if k[1] == 0.0:  # no history: PLAS queues, after every call that has an index
+            return 100 + int(k[0])
+        index = -k[1]
+        if math.isinf(index):
+            return 1
+        return 1 + max(0, min(98, int(40 - math.log2(max(index, 1e-12)))))
 
     def on_program_end(self, program: str, kind: str, now: float) -> None:
         p = self.programs.get(program)

@@ -188,3 +188,15 @@ def test_ttl_follows_the_tool_duration_distribution() -> None:
     assert t.ttl("search", queue_delay=2.0, reload_cost=0.5) == pytest.approx(0.9)
     assert t.ttl("compile", queue_delay=2.0, reload_cost=0.5) == 0.0  # pinning costs more
     assert t.ttl("search", queue_delay=0.0, reload_cost=0.0) == 0.0  # misses are free
+
+
+def test_adaptive_priority_is_an_int_for_every_index() -> None:
+    a = Adaptive(min_samples=2)
+    for i in range(3):
+        a.on_finish(call(f"d{i}", kind="k"), 0.0, 1.0)
+        a.on_program_end(f"d{i}", "k", 0.0)
+    a.on_finish(call("past", kind="k"), 0.0, 5.0)  # beyond every sample: an infinite index
+    for prog in ("past", "fresh"):
+        value = a.priority(call(prog, kind="k"), 1.0)
+        assert isinstance(value, int) and 0 <= value < 200
+    assert a.priority(call("past", kind="k"), 1.0) <= a.priority(call("fresh", kind="k"), 1.0)
