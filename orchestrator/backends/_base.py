@@ -86,6 +86,9 @@ class Completion:
     finish_reason: str | None = None
     cached_tokens: int = 0
     """Prompt tokens the engine found in its prefix cache, where it says."""
+    service_time: float | None = None
+    """Seconds the request ran in the engine's batch (not counting its queue), where the engine
+    says; program-level policies count it as the call's service."""
 
 
 @runtime_checkable

@@ -162,4 +162,5 @@ def _completion(fin: FinishEvent) -> Completion:
         completion_tokens=fin.completion_tokens,
         finish_reason=fin.reason,
         cached_tokens=fin.cached_tokens,
+        service_time=fin.service_time,
     )

@@ -89,6 +89,8 @@ class FinishEvent:
     completion_tokens: int
     cached_tokens: int
     events: tuple[TokenEvent, ...] = ()
+    service_time: float = 0.0
+    """Seconds from first joining the batch to the end (its queueing before excluded)."""
     """The token events, for a request opened with ``stream=False`` (sent here, not one by
     one)."""
 
@@ -544,8 +546,16 @@ class Engine:
         if s.stop_at is not None:
             text = text[: s.stop_at]
         tail = text[s.sent :] if reason != "abort" else ""
+        service = anyio.current_time() - s.started if s.started is not None else 0.0
         event = FinishEvent(
-            reason, text, tail, s.prompt_len, len(s.generated), s.cached, tuple(s.collected)
+            reason,
+            text,
+            tail,
+            s.prompt_len,
+            len(s.generated),
+            s.cached,
+            tuple(s.collected),
+            service,
         )
         with s.send, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             s.send.send_nowait(event)  # suppressed: the client has gone

@@ -11,7 +11,14 @@ import anyio
 
 from orchestrator.scheduler import CallInfo, Policy
 
-__all__ = ["Admission"]
+__all__ = ["Admission", "Grant"]
+
+
+@dataclass(slots=True)
+class Grant:
+    """A held slot. ``service``: seconds the call really ran at the engine, if it said."""
+
+    service: float | None = None
 
 
 @dataclass(eq=False)
@@ -38,16 +45,20 @@ class Admission:
         return len(self._waiting)
 
     @asynccontextmanager
-    async def slot(self, call: CallInfo) -> AsyncIterator[None]:
-        """Hold a slot for ``call`` while the block runs."""
+    async def slot(self, call: CallInfo) -> AsyncIterator[Grant]:
+        """Hold a slot for ``call`` while the block runs. The policy learns the call's service:
+        what the block sets as ``grant.service`` (the engine's own figure), else the time the
+        slot was held."""
         await self._acquire(call)
         start = anyio.current_time()
         self.policy.on_admit(call, start)
+        grant = Grant()
         try:
-            yield
+            yield grant
         finally:
             now = anyio.current_time()
-            self.policy.on_finish(call, now, now - start)
+            service = grant.service if grant.service is not None else now - start
+            self.policy.on_finish(call, now, service)
             self._release()
 
     async def _acquire(self, call: CallInfo) -> None:

@@ -389,7 +389,7 @@ class ProgramRun:
         while True:
             st.stats.attempts += 1
             try:
-                async with orch.admission.slot(call):
+                async with orch.admission.slot(call) as grant:
                     if st.stats.start is None:
                         st.stats.start = anyio.current_time()
                     now = anyio.current_time()
@@ -402,6 +402,7 @@ class ProgramRun:
                     with anyio.fail_after(timeout):
                         completion = await backend.complete(req)
                     orch.observe_call(anyio.current_time() - now)
+                    grant.service = completion.service_time
                 st.stats.prompt_tokens += completion.prompt_tokens
                 st.stats.completion_tokens += completion.completion_tokens
                 return completion.text
