@@ -147,6 +147,10 @@ def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
         from orchestrator.bench.overhead import main as overhead_main
 
         return overhead_main(ns.n, ns.json)
+    if ns.bench == "sched":
+        from orchestrator.bench.sched import main as sched_main
+
+        return sched_main(ns)
     if ns.bench == "engine":
         from orchestrator.bench.engine import main as engine_main
 
@@ -219,10 +223,31 @@ def _parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=_cmd_engine_serve)
 
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("bench", choices=["overhead", "engine"])
+    b.add_argument("bench", choices=["overhead", "engine", "sched"])
     b.add_argument("-n", type=int, default=500, help="overhead: measured calls (default 500)")
     b.add_argument("--models", default="tiny,small", help="engine: presets, comma-separated")
     b.add_argument("--repeats", type=int, default=3, help="engine: rounds per figure (median)")
+    b.add_argument(
+        "--workload", default="chat", help="sched: chat, react, tree, dag, text2sql or mixed"
+    )
+    b.add_argument(
+        "--policies",
+        default="fcfs,program_fcfs,plas,atlas,mlfq,slo,adaptive",
+        help="sched: policies to compare, comma-separated",
+    )
+    b.add_argument("--rate", type=float, default=None, help="sched: program arrivals per second")
+    b.add_argument("--programs", type=int, default=None, help="sched: programs per run")
+    b.add_argument("--seed", type=int, default=0, help="sched: the workload's seed")
+    b.add_argument("--max-batch", type=int, default=None, help="sched: the engine's batch size")
+    b.add_argument(
+        "--sweep",
+        action="store_true",
+        help="sched: throughput at equal latency (highest rate under a bound)",
+    )
+    b.add_argument("--plot", metavar="FILE.png", default=None, help="sched: plot (matplotlib)")
+    b.add_argument(
+        "--micro", action="store_true", help="sched: time one decision with 10,000 queued calls"
+    )
     b.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     b.set_defaults(fn=_cmd_bench)
     return p

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import functools
 import importlib
-import inspect
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +51,8 @@ from orchestrator.runtime import Orchestrator
 from orchestrator.scheduler import POLICIES
 
 __all__ = [
+    "BENCH_KV_TOKENS",
+    "BENCH_MAX_BATCH",
     "DEFAULT_PROGRAMS",
     "DEFAULT_RATES",
     "SchedArgs",
@@ -62,26 +64,36 @@ __all__ = [
     "sweep",
 ]
 
+BENCH_MAX_BATCH = 64
+BENCH_KV_TOKENS = 65_536
+"""The benchmark's engine: the reference step costs (an 8B model on one H100, ``CostModel``)
+with a quarter of a full-size engine's batch (vLLM's default is 256 sequences) and KV budget
+(~262k tokens). Queueing then starts at a quarter of the load, so a run needs a quarter of the
+programs (hundreds, not thousands) to reach it: the same regime, seconds of wall time instead of
+minutes. ``--max-batch 256 --kv-tokens 262144`` runs the full-size engine (rates ~4x higher)."""
+
 DEFAULT_RATES: dict[str, float] = {
-    "chat": 4.0,
-    "react": 6.0,
-    "tree": 0.4,
-    "dag": 4.0,
-    "text2sql": 6.0,
-    "mixed": 2.0,
+    "chat": 10.0,
+    "react": 20.0,
+    "tree": 0.9,
+    "dag": 3.0,
+    "text2sql": 11.0,
+    "mixed": 6.0,
 }
-"""Programs/s per workload that load the reference engine (8B model, one H100, batch 256)
-enough for queueing to show without overloading it (calibrated with fcfs; see ``measure``)."""
+"""Programs/s per workload that load the benchmark's engine (``BENCH_MAX_BATCH``,
+``BENCH_KV_TOKENS``) enough for queueing to show (fcfs's mean completion time ~1.5-2x the
+unloaded one) without running away; calibrated with fcfs at ``DEFAULT_PROGRAMS``."""
 
 DEFAULT_PROGRAMS: dict[str, int] = {
-    "chat": 300,
-    "react": 300,
-    "tree": 40,
+    "chat": 500,
+    "react": 400,
+    "tree": 60,
     "dag": 200,
     "text2sql": 300,
     "mixed": 300,
 }
-"""Programs per run by default, sized for a run of seconds to tens of seconds of wall time."""
+"""Programs per run by default: enough for the queue to build at ``DEFAULT_RATES``, each run
+taking seconds to ~15 s of wall time."""
 
 REQUEST_LEVEL: frozenset[str] = frozenset({"fcfs", "mlfq"})
 """Policies that do not look at programs (excluded from "best program-level policy")."""
@@ -113,13 +125,6 @@ class _Record:
         return self.finish - self.arrival
 
 
-def _accepts_slo(orch: Orchestrator) -> bool:
-    """Whether ``Orchestrator.submit`` takes a keyword-only ``slo=`` (seconds from submission
-    within which the program should finish), which SLO-aware policies need."""
-    param = inspect.signature(orch.submit).parameters.get("slo")
-    return param is not None and param.kind is inspect.Parameter.KEYWORD_ONLY
-
-
 async def run_workload(
     arrivals: Sequence[Arrival],
     *,
@@ -128,8 +133,8 @@ async def run_workload(
     max_in_flight: int = 256,
     replicas: int = 1,
     cost: CostModel | None = None,
-    max_batch: int = 256,
-    kv_tokens: int = 262_144,
+    max_batch: int = BENCH_MAX_BATCH,
+    kv_tokens: int = BENCH_KV_TOKENS,
     on_done: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``arrivals`` through a real ``Orchestrator`` on a virtual-time engine and measure
@@ -137,28 +142,33 @@ async def run_workload(
     as long as the workload says.
 
     Each arrival gets its own task, which sleeps until the arrival's time, submits the program
-    (with ``slo=`` if the orchestrator takes it), and waits for its result.
+    (with its ``slo=``, which SLO-aware policies split over its stages), and waits for its
+    result.
 
     Args:
         arrivals: the workload (``make_workload``).
         policy: the orchestrator's policy by name (``orchestrator.scheduler.POLICIES``).
-        engine_policy: the engine's batch policy (``"priority"`` honours the policy's hints;
-            ``"fcfs"`` ignores them).
+        engine_policy: the engine's batch policy: ``"priority"`` honours the policy's hints,
+            ``"fcfs"`` ignores them (any ``virtual_engine`` policy name works).
         max_in_flight: LLM calls at the engine at once; the policy orders the rest.
         replicas: engines behind a balancer (only 1 for now).
         cost: the step cost model (default: 8B model on one H100).
-        max_batch, kv_tokens: the engine's batch and KV cache sizes.
+        max_batch, kv_tokens: the engine's batch and KV cache sizes (default: the benchmark's
+            quarter-size engine, ``BENCH_MAX_BATCH``).
         on_done: called after each program finishes (progress bars).
 
     Returns:
         ``{"policy", "programs", "completed", "failed", "mean_s", "p50_s", "p95_s", "p99_s",
-        "max_s", "throughput", "makespan_s", "slo_attainment" (None without SLOs), "preemptions",
-        "cached_share", "engine_steps", "by_kind": {kind: {"programs", "mean_s", "p99_s"}},
-        "completion_times": [seconds per completed program, in arrival order]}``.
+        "max_s", "throughput", "makespan_s", "virtual_s", "slo_attainment" (None without SLOs),
+        "preemptions", "cached_share", "engine_steps", "prompt_tokens", "generated_tokens",
+        "by_kind": {kind: {"programs", "mean_s", "p99_s"}},
+        "completion_times": [seconds per completed program, in arrival order],
+        "first_error": the first failed program's error, or None}``.
     """
     if replicas != 1:
-        # TODO(balancer): several virtual engines behind the replica balancer (Autellix's
-        # least-loaded for short prompts, the program's replica for long ones) once it exists.
+        # TODO(balancer): several virtual engines behind the balancer, e.g.
+        # Replicas([LocalBackend(engine=virtual_engine(...)) for _ in range(replicas)],
+        # balancer=...), reporting Replicas.prefix_hits; the balancer's owner wires it.
         raise NotImplementedError("run_workload runs one engine; replicas > 1 needs the balancer")
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy {policy!r}; known: {', '.join(sorted(POLICIES))}")
@@ -166,23 +176,21 @@ async def run_workload(
         cost=cost or CostModel(), policy=engine_policy, max_batch=max_batch, kv_tokens=kv_tokens
     )
     records: list[_Record] = []
+    errors: list[str] = []
     backend = LocalBackend(engine=engine)
     async with Orchestrator(backend, policy=policy, max_in_flight=max_in_flight) as orch:
         t0 = anyio.current_time()
-        with_slo = _accepts_slo(orch)
 
         async def one(a: Arrival) -> None:
             await anyio.sleep_until(t0 + a.time)
             arrival = anyio.current_time()
-            if with_slo and a.slo is not None:
-                handle = await orch.submit(a.program, *a.args, slo=a.slo)
-            else:
-                handle = await orch.submit(a.program, *a.args)
+            handle = await orch.submit(a.program, *a.args, slo=a.slo)
             ok = True
             try:
                 await handle.result()
-            except Exception:
-                ok = False  # counted as failed; a benchmark reports, it does not stop
+            except Exception as exc:  # counted and reported: a benchmark does not stop
+                ok = False
+                errors.append(f"{type(exc).__name__}: {exc}")
             records.append(_Record(a.kind, arrival, anyio.current_time(), a.slo, ok))
             if on_done is not None:
                 on_done()
@@ -191,7 +199,9 @@ async def run_workload(
             for a in arrivals:
                 tg.start_soon(one, a)
         end = anyio.current_time()
-    return _metrics(policy, records, t0, end, engine.counters)
+    metrics = _metrics(policy, records, t0, end, engine.counters)
+    metrics["first_error"] = errors[0] if errors else None
+    return metrics
 
 
 def _metrics(
@@ -233,6 +243,8 @@ def _metrics(
         "preemptions": counters.get("preemptions", 0),
         "cached_share": counters.get("cached_prompt_tokens", 0) / prompt if prompt else math.nan,
         "engine_steps": counters.get("steps", 0),
+        "prompt_tokens": prompt,
+        "generated_tokens": counters.get("generated_tokens", 0),
         "by_kind": by_kind,
         "completion_times": times,
     }
@@ -280,21 +292,31 @@ def _ratio(value: Any, base: Any) -> float:
     return float(value) / float(base)
 
 
-_FIGURES = ("mean_s", "p50_s", "p95_s", "p99_s", "throughput", "slo_attainment")
+_COLUMNS = (  # row column: metrics key
+    ("mean_s", "mean_s"),
+    ("p50_s", "p50_s"),
+    ("p95_s", "p95_s"),
+    ("p99_s", "p99_s"),
+    ("thru", "throughput"),
+    ("slo", "slo_attainment"),
+)
+_RATIOS = ("mean_s", "p50_s", "p99_s", "thru", "slo")
 
 
 def _row(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """One policy's row: its figures, then ``X_x`` = X / fcfs's X for the main ones."""
     row: dict[str, Any] = {"policy": metrics["policy"]}
-    for key in ("programs", "failed", *_FIGURES):
-        if key == "slo_attainment" and metrics[key] is None:
-            continue
-        row[key] = metrics[key]
-    for key in _FIGURES:
+    keys = dict(_COLUMNS)
+    for column, key in _COLUMNS:
         if metrics[key] is not None:
-            row[f"{key.removesuffix('_s')}_vs_fcfs"] = _ratio(metrics[key], base[key])
-    row["preemptions"] = metrics["preemptions"]
-    row["cached_share"] = metrics["cached_share"]
-    row["virtual_s"] = metrics["virtual_s"]
+            row[column] = metrics[key]
+    for column in _RATIOS:
+        key = keys[column]
+        if metrics[key] is not None:
+            row[f"{column.removesuffix('_s')}_x"] = _ratio(metrics[key], base[key])
+    row["preempt"] = metrics["preemptions"]
+    row["cached"] = metrics["cached_share"]
+    row["failed"] = metrics["failed"]
     row["wall_s"] = metrics["wall_s"]
     return row
 
@@ -368,9 +390,13 @@ def measure(
         **options: passed to ``run_workload`` (``engine_policy``, ``max_in_flight``...).
 
     Returns:
-        The report (one row per policy: the figures, then ``*_vs_fcfs`` = the figure divided by
-        fcfs's, so below 1 is better for times and above 1 for throughput and SLO attainment)
-        and the raw metrics per policy (with completion times, for plots).
+        The report and the raw metrics per policy (with completion times, for plots). A row:
+        ``mean_s``, ``p50_s``, ``p95_s``, ``p99_s`` (completion time, virtual seconds),
+        ``thru`` (programs/s), ``slo`` (attainment, SLO workloads only), then ``mean_x``,
+        ``p50_x``, ``p99_x``, ``thru_x``, ``slo_x``: the figure divided by fcfs's (below 1 is
+        better for times, above 1 for throughput and SLO attainment), then ``preempt`` (engine
+        preemptions), ``cached`` (share of prompt tokens found in the prefix cache),
+        ``failed`` (programs that raised) and ``wall_s``.
     """
     console = console or Console(stderr=True)
     if workload not in WORKLOADS:
@@ -386,9 +412,18 @@ def measure(
             runs[name] = simulate(
                 arrivals, policy=name, on_done=functools.partial(bar.advance, task), **options
             )
+            _note_failures(runs[name], console)
     config = _config(workload, rate, programs, seed, arrivals, options)
     rows = [_row(runs[n], runs["fcfs"]) for n in names]
     return Report("sched", config, rows, _targets(workload, runs, config)), runs
+
+
+def _note_failures(metrics: dict[str, Any], console: Console) -> None:
+    if metrics["failed"]:
+        console.print(
+            f"[yellow]note:[/yellow] {metrics['policy']}: {metrics['failed']} of "
+            f"{metrics['programs']} programs failed; first: {metrics['first_error']}"
+        )
 
 
 def _config(
@@ -410,7 +445,8 @@ def _config(
         "mean_prefill": statistics.fmean(c.prefill for c in calls) if calls else math.nan,
         "mean_decode": statistics.fmean(c.decode for c in calls) if calls else math.nan,
         "engine": "virtual: 8B model on one H100 (CostModel), max_batch "
-        f"{options.get('max_batch', 256)}, kv_tokens {options.get('kv_tokens', 262_144)}, "
+        f"{options.get('max_batch', BENCH_MAX_BATCH)}, "
+        f"kv_tokens {options.get('kv_tokens', BENCH_KV_TOKENS)}, "
         f"batch policy {options.get('engine_policy', 'priority')}",
         "max_in_flight": options.get("max_in_flight", 256),
     }
@@ -590,7 +626,9 @@ def plot(
 
 # -- command line ---------------------------------------------------------------------------
 class SchedArgs(Protocol):
-    """What ``main`` reads from the parsed command line (an ``argparse.Namespace``)."""
+    """What ``main`` reads from the parsed command line (an ``argparse.Namespace``). Also read
+    when present (else the defaults): ``max_batch``, ``kv_tokens``, ``max_in_flight``,
+    ``engine_policy``."""
 
     workload: str
     policies: str
@@ -621,16 +659,21 @@ def main(args: SchedArgs) -> int:
     tables, write ``--json`` and ``--plot`` if asked; the exit code (0)."""
     if getattr(args, "micro", False):
         return _micro(args)
-    console = Console()
+    # Rich sizes tables to the terminal, 80 columns when there is none: keep them whole in files.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     notes = Console(stderr=True)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    options = {"rate": args.rate, "programs": args.programs, "seed": args.seed}
+    common: dict[str, Any] = {"rate": args.rate, "programs": args.programs, "seed": args.seed}
+    for name in ("max_batch", "kv_tokens", "max_in_flight", "engine_policy"):
+        value = getattr(args, name, None)
+        if value is not None:
+            common[name] = value
+    runs: dict[str, dict[str, Any]] | None = None
+    curves: dict[str, list[tuple[float, float]]] | None = None
     if args.sweep:
-        report, curves = sweep(args.workload, policies, console=notes, **options)
-        runs = None
+        report, curves = sweep(args.workload, policies, console=notes, **common)
     else:
-        report, runs = measure(args.workload, policies, console=notes, **options)
-        curves = None
+        report, runs = measure(args.workload, policies, console=notes, **common)
     report.print(console)
     if args.json is not None:
         report.write_json(args.json)

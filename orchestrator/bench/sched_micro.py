@@ -65,3 +65,14 @@ def measure_micro(
         rows,
         {"decision_us_at_10k_queued": Target(worst, 100.0, "lower")},
     )
+
+
+def main(args: Any) -> int:
+    """``legato bench sched --micro``: print the table, write ``--json`` if asked."""
+    from rich.console import Console
+
+    report = measure_micro()
+    report.print(Console())
+    if getattr(args, "json", None):
+        report.write_json(args.json)
+    return 0

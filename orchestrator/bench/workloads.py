@@ -120,9 +120,8 @@ def _count(rng: random.Random, mean: float, sigma: float, lo: int, hi: int) -> i
 
 def _streams(name: str, seed: int) -> tuple[random.Random, random.Random]:
     """Independent streams for arrival gaps and for program contents."""
-    return random.Random(f"legato/{name}/{seed}/arrivals"), random.Random(
-        f"legato/{name}/{seed}/programs"
-    )
+    gaps = random.Random(f"legato/{name}/{seed}/arrivals")
+    return gaps, random.Random(f"legato/{name}/{seed}/programs")
 
 
 def _arrival_times(rng: random.Random, programs: int, rate: float) -> list[float]:
@@ -224,18 +223,13 @@ async def chat(spec: ChatSpec) -> int:
     return len(spec.turns)
 
 
-CHAT_TURNS_MEAN: Final = 6.7
-CHAT_PREFILL_MEAN: Final = 256
-CHAT_DECODE_MEAN: Final = 277
-
-
 def _chat_spec(rng: random.Random, tag: str, think_mean: float) -> ChatSpec:
     # Lognormal turns, sigma 1: median 4, p99 ~50 (capped at 48); the mean 7.1 before rounding
     # and the cap gives ~6.7 calls per program.
     n = _count(rng, 7.1, 1.0, 1, 48)
     turns = []
     for k in range(n):
-        decode = _count(rng, CHAT_DECODE_MEAN, 0.8, 8, 2048)
+        decode = _count(rng, 277.0, 0.8, 8, 2048)
         turns.append(
             ChatTurn(
                 think=_lognormal(rng, think_mean, 0.5) if k else 0.0,
@@ -250,8 +244,9 @@ def _chat_spec(rng: random.Random, tag: str, think_mean: float) -> ChatSpec:
 def chat_workload(
     programs: int, rate: float, seed: int, *, think_mean: float = 1.0
 ) -> list[Arrival]:
-    """Multi-turn chat, ShareGPT-like (the ``chat`` workload of issue 5, from Autellix's
-    ShareGPT figures): ~6.7 LLM calls per program, ~256 prefill and ~277 decode tokens per call.
+    """Multi-turn chat, ShareGPT-like (the ``chat`` workload of issue 5, with the figures it
+    gives for ShareGPT conversations as Autellix uses them): ~6.7 LLM calls per program, ~256
+    prefill and ~277 decode tokens per call.
 
     - turns per conversation: lognormal, sigma 1 (heavy-tailed: median 4, capped at 48),
       mean ~6.7;
@@ -347,19 +342,20 @@ def _react_spec(rng: random.Random, tag: str) -> ReactSpec:
 
 
 def react_workload(programs: int, rate: float, seed: int) -> list[Arrival]:
-    """ReAct tool loops, BFCL-like (the ``react`` workload of issue 5, from Continuum's and
-    Autellix's figures): ~10.8 LLM calls per program, ~735 prefill tokens (growing each turn),
-    ~34 decode tokens per call, a tool call between consecutive calls.
+    """ReAct tool loops, BFCL-like (the ``react`` workload of issue 5, with the figures it gives
+    for BFCL agent traces, the kind Continuum evaluates on): ~10.8 LLM calls per program, ~735
+    prefill tokens (growing each turn), ~34 decode tokens per call, a tool call between
+    consecutive calls.
 
     - steps: lognormal, mean 10.8, sigma 0.5, in [2, 40];
     - prompt: a 160-word system prompt shared by all programs (the tools' descriptions), a
       program-unique task (~100 words), then per earlier step its thought/action (its decode
       length) and the tool's observation (~40 words): mean ~735 words over all calls;
     - decode: lognormal, mean 34, sigma 0.4;
-    - tools (our choice of durations, spanning the sub-second to seconds range Continuum's
-      traces show): ``search`` (p=0.5, lognormal mean 0.5 s, sigma 0.5), ``run_code`` (p=0.2,
-      mean 2.0 s, sigma 0.8), ``call_api`` (p=0.3, mean 1.0 s, sigma 1.0: heavy tail).
-      Each tool has its own name, so per-tool duration histories (KV TTL) apply.
+    - tools (``REACT_TOOLS``; durations are our choice, sub-second to a few seconds):
+      ``search`` (p=0.5, lognormal mean 0.5 s, sigma 0.5), ``run_code`` (p=0.2, mean 2.0 s,
+      sigma 0.8), ``call_api`` (p=0.3, mean 1.0 s, sigma 1.0: heavy tail). Each is its own
+      tool, so a per-tool duration history (the KV TTL predictor) has something to learn;
     - no SLO.
     """
     gaps, rng = _streams("react", seed)
@@ -389,8 +385,8 @@ class TreeSpec:
         """Each node's prompt length: its parent's prompt, the parent's output, branch words."""
         out: list[int] = []
         for i, p in enumerate(self.parents):
+            assert p < i, "parents come before their children"
             out.append(self.task if p < 0 else out[p] + self.decode[p] + self.branch)
-            assert p < i
         return out
 
     def calls(self) -> tuple[CallShape, ...]:
@@ -458,14 +454,14 @@ def _tree_spec(rng: random.Random, tag: str, depth: int) -> TreeSpec:
 
 
 def tree_workload(programs: int, rate: float, seed: int, *, depth: int = 4) -> list[Arrival]:
-    """LATS-like tree search (the ``tree`` workload of issue 5: ~160 LLM calls per program with
-    wide parallel fan-out, from Autellix's LATS figures).
+    """LATS-like tree search (the ``tree`` workload of issue 5, which gives ~160 LLM calls per
+    program with wide parallel fan-out for LATS programs).
 
     - a tree of ``depth`` levels below the root (4); each node has 3 children, or 4 with
       probability 0.25 (mean branching 3.25): 1 + 3.25 + ... + 3.25^4 = ~161 calls per
       program, all children of a node launched in parallel when it finishes;
     - prompt (our choice): a program-unique task (~200 words), then for each ancestor its
-      output and 8 branch words: ~470 words on average, siblings sharing their parent's prompt;
+      output and 8 branch words: ~455 words on average, siblings sharing their parent's prompt;
     - decode: lognormal, mean 64, sigma 0.4 (our choice: a thought or an action);
     - no SLO.
     """
@@ -711,7 +707,8 @@ def text2sql_workload(
     - sizes are lognormal (sigma 0.4) around those means, our choice;
     - SLO: ``slo_scale`` (default 3) times the program's latency alone on the reference engine
       (``Text2SQLSpec.alone_latency``), so every program's SLO is reachable when the engine is
-      idle and tightness is set by one knob, as HEXGEN-TEXT2SQL sets SLOs by scaling.
+      idle and its tightness is one knob (our choice of definition; the scale is what an SLO
+      sweep varies).
     """
     gaps, rng = _streams("text2sql", seed)
     schemas = _schemas(seed)
@@ -766,6 +763,7 @@ def mixed_workload(
         tag = f"m{seed}n{i}"
         slo: float | None = None
         spec: Any
+        program: dsl.Program[Any, Any]
         match kind:
             case "chat":
                 spec, program = _chat_spec(rng, tag, 1.0), chat

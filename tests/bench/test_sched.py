@@ -1,0 +1,202 @@
+"""The scheduling benchmark: workloads are deterministic and match their parameters, and runs
+through the real runtime on a virtual-time engine finish fast with sane figures (no assertions
+on which policy wins: that is what the benchmark measures)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from rich.console import Console
+
+from orchestrator.bench.sched import main, measure, simulate, sweep
+from orchestrator.bench.workloads import (
+    WORKLOADS,
+    Arrival,
+    CallShape,
+    make_workload,
+)
+
+
+def _calls(arrivals: list[Arrival]) -> list[CallShape]:
+    return [c for a in arrivals for c in a.calls]
+
+
+def _quiet() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_workloads_are_deterministic_per_seed(name: str) -> None:
+    a = make_workload(name, programs=20, rate=2.0, seed=7)
+    b = make_workload(name, programs=20, rate=2.0, seed=7)
+    c = make_workload(name, programs=20, rate=2.0, seed=8)
+    assert a == b
+    assert [x.args for x in a] != [x.args for x in c]
+    assert a[0].time == 0.0
+    times = [x.time for x in a]
+    assert times == sorted(times)
+
+
+def test_rate_only_rescales_arrival_times() -> None:
+    slow = make_workload("mixed", programs=50, rate=1.0, seed=3)
+    fast = make_workload("mixed", programs=50, rate=4.0, seed=3)
+    assert [a.args for a in slow] == [a.args for a in fast]
+    assert [a.time / 4.0 for a in slow] == pytest.approx([a.time for a in fast])
+    # Poisson arrivals: the mean gap is 1/rate (50 gaps: within 40%).
+    assert slow[-1].time / 49 == pytest.approx(1.0, rel=0.4)
+
+
+@pytest.mark.parametrize(
+    ("name", "programs", "calls", "prefill", "decode"),
+    [
+        ("chat", 400, 6.7, 256, 277),
+        ("react", 300, 10.8, 735, 34),
+        ("tree", 150, 160, None, 64),
+        ("dag", 300, 11, None, None),
+        ("text2sql", 100, 7, None, None),
+    ],
+)
+def test_workloads_match_their_parameters(
+    name: str, programs: int, calls: float, prefill: float | None, decode: float | None
+) -> None:
+    arrivals = make_workload(name, programs=programs, rate=1.0, seed=0)
+    shapes = _calls(arrivals)
+    assert len(shapes) / programs == pytest.approx(calls, rel=0.15)
+    if prefill is not None:
+        assert statistics.fmean(c.prefill for c in shapes) == pytest.approx(prefill, rel=0.2)
+    if decode is not None:
+        assert statistics.fmean(c.decode for c in shapes) == pytest.approx(decode, rel=0.15)
+    assert max(c.prefill + c.decode for c in shapes) < 8192  # fits the engine's context
+
+
+def test_chat_is_heavy_tailed_and_multi_turn_prompts_grow() -> None:
+    arrivals = make_workload("chat", programs=400, rate=1.0, seed=0)
+    turns = sorted(len(a.calls) for a in arrivals)
+    assert turns[len(turns) // 2] < statistics.fmean(turns)  # median below mean
+    assert turns[-1] >= 5 * turns[len(turns) // 2]
+    for a in arrivals[:20]:
+        prefills = [c.prefill for c in a.calls]
+        assert prefills == sorted(prefills)
+
+
+def test_text2sql_stages_and_slo() -> None:
+    arrivals = make_workload("text2sql", programs=30, rate=1.0, seed=0)
+    for a in arrivals:
+        stages = [c.stage for c in a.calls]
+        assert stages == ["schema_linking", *["candidate"] * 4, "correction", "evaluation"]
+        spec = a.args[0]
+        assert a.slo is not None and a.slo == pytest.approx(3.0 * spec.alone_latency())
+        assert 0.5 < spec.alone_latency() < 10.0
+
+
+def test_mixed_draws_several_kinds_and_only_text2sql_has_an_slo() -> None:
+    arrivals = make_workload("mixed", programs=200, rate=1.0, seed=0)
+    kinds = {a.kind for a in arrivals}
+    assert kinds == {"chat", "react", "tree", "dag", "text2sql"}
+    assert all((a.slo is not None) == (a.kind == "text2sql") for a in arrivals)
+
+
+def test_unknown_workload_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown workload"):
+        make_workload("nope", programs=1, rate=1.0, seed=0)
+    with pytest.raises(ValueError, match="rate"):
+        make_workload("chat", programs=1, rate=0.0, seed=0)
+
+
+def test_engine_sees_exactly_the_declared_calls() -> None:
+    """Prompt and decode lengths of ``Arrival.calls`` are what the engine computes (plus the
+    chat role word per call)."""
+    arrivals = [
+        a for name in WORKLOADS[:-1] for a in make_workload(name, programs=2, rate=0.5, seed=1)
+    ]
+    arrivals = [
+        Arrival(time=i * 0.5, program=a.program, args=a.args, slo=a.slo, kind=a.kind, calls=a.calls)
+        for i, a in enumerate(arrivals)
+    ]
+    m = simulate(arrivals, policy="fcfs")
+    shapes = _calls(arrivals)
+    assert m["failed"] == 0
+    assert m["prompt_tokens"] == sum(c.prefill + 1 for c in shapes)
+    assert m["generated_tokens"] == sum(c.decode for c in shapes)
+
+
+def test_run_workload_small_run_is_fast_and_sane() -> None:
+    arrivals = make_workload("react", programs=30, rate=5.0, seed=0)
+    start = time.perf_counter()
+    m = simulate(arrivals, policy="fcfs")
+    assert time.perf_counter() - start < 20.0
+    assert m["programs"] == m["completed"] == 30 and m["failed"] == 0
+    assert 0 < m["p50_s"] <= m["p95_s"] <= m["p99_s"] <= m["max_s"]
+    assert m["mean_s"] > 0 and m["throughput"] > 0
+    assert m["makespan_s"] >= arrivals[-1].time
+    assert m["slo_attainment"] is None
+    assert 0.0 <= m["cached_share"] <= 1.0
+    assert len(m["completion_times"]) == 30
+    # Alone, a react program takes at least its tools' time.
+    spec = arrivals[0].args[0]
+    assert min(m["completion_times"]) > 0.0
+    assert m["completion_times"][0] >= sum(t.seconds for t in spec.turns)
+
+
+def test_slo_attainment_is_reported_for_text2sql() -> None:
+    m = simulate(make_workload("text2sql", programs=10, rate=0.5, seed=0), policy="fcfs")
+    assert m["slo_attainment"] == 1.0  # an idle engine meets every SLO (3x the alone latency)
+
+
+def test_replicas_wait_for_the_balancer() -> None:
+    with pytest.raises(NotImplementedError):
+        simulate(make_workload("chat", programs=1, rate=1.0, seed=0), policy="fcfs", replicas=2)
+
+
+def test_measure_compares_policies_on_the_same_arrivals() -> None:
+    report, runs = measure(
+        "react", ["program_fcfs", "no_such_policy"], rate=8.0, programs=25, console=_quiet()
+    )
+    assert [r["policy"] for r in report.rows] == ["fcfs", "program_fcfs"]
+    base = report.rows[0]
+    assert base["mean_x"] == 1.0 and base["thru_x"] == 1.0
+    assert set(runs) == {"fcfs", "program_fcfs"}
+    assert runs["fcfs"]["programs"] == runs["program_fcfs"]["programs"] == 25
+    target = report.targets["react_mean_speedup_program_fcfs_ttl_vs_fcfs"]
+    assert target.value == pytest.approx(runs["fcfs"]["mean_s"] / runs["program_fcfs"]["mean_s"])
+    assert "chat_p50_speedup_vs_fcfs" not in report.targets
+    assert "adaptive_within_5pct_of_best" not in report.targets
+
+
+def test_main_writes_json_and_skips_the_plot_without_matplotlib(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sched.json"
+    args = SimpleNamespace(
+        workload="chat",
+        policies="fcfs,program_fcfs",
+        rate=2.0,
+        programs=12,
+        seed=0,
+        sweep=False,
+        json=str(out),
+        plot=str(tmp_path / "sched.png"),
+        micro=False,
+    )
+    assert main(args) == 0
+    data = json.loads(out.read_text())
+    assert data["bench"] == "sched" and data["config"]["workload"] == "chat"
+    assert {"chat_p50_speedup_vs_fcfs", "chat_p99_ratio_vs_fcfs"} <= set(data["targets"])
+    for t in data["targets"].values():
+        assert set(t) == {"value", "aim", "better", "met"}
+
+
+def test_sweep_finds_a_rate_per_policy() -> None:
+    report, curves = sweep("dag", ["fcfs"], rate=1.0, programs=8, seed=0, steps=1, console=_quiet())
+    (row,) = report.rows
+    assert row["policy"] == "fcfs" and row["max_rate"] > 0
+    assert not math.isnan(row["throughput"])
+    assert len(curves["fcfs"]) == row["runs"] >= 2
+    assert report.config["sweep_bound_s"] == pytest.approx(2.0 * report.config["unloaded_mean_s"])
