@@ -86,6 +86,7 @@ PUBLIC = {
         "PriorityBatch",
         "ProgramFCFS",
         "QueueConfig",
+        "ReadyQueue",
         "SLO",
         "SeqView",
         "TTLPredictor",

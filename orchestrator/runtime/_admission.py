@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from orchestrator.scheduler import CallInfo, Policy
+from orchestrator.scheduler import CallInfo, Policy, ReadyQueue
 
 __all__ = ["Admission", "Grant"]
 
@@ -29,7 +29,7 @@ class _Waiter:
 
 
 class Admission:
-    """A policy-ordered semaphore for one backend."""
+    """A policy-ordered semaphore for one backend (the waiting calls in a ``ReadyQueue``)."""
 
     def __init__(self, limit: int, policy: Policy) -> None:
         if limit < 1:
@@ -37,12 +37,12 @@ class Admission:
         self.limit = limit
         self.policy = policy
         self.in_flight = 0
-        self._waiting: list[_Waiter] = []
+        self._queue: ReadyQueue[_Waiter] = ReadyQueue(policy)
 
     @property
     def waiting(self) -> int:
         """How many calls wait for a slot."""
-        return len(self._waiting)
+        return len(self._queue)
 
     @asynccontextmanager
     async def slot(self, call: CallInfo) -> AsyncIterator[Grant]:
@@ -52,6 +52,7 @@ class Admission:
         await self._acquire(call)
         start = anyio.current_time()
         self.policy.on_admit(call, start)
+        self._queue.touched(call.program, start)
         grant = Grant()
         try:
             yield grant
@@ -59,14 +60,15 @@ class Admission:
             now = anyio.current_time()
             service = grant.service if grant.service is not None else now - start
             self.policy.on_finish(call, now, service)
+            self._queue.touched(call.program, now)
             self._release()
 
     async def _acquire(self, call: CallInfo) -> None:
-        if self.in_flight < self.limit and not self._waiting:
+        if self.in_flight < self.limit and not len(self._queue):
             self.in_flight += 1
             return
         waiter = _Waiter(call)
-        self._waiting.append(waiter)
+        self._queue.push(call, waiter, anyio.current_time())
         try:
             await waiter.event.wait()
         except BaseException:
@@ -74,15 +76,17 @@ class Admission:
             if waiter.granted:
                 self._release()
             else:
-                self._waiting.remove(waiter)
+                self._queue.remove(call)
             raise
 
     def _release(self) -> None:
         self.in_flight -= 1
         now = anyio.current_time()
-        while self._waiting and self.in_flight < self.limit:
-            best = min(self._waiting, key=lambda w: self.policy.key(w.call, now))
-            self._waiting.remove(best)
-            best.granted = True
+        while self.in_flight < self.limit:
+            best = self._queue.pop(now)
+            if best is None:
+                return
+            waiter = best[1]
+            waiter.granted = True
             self.in_flight += 1
-            best.event.set()
+            waiter.event.set()

@@ -25,6 +25,7 @@ from orchestrator.scheduler._program import (
     QueueConfig,
     gittins_index,
 )
+from orchestrator.scheduler._queue import ReadyQueue
 
 __all__ = [
     "ATLAS",
@@ -36,6 +37,7 @@ __all__ = [
     "SLO",
     "Adaptive",
     "QueueConfig",
+    "ReadyQueue",
     "TTLPredictor",
     "gittins_index",
     "POLICIES",

@@ -61,6 +61,14 @@ class _Base:
         waited = (p.waited if p else 0.0) + (now - call.arrival)
         return service > 0.0 and waited >= self.config.beta * service
 
+    def expires(self, call: CallInfo, now: float) -> float:
+        """When ``call``'s key changes by time alone: when it starves (see the module
+        docstring); ``inf`` if it cannot."""
+        p = self.programs.get(call.program)
+        if p is None or p.service <= 0.0:
+            return math.inf
+        return call.arrival + self.config.beta * p.service - p.waited
+
     def on_admit(self, call: CallInfo, now: float) -> None:
         self.programs[call.program].waited += now - call.arrival
 
@@ -143,10 +151,15 @@ class SLO(_Base):
 
     name = "slo"
 
+    def expires(self, call: CallInfo, now: float) -> float:
+        """Least slack first does not starve-promote: keys never change with time."""
+        return math.inf
+
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
         if call.deadline is None:
             return (1.0, math.inf, call.arrival, call.seq)
-        return (0.0, call.deadline - now - call.expected_service, call.arrival, call.seq)
+        # slack = deadline - now - t; ``now`` is common to every call, so order by the rest
+        return (0.0, call.deadline - call.expected_service, call.arrival, call.seq)
 
     def priority(self, call: CallInfo, now: float) -> int:
         if call.deadline is None:
@@ -201,7 +214,10 @@ class Adaptive(_Base):
     min_samples: int = 8
     window: int = 500
     history: dict[str, deque[float]] = field(default_factory=dict)
+    epoch: int = 0
+    """Bumped when a kind's distribution is refreshed: every queued key may have moved."""
     _sorted: dict[str, list[float]] = field(default_factory=dict)
+    _unsorted: dict[str, int] = field(default_factory=dict)
     _index: dict[str, tuple[float, int, float]] = field(default_factory=dict)
 
     def _gittins(self, program: str, kind: str, attained: float) -> float | None:
@@ -245,6 +261,15 @@ class Adaptive(_Base):
         if p is not None and p.calls:
             recent = self.history.setdefault(kind, deque(maxlen=self.window))
             recent.append(p.service)  # the recent past only: the workload may shift
-            self._sorted[kind] = sorted(recent)
+            # Refresh the distribution when it has grown by a tenth (or reached min_samples):
+            # each refresh re-keys every queued call, so not on every program's end.
+            fresh = self._unsorted.get(kind, 0) + 1
+            known = len(self._sorted.get(kind, ()))
+            if known < self.min_samples or fresh >= max(self.min_samples, known // 10):
+                self._sorted[kind] = sorted(recent)
+                self._unsorted[kind] = 0
+                self.epoch += 1
+            else:
+                self._unsorted[kind] = fresh
         self._index.pop(program, None)
         super().on_program_end(program, kind, now)
