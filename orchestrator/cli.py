@@ -235,7 +235,29 @@ def _parser() -> argparse.ArgumentParser:
         default="fcfs,program_fcfs,plas,atlas,mlfq,slo,adaptive",
         help="sched: policies to compare, comma-separated",
     )
-    b.add_argument("--rate", type=float, default=None, help="sched: program arrivals per second")
+    b.add_argument(
+        "--rate",
+        "--load",
+        dest="rate",
+        type=float,
+        default=None,
+        help="sched: program arrivals per second (default: per workload)",
+    )
+    b.add_argument(
+        "--kv-tokens",
+        type=int,
+        default=None,
+        help="sched: the engine's KV budget in tokens (default 65536)",
+    )
+    b.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="sched: LLM calls at the engine at once (default 256)",
+    )
+    b.add_argument(
+        "--engine-policy", default=None, help="sched: the engine's batch policy (default priority)"
+    )
     b.add_argument("--programs", type=int, default=None, help="sched: programs per run")
     b.add_argument("--seed", type=int, default=0, help="sched: the workload's seed")
     b.add_argument("--max-batch", type=int, default=None, help="sched: the engine's batch size")

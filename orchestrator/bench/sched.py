@@ -17,7 +17,8 @@ mean, measured at a very low rate): throughput at equal latency.
 Targets (DESIGN.md section 6), each only where the run can measure it:
 
 - ``chat_p50_speedup_vs_fcfs`` (chat; aim 2.0, higher): fcfs p50 / the best program-level
-  policy's p50 (the best p50 among those whose p99 is no worse than fcfs's, if any);
+  policy's p50 (the best among those meeting both chat aims if any does, else the best p50;
+  the policy is named in the config);
 - ``chat_p99_ratio_vs_fcfs`` (chat; aim 1.0, lower): that policy's p99 / fcfs p99;
 - ``react_mean_speedup_program_fcfs_ttl_vs_fcfs`` (react with program_fcfs; aim 1.5, higher);
 - ``mixed_throughput_at_equal_latency_vs_fcfs`` (mixed with ``--sweep``; aim 2.0, higher): the
@@ -346,9 +347,16 @@ def _targets(
         targets[name] = Target(value, aim, "higher" if better == "higher" else "lower")
 
     if workload == "chat":
+        # The policy judged: the best p50 among those meeting both aims (p50 and p99) if any
+        # does, else the best p50 (so a miss shows the best speedup and what it costs at p99).
         program_level = {n: m for n, m in runs.items() if n not in REQUEST_LEVEL}
-        safe = {n: m for n, m in program_level.items() if m["p99_s"] <= base["p99_s"]}
-        best = _best(safe or program_level, "p50_s", exclude=set())
+        aim = AIMS["chat_p50_speedup_vs_fcfs"][0]
+        both = {
+            n: m
+            for n, m in program_level.items()
+            if m["p99_s"] <= base["p99_s"] and m["p50_s"] * aim <= base["p50_s"]
+        }
+        best = _best(both or program_level, "p50_s", exclude=set())
         if best is not None:
             name, p50 = best
             config["chat_best_program_policy"] = name
@@ -466,15 +474,20 @@ def sweep(
     **options: Any,
 ) -> tuple[Report, dict[str, list[tuple[float, float]]]]:
     """Per policy, the highest arrival rate at which the mean completion time stays under
-    ``bound`` times the unloaded mean (fcfs at 1/20 of ``rate``, where programs rarely meet).
+    ``bound`` times the unloaded mean (fcfs on ``programs`` programs at 1/20 of ``rate``, where
+    programs rarely meet).
 
+    Every run lasts the same arrival window, ``programs / rate`` seconds: at rate ``r`` it
+    submits ``r * window`` programs, the first ones of the same seeded stream. (A fixed count
+    would not do: squeezed into a shorter window, a finite workload is a burst whose mean
+    latency stays bounded however high the rate, so the search would find no overload.)
     Search: from ``rate`` (default ``DEFAULT_RATES[workload]``), multiply or divide by 1.5
-    until the bound is crossed, then bisect ``steps`` times in log space (to ~5% with 3). The
-    programs are the same at every rate (only arrival times scale).
+    until the bound is crossed, then bisect ``steps`` times in log space (to ~5% with 3).
 
-    Returns the report (per policy: ``max_rate``, the throughput measured there, the ratio of
-    ``max_rate`` to fcfs's, and how many runs it took) and the (rate, mean) points per policy
-    (latency-vs-load curves).
+    Returns the report (config ``sweep: true``; per policy: ``max_rate``, the throughput and
+    mean measured there, ``max_rate_x`` = its ratio to fcfs's, and how many runs it took) and
+    the (rate, mean) points per policy (latency-vs-load curves). Throughput at equal latency is
+    ``max_rate``: the measured throughput of a finite run also counts the drain at its end.
     """
     console = console or Console(stderr=True)
     if workload not in WORKLOADS:
@@ -483,10 +496,14 @@ def sweep(
     programs = DEFAULT_PROGRAMS[workload] if programs is None else programs
     names = _available(policies, console)
 
-    def arrivals(r: float) -> list[Arrival]:
-        return make_workload(workload, programs=programs, rate=r, seed=seed)
+    window = programs / rate
 
-    unloaded = simulate(arrivals(rate / 20.0), policy="fcfs", **options)["mean_s"]
+    def arrivals(r: float) -> list[Arrival]:
+        n = max(1, round(r * window))
+        return make_workload(workload, programs=n, rate=r, seed=seed)
+
+    unloaded_arrivals = make_workload(workload, programs=programs, rate=rate / 20.0, seed=seed)
+    unloaded = simulate(unloaded_arrivals, policy="fcfs", **options)["mean_s"]
     limit = bound * unloaded
     curves: dict[str, list[tuple[float, float]]] = {}
     found: dict[str, tuple[float, dict[str, Any] | None, list[tuple[float, float]]]] = {}
@@ -511,12 +528,21 @@ def sweep(
                 "max_rate": best,
                 "throughput": m["throughput"] if m else math.nan,
                 "mean_s": m["mean_s"] if m else math.nan,
-                "max_rate_vs_fcfs": _ratio(best, base_rate),
+                "programs": m["programs"] if m else 0,
+                "max_rate_x": _ratio(best, base_rate),
                 "runs": len(points),
             }
         )
     config = _config(workload, rate, programs, seed, arrivals(rate), options)
-    config.update({"sweep_bound_s": limit, "unloaded_mean_s": unloaded, "bound_factor": bound})
+    config.update(
+        {
+            "sweep": True,
+            "window_s": window,
+            "sweep_bound_s": limit,
+            "unloaded_mean_s": unloaded,
+            "bound_factor": bound,
+        }
+    )
     targets: dict[str, Target] = {}
     if workload == "mixed" and len(names) > 1:
         others = [(found[n][0], n) for n in names if n != "fcfs" and not math.isnan(found[n][0])]
@@ -527,7 +553,7 @@ def sweep(
             targets["mixed_throughput_at_equal_latency_vs_fcfs"] = Target(
                 _ratio(value, base_rate), aim, "higher"
             )
-    return Report("sched_sweep", config, rows, targets), curves
+    return Report("sched", config, rows, targets), curves
 
 
 def _search(
@@ -580,16 +606,18 @@ def plot(
     runs: dict[str, dict[str, Any]] | None = None,
     curves: dict[str, list[tuple[float, float]]] | None = None,
     title: str = "",
+    bound: float | None = None,
     console: Console | None = None,
 ) -> bool:
-    """Draw completion-time CDFs (``runs``) and latency-vs-load curves (``curves``) into
-    ``path`` with matplotlib; if matplotlib is not installed, say so and draw nothing.
-    Returns whether a file was written."""
+    """Draw completion-time CDFs (``runs``) and latency-vs-load curves (``curves``, with the
+    sweep's latency ``bound`` as a line) into ``path`` with matplotlib; if matplotlib is not
+    installed, say so and draw nothing. Returns whether a file was written."""
     console = console or Console(stderr=True)
     try:
         matplotlib: Any = importlib.import_module("matplotlib")
         matplotlib.use("Agg")
         plt: Any = importlib.import_module("matplotlib.pyplot")
+        ticker: Any = importlib.import_module("matplotlib.ticker")
     except ImportError:
         console.print(f"[yellow]note:[/yellow] matplotlib is not installed; no plot ({path})")
         return False
@@ -605,6 +633,9 @@ def plot(
             ys = [(i + 1) / len(xs) for i in range(len(xs))]
             ax.step(xs, ys, where="post", label=name)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("program completion time (s, virtual)")
         ax.set_ylabel("fraction of programs")
         ax.set_title(f"{title} completion-time CDF")
@@ -613,7 +644,8 @@ def plot(
         ax = next(ax_iter)
         for name, points in curves.items():
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-        ax.set_yscale("log")
+        if bound is not None:
+            ax.axhline(bound, color="grey", linestyle="--", label="bound")
         ax.set_xlabel("arrival rate (programs/s)")
         ax.set_ylabel("mean completion time (s)")
         ax.set_title(f"{title} latency vs load")
@@ -678,5 +710,6 @@ def main(args: SchedArgs) -> int:
     if args.json is not None:
         report.write_json(args.json)
     if args.plot is not None:
-        plot(args.plot, runs=runs, curves=curves, title=args.workload, console=notes)
+        bound = report.config.get("sweep_bound_s")
+        plot(args.plot, runs=runs, curves=curves, title=args.workload, bound=bound, console=notes)
     return 0

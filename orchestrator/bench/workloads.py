@@ -792,7 +792,7 @@ def _dag_spec(rng: random.Random, tag: str) -> DagSpec:
     )
 
 
-_SINGLE: Final[dict[str, Callable[[int, float, int], list[Arrival]]]] = {
+_SINGLE: Final[dict[str, Callable[..., list[Arrival]]]] = {
     "chat": chat_workload,
     "react": react_workload,
     "tree": tree_workload,
@@ -804,14 +804,17 @@ WORKLOADS: Final[tuple[str, ...]] = (*_SINGLE, "mixed")
 """The workload names ``make_workload`` knows."""
 
 
-def make_workload(name: str, *, programs: int, rate: float, seed: int) -> list[Arrival]:
+def make_workload(
+    name: str, *, programs: int, rate: float, seed: int, **options: Any
+) -> list[Arrival]:
     """The workload ``name`` (one of ``WORKLOADS``): ``programs`` programs arriving as a
     Poisson process of ``rate`` programs/s, drawn from ``seed``; the same arguments always give
-    the same arrivals."""
+    the same arrivals. ``options`` go to the workload's generator (``think_mean`` for chat,
+    ``depth`` for tree, ``slo_scale`` for text2sql, ``weights`` for mixed)."""
     if name == "mixed":
-        return mixed_workload(programs, rate, seed)
+        return mixed_workload(programs, rate, seed, **options)
     try:
         gen = _SINGLE[name]
     except KeyError:
         raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}") from None
-    return gen(programs, rate, seed)
+    return gen(programs, rate, seed, **options)

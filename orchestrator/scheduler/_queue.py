@@ -66,7 +66,10 @@ class ReadyQueue(Generic[T]):
         expires = getattr(self.policy, "expires", None)
         if expires is not None:
             when = expires(e.call, now)
-            if now < when < math.inf:  # already past: the key just computed accounts for it
+            if when < math.inf:
+                # A time at or before ``now`` (float rounding at the boundary) is looked at again
+                # at the next later decision, never again within this one.
+                when = max(when, math.nextafter(now, math.inf))
                 heapq.heappush(self._expiry, (when, e.call.seq, e.gen, e))
 
     def push(self, call: CallInfo, item: T, now: float) -> None:

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
+from orchestrator.bench import sched
 from orchestrator.bench.sched import main, measure, simulate, sweep
 from orchestrator.bench.workloads import (
     WORKLOADS,
@@ -94,6 +95,8 @@ def test_text2sql_stages_and_slo() -> None:
         spec = a.args[0]
         assert a.slo is not None and a.slo == pytest.approx(3.0 * spec.alone_latency())
         assert 0.5 < spec.alone_latency() < 10.0
+    tight = make_workload("text2sql", programs=30, rate=1.0, seed=0, slo_scale=2.0)
+    assert [t.slo for t in tight] == pytest.approx([2.0 / 3.0 * (a.slo or 0) for a in arrivals])
 
 
 def test_mixed_draws_several_kinds_and_only_text2sql_has_an_slo() -> None:
@@ -200,3 +203,16 @@ def test_sweep_finds_a_rate_per_policy() -> None:
     assert not math.isnan(row["throughput"])
     assert len(curves["fcfs"]) == row["runs"] >= 2
     assert report.config["sweep_bound_s"] == pytest.approx(2.0 * report.config["unloaded_mean_s"])
+
+
+def test_plot_without_matplotlib_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> None:
+        raise ImportError(name)
+
+    monkeypatch.setattr("importlib.import_module", missing)
+    out = io.StringIO()
+    path = tmp_path / "x.png"
+    runs = {"fcfs": {"completion_times": [1.0, 2.0]}}
+    assert not sched.plot(str(path), runs=runs, console=Console(file=out, width=200))
+    assert "matplotlib is not installed" in out.getvalue()
+    assert not path.exists()

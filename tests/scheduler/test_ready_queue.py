@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +25,7 @@ def info(i: int, program: int, arrival: float) -> CallInfo:
     )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=int(os.environ.get("LEGATO_HYPOTHESIS_EXAMPLES", "60")), deadline=None)
 @given(
     name=st.sampled_from(["fcfs", "program_fcfs", "plas", "atlas", "mlfq", "slo", "adaptive"]),
     ops=st.lists(
