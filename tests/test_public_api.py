@@ -66,6 +66,7 @@ PUBLIC = {
         "Message",
         "OpenAICompatible",
         "PrefixHits",
+        "backend_from_spec",
         "Replicas",
     },
     "orchestrator.scheduler": {

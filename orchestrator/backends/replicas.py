@@ -10,8 +10,7 @@ from types import TracebackType
 from typing import Self
 
 from orchestrator.backends._base import Backend, Completion, LLMRequest
-from orchestrator.backends.local import LocalBackend
-from orchestrator.backends.openai_compat import OpenAICompatible
+from orchestrator.backends._spec import backend_from_spec
 from orchestrator.errors import ConfigError
 from orchestrator.scheduler import Balancer
 
@@ -50,16 +49,6 @@ class PrefixHits:
         return min(1.0, self.cached_tokens / self.reusable_tokens)
 
 
-def _backend(spec: Backend | str) -> Backend:
-    if not isinstance(spec, str):
-        return spec
-    if spec.startswith(("http://", "https://")):
-        return OpenAICompatible(spec)
-    if spec == "local" or spec.startswith("local:"):
-        return LocalBackend(spec.partition(":")[2] or "tiny")
-    raise ConfigError(f"replica {spec!r} is neither 'local[:MODEL]' nor a URL")
-
-
 class Replicas:
     """Several replicas of one model behind one backend.
 
@@ -77,7 +66,7 @@ class Replicas:
     ) -> None:
         if len(replicas) < 2:
             raise ConfigError("Replicas needs at least two replicas")
-        self.backends = [_backend(r) for r in replicas]
+        self.backends = [backend_from_spec(r) if isinstance(r, str) else r for r in replicas]
         try:
             self.balancer = balancer if isinstance(balancer, Balancer) else Balancer(balancer)  # type: ignore[arg-type]
         except ValueError as exc:

@@ -12,7 +12,7 @@ import anyio
 import anyio.abc
 
 import dsl
-from orchestrator.backends import Backend, LocalBackend, OpenAICompatible
+from orchestrator.backends import Backend, backend_from_spec
 from orchestrator.errors import ConfigError, ProgramError
 from orchestrator.runtime._admission import Admission
 from orchestrator.runtime._retry import RetryPolicy
@@ -36,14 +36,7 @@ def resolve_backend(backend: Backend | str | None) -> tuple[Backend, bool]:
     if backend is None:
         backend = "local"
     if isinstance(backend, str):
-        if backend.startswith(("http://", "https://")):
-            return OpenAICompatible(backend), True
-        if backend == "local" or backend.startswith("local:"):
-            return LocalBackend(backend.partition(":")[2] or "tiny"), True
-        raise ConfigError(
-            f"backend {backend!r} is neither 'local[:MODEL]' nor a URL; pass 'local', "
-            "'http://host:port/v1' or a Backend object"
-        )
+        return backend_from_spec(backend), True
     if not isinstance(backend, Backend):
         raise ConfigError(f"backend {backend!r} does not implement the Backend protocol")
     return backend, False
