@@ -268,6 +268,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--plot", metavar="FILE.png", default=None, help="sched: plot (matplotlib)")
     b.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="sched: compare replica balancers on this many engines",
+    )
+    b.add_argument(
         "--micro", action="store_true", help="sched: time one decision with 10,000 queued calls"
     )
     b.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import anyio
 from rich.console import Console
 
-from orchestrator.backends import LocalBackend
+from orchestrator.backends import Backend, LocalBackend, Replicas
 from orchestrator.bench._report import Report, Target, progress
 from orchestrator.bench.overhead import percentile
 from orchestrator.bench.workloads import WORKLOADS, Arrival, make_workload
@@ -133,6 +133,7 @@ async def run_workload(
     engine_policy: str = "priority",
     max_in_flight: int = 256,
     replicas: int = 1,
+    balancer: str = "locality",
     cost: CostModel | None = None,
     max_batch: int = BENCH_MAX_BATCH,
     kv_tokens: int = BENCH_KV_TOKENS,
@@ -152,7 +153,10 @@ async def run_workload(
         engine_policy: the engine's batch policy: ``"priority"`` honours the policy's hints,
             ``"fcfs"`` ignores them (any ``virtual_engine`` policy name works).
         max_in_flight: LLM calls at the engine at once; the policy orders the rest.
-        replicas: engines behind a balancer (only 1 for now).
+        replicas: engines; more than one go behind ``Replicas`` with ``balancer``
+            (then the metrics add ``prefix_hits`` and ``replica_calls``).
+        balancer: the replica rule (``locality``, ``autellix``, ``least_loaded``,
+            ``round_robin``).
         cost: the step cost model (default: 8B model on one H100).
         max_batch, kv_tokens: the engine's batch and KV cache sizes (default: the benchmark's
             quarter-size engine, ``BENCH_MAX_BATCH``).
@@ -166,19 +170,24 @@ async def run_workload(
         "completion_times": [seconds per completed program, in arrival order],
         "first_error": the first failed program's error, or None}``.
     """
-    if replicas != 1:
-        # TODO(balancer): several virtual engines behind the balancer, e.g.
-        # Replicas([LocalBackend(engine=virtual_engine(...)) for _ in range(replicas)],
-        # balancer=...), reporting Replicas.prefix_hits; the balancer's owner wires it.
-        raise NotImplementedError("run_workload runs one engine; replicas > 1 needs the balancer")
+    if replicas < 1:
+        raise ConfigError(f"replicas must be >= 1, got {replicas}")
     if policy not in POLICIES:
         raise ConfigError(f"unknown policy {policy!r}; known: {', '.join(sorted(POLICIES))}")
-    engine = virtual_engine(
-        cost=cost or CostModel(), policy=engine_policy, max_batch=max_batch, kv_tokens=kv_tokens
-    )
+    engines = [
+        virtual_engine(
+            cost=cost or CostModel(),
+            policy=engine_policy,
+            max_batch=max_batch,
+            kv_tokens=kv_tokens,
+        )
+        for _ in range(replicas)
+    ]
     records: list[_Record] = []
     errors: list[str] = []
-    backend = LocalBackend(engine=engine)
+    locals_ = [LocalBackend(engine=e) for e in engines]
+    group = Replicas(locals_, balancer=balancer) if replicas > 1 else None
+    backend: Backend = group if group is not None else locals_[0]
     async with Orchestrator(backend, policy=policy, max_in_flight=max_in_flight) as orch:
         t0 = anyio.current_time()
 
@@ -200,8 +209,17 @@ async def run_workload(
             for a in arrivals:
                 tg.start_soon(one, a)
         end = anyio.current_time()
-    metrics = _metrics(policy, records, t0, end, engine.counters)
+    counters: dict[str, int] = {}
+    for e in engines:
+        for k, v in e.counters.items():
+            counters[k] = counters.get(k, 0) + v
+    metrics = _metrics(policy, records, t0, end, counters)
     metrics["first_error"] = errors[0] if errors else None
+    if group is not None:
+        hits = list(group.prefix_hits.values())
+        reusable = sum(h.reusable_tokens for h in hits)
+        metrics["prefix_hits"] = sum(h.cached_tokens for h in hits) / reusable if reusable else 1.0
+        metrics["replica_calls"] = list(group.calls)
     return metrics
 
 
@@ -460,6 +478,79 @@ def _config(
     }
 
 
+# -- replicas -------------------------------------------------------------------------------
+BALANCE_RULES = ("round_robin", "least_loaded", "autellix", "locality")
+
+
+def balance(
+    workload: str = "react",
+    *,
+    replicas: int = 2,
+    policy: str = "program_fcfs",
+    rate: float | None = None,
+    programs: int | None = None,
+    seed: int = 0,
+    console: Console | None = None,
+    **options: Any,
+) -> Report:
+    """The same arrivals on ``replicas`` virtual engines under each balancer rule: completion
+    times, and the share of each program's reusable prefix its engines found cached. Targets:
+    the locality rule's mean completion time against round-robin's (aim 1.3x), and its prefix
+    hits (aim 0.9)."""
+    console = console or Console(stderr=True)
+    if workload not in WORKLOADS:
+        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
+    rate = 2 * DEFAULT_RATES[workload] if rate is None else rate  # two engines' worth of load
+    programs = DEFAULT_PROGRAMS[workload] if programs is None else programs
+    arrivals = make_workload(workload, programs=programs, rate=rate, seed=seed)
+    runs: dict[str, dict[str, Any]] = {}
+    with progress(console=console) as bar:
+        for rule in BALANCE_RULES:
+            task = bar.add_task(f"{workload} {rule}", total=len(arrivals))
+            runs[rule] = simulate(
+                arrivals,
+                policy=policy,
+                replicas=replicas,
+                balancer=rule,
+                on_done=functools.partial(bar.advance, task),
+                **options,
+            )
+    base = runs["round_robin"]
+    rows = [
+        {
+            "balancer": rule,
+            "mean_s": m["mean_s"],
+            "p99_s": m["p99_s"],
+            "mean_x": _ratio(m["mean_s"], base["mean_s"]),
+            "prefix_hits": m["prefix_hits"],
+            "calls_per_replica": "/".join(str(c) for c in m["replica_calls"]),
+            "failed": m["failed"],
+        }
+        for rule, m in runs.items()
+    ]
+    config = {
+        "workload": workload,
+        "replicas": replicas,
+        "policy": policy,
+        "rate": rate,
+        "programs": programs,
+        "seed": seed,
+        **options,
+    }
+    loc = runs["locality"]
+    return Report(
+        "sched-balance",
+        config,
+        rows,
+        {
+            "balancer_speedup_vs_round_robin": Target(
+                _ratio(base["mean_s"], loc["mean_s"]), 1.3, "higher"
+            ),
+            "prefix_hits_within_program": Target(loc["prefix_hits"], 0.9, "higher"),
+        },
+    )
+
+
 # -- sweep ----------------------------------------------------------------------------------
 def sweep(
     workload: str,
@@ -702,7 +793,10 @@ def main(args: SchedArgs) -> int:
             common[name] = value
     runs: dict[str, dict[str, Any]] | None = None
     curves: dict[str, list[tuple[float, float]]] | None = None
-    if args.sweep:
+    replicas = int(getattr(args, "replicas", 1) or 1)
+    if replicas > 1:
+        report = balance(args.workload, replicas=replicas, console=notes, **common)
+    elif args.sweep:
         report, curves = sweep(args.workload, policies, console=notes, **common)
     else:
         report, runs = measure(args.workload, policies, console=notes, **common)

@@ -23,6 +23,7 @@ from orchestrator.bench.workloads import (
     CallShape,
     make_workload,
 )
+from orchestrator.errors import ConfigError
 
 
 def _calls(arrivals: list[Arrival]) -> list[CallShape]:
@@ -153,9 +154,11 @@ def test_slo_attainment_is_reported_for_text2sql() -> None:
     assert m["slo_attainment"] == 1.0  # an idle engine meets every SLO (3x the alone latency)
 
 
-def test_replicas_wait_for_the_balancer() -> None:
-    with pytest.raises(NotImplementedError):
-        simulate(make_workload("chat", programs=1, rate=1.0, seed=0), policy="fcfs", replicas=2)
+def test_replicas_run_behind_the_balancer() -> None:
+    m = simulate(make_workload("chat", programs=4, rate=1.0, seed=0), policy="fcfs", replicas=2)
+    assert m["failed"] == 0 and sum(m["replica_calls"]) > 0 and 0.0 <= m["prefix_hits"] <= 1.0
+    with pytest.raises(ConfigError, match="replicas must be >= 1"):
+        simulate(make_workload("chat", programs=1, rate=1.0, seed=0), policy="fcfs", replicas=0)
 
 
 def test_measure_compares_policies_on_the_same_arrivals() -> None:
@@ -216,3 +219,14 @@ def test_plot_without_matplotlib_says_so(tmp_path: Path, monkeypatch: pytest.Mon
     assert not sched.plot(str(path), runs=runs, console=Console(file=out, width=200))
     assert "matplotlib is not installed" in out.getvalue()
     assert not path.exists()
+
+
+def test_balance_compares_the_rules_on_two_replicas() -> None:
+    from orchestrator.bench.sched import BALANCE_RULES, balance
+
+    report = balance("react", programs=30, rate=20.0, console=Console(quiet=True))
+    assert [r["balancer"] for r in report.rows] == list(BALANCE_RULES)
+    for row in report.rows:
+        assert row["failed"] == 0 and 0.0 <= row["prefix_hits"] <= 1.0
+        assert all(int(n) > 0 for n in row["calls_per_replica"].split("/"))
+    assert set(report.targets) == {"balancer_speedup_vs_round_robin", "prefix_hits_within_program"}
