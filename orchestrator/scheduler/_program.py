@@ -146,26 +146,36 @@ class SLO(_Base):
     """Least slack first over per-stage deadlines (HEXGEN-TEXT2SQL): the runtime splits each
     program's remaining SLO budget over its remaining stages in proportion to their expected
     times, ``deadline = now + (SLO - elapsed) * t(stage) / sum(t(remaining))``; the call with the
-    least slack ``deadline - now - t(stage)`` goes first. Calls without a deadline go after all
-    calls with one, in arrival order."""
+    least slack ``deadline - now - t(stage)`` goes first.
+
+    Calls that can no longer make their deadline (negative slack) go after every call that
+    still can: serving the already-late first is what makes earliest-deadline-first collapse
+    under overload (everyone ends up late). Calls without a deadline go last, in arrival order.
+    """
 
     name = "slo"
 
-    def expires(self, call: CallInfo, now: float) -> float:
-        """Least slack first does not starve-promote: keys never change with time."""
-        return math.inf
-
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
         if call.deadline is None:
-            return (1.0, math.inf, call.arrival, call.seq)
-        # slack = deadline - now - t; ``now`` is common to every call, so order by the rest
-        return (0.0, call.deadline - call.expected_service, call.arrival, call.seq)
+            return (2.0, math.inf, call.arrival, call.seq)
+        latest_start = call.deadline - call.expected_service
+        # slack = latest_start - now; ``now`` is common to every call, so order by the rest
+        return (0.0 if now <= latest_start else 1.0, latest_start, call.arrival, call.seq)
+
+    def expires(self, call: CallInfo, now: float) -> float:
+        """The moment a call's slack turns negative (its key changes class then)."""
+        if call.deadline is None:
+            return math.inf
+        latest_start = call.deadline - call.expected_service
+        return latest_start if now <= latest_start else math.inf
 
     def priority(self, call: CallInfo, now: float) -> int:
         if call.deadline is None:
             return 1000
         slack = call.deadline - now - call.expected_service
-        return max(0, min(999, int(slack * 10)))  # tenths of a second of slack
+        if slack < 0:
+            return 999  # late: behind everything that can still make it
+        return max(0, min(998, int(slack * 10)))  # tenths of a second of slack
 
 
 def gittins_index(samples: Sequence[float], attained: float) -> float:

@@ -113,6 +113,16 @@ def test_mlfq_puts_long_requests_in_lower_queues() -> None:
     assert order(m, [long, short], now=2.0) == ["a", "b"]
 
 
+def test_slo_serves_late_calls_after_those_that_can_still_make_it() -> None:
+    s = SLO()
+    late = call("late", 0.0, deadline=5.0, expected=1.0)  # latest start 4: late at 6
+    ok = call("ok", 1.0, deadline=20.0, expected=1.0)
+    assert order(s, [late, ok], now=3.0) == ["late", "ok"]  # still on time, least slack
+    assert order(s, [late, ok], now=6.0) == ["ok", "late"]  # can no longer make it
+    assert s.priority(late, 6.0) > s.priority(ok, 6.0)
+    assert s.expires(late, 3.0) == 4.0
+
+
 def test_slo_serves_least_slack_first_and_deadlines_before_none() -> None:
     s = SLO()
     tight = call("tight", 5.0, deadline=10.0, expected=4.0)  # slack 1
