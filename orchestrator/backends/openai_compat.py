@@ -83,7 +83,6 @@ class OpenAICompatible:
             )
         self.base_url = _normalise_base_url(base_url)
         self.name = name if name is not None else self.base_url
-        self._setting: _DialectSetting = dialect
         self._dialect: Dialect | None = None if dialect == "auto" else dialect
         self._model = model
         self._owns_client = http_client is None

@@ -64,7 +64,7 @@ class CompletionBody(_Common):
 
     prompt: str | list[int]
     logprobs: int | None = Field(default=None, ge=0, le=20)
-    echo: bool = False
+    echo: Literal[False] = False  # echoing the prompt back is not supported: 400 if asked
 
 
 class ChatMessage(BaseModel):

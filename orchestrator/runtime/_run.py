@@ -348,7 +348,6 @@ class ProgramRun:
 
     def _request(
         self,
-        st: _NodeState,
         node: LLMNode | SelectNode,
         values: dict[str, Any],
         choices: tuple[str, ...] | None,
@@ -428,10 +427,10 @@ class ProgramRun:
             await anyio.sleep(delay)
 
     async def _run_llm(self, st: _NodeState, node: LLMNode, values: dict[str, Any]) -> str:
-        return await self._call_backend(st, node, self._request(st, node, values, None))
+        return await self._call_backend(st, node, self._request(node, values, None))
 
     async def _run_select(self, st: _NodeState, node: SelectNode, values: dict[str, Any]) -> str:
-        text = await self._call_backend(st, node, self._request(st, node, values, node.options))
+        text = await self._call_backend(st, node, self._request(node, values, node.options))
         choice = match_option(text, node.options)
         if choice is None:
             raise ConstraintViolation(

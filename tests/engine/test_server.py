@@ -211,3 +211,8 @@ def test_hints_reach_the_engine_and_examples_run_over_http(server: EngineServer)
     out, dialect = anyio.run(main)
     assert dialect == "legato"
     assert isinstance(out, dict) and out["label"] in {"bug", "billing", "other"}
+
+
+def test_echo_is_refused_not_ignored(server: EngineServer) -> None:
+    r = httpx.post(f"{server.url}/completions", json={"prompt": "x", "echo": True})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "echo"
