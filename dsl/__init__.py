@@ -16,6 +16,7 @@ Example::
 from dsl import passes
 from dsl._builder import Builder, Sink
 from dsl._calls import gen, select
+from dsl._grammar import Grammar
 from dsl._graph import (
     Graph,
     InputNode,
@@ -31,10 +32,20 @@ from dsl._program import Program, program
 from dsl._template import render, render_value
 from dsl._tools import Tool, tool
 from dsl._variables import Var
-from dsl.errors import LegatoError, ProgramError, TemplateError, VarMisuseError
+from dsl.errors import (
+    GrammarError,
+    GrammarWarning,
+    LegatoError,
+    ProgramError,
+    TemplateError,
+    VarMisuseError,
+)
 
 __all__ = [
     "Builder",
+    "Grammar",
+    "GrammarError",
+    "GrammarWarning",
     "Graph",
     "InputNode",
     "LLMNode",

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel
 
 from dsl import _template
 from dsl._builder import current_builder
+from dsl._grammar import Grammar
 from dsl._graph import LLMNode, SamplingParams, SelectNode
 from dsl._variables import Var
 from dsl.errors import ProgramError
 
 __all__ = ["gen", "select"]
+
+M = TypeVar("M", bound=BaseModel)
 
 _GEN_SETTINGS = frozenset(
     {
@@ -26,6 +31,8 @@ _GEN_SETTINGS = frozenset(
         "chat",
         "timeout",
         "retries",
+        "grammar",
+        "schema",
     }
 )
 _SELECT_SETTINGS = frozenset(
@@ -73,6 +80,7 @@ def _check_common(where: str, template: object, timeout: float | None, retries: 
         raise ProgramError(f"{where}: retries must be >= 0, got {retries!r}")
 
 
+@overload
 def gen(
     template: str,
     /,
@@ -88,8 +96,75 @@ def gen(
     chat: bool = True,
     timeout: float | None = None,
     retries: int | None = None,
+    grammar: None = None,
+    schema: None = None,
     **inputs: Any,
-) -> Var[str]:
+) -> Var[str]: ...
+
+
+@overload
+def gen(
+    template: str,
+    /,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    name: str | None = None,
+    system: str | None = None,
+    chat: bool = True,
+    timeout: float | None = None,
+    retries: int | None = None,
+    grammar: None = None,
+    schema: type[M],
+    **inputs: Any,
+) -> Var[M]: ...
+
+
+@overload
+def gen(
+    template: str,
+    /,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    name: str | None = None,
+    system: str | None = None,
+    chat: bool = True,
+    timeout: float | None = None,
+    retries: int | None = None,
+    grammar: Grammar | None = None,
+    schema: Mapping[str, Any] | None = None,
+    **inputs: Any,
+) -> Var[Any]: ...
+
+
+def gen(
+    template: str,
+    /,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    name: str | None = None,
+    system: str | None = None,
+    chat: bool = True,
+    timeout: float | None = None,
+    retries: int | None = None,
+    grammar: Grammar | None = None,
+    schema: type[BaseModel] | Mapping[str, Any] | None = None,
+    **inputs: Any,
+) -> Var[Any]:
     """Generate text from ``template``; returns a ``Var[str]`` at once.
 
     ``{{name}}`` placeholders in ``template`` are filled from the keyword ``inputs``: plain
@@ -105,19 +180,36 @@ def gen(
         system: an optional system message (chat mode).
         chat: send as a chat message (default) or, if False, as a raw completion prompt.
         timeout: seconds per attempt; retries: extra attempts on retryable errors.
+        grammar: a ``dsl.Grammar`` the output must match (held token by token where the engine
+            can, validated always); the ``Var`` then holds the checked text, or for a JSON
+            schema the parsed value.
+        schema: shorthand for ``grammar=Grammar.json_schema(schema)``: a pydantic model class
+            (the ``Var`` holds an instance of it) or a JSON-schema dict.
         **inputs: the values for the placeholders.
     """
     where = f"dsl.gen(name={name!r})" if name else "dsl.gen"
     _check_common(where, template, timeout, retries)
+    if grammar is not None and schema is not None:
+        raise ProgramError(f"{where}: pass grammar= or schema=, not both")
+    if schema is not None:
+        grammar = Grammar.json_schema(schema)
+    if grammar is not None and not isinstance(grammar, Grammar):
+        raise ProgramError(
+            f"{where}: grammar must be a dsl.Grammar (e.g. dsl.Grammar.lark(...)), "
+            f"got {type(grammar).__name__}"
+        )
     _template.check(template, inputs, reserved=_GEN_SETTINGS)
     builder = current_builder("dsl.gen()")
     params = _params(where, max_tokens, temperature, top_p, stop, seed)
     refs = tuple((k, builder.to_refs(v, where)) for k, v in inputs.items())
+    out_type: type = str
+    if grammar is not None and grammar.kind == "json_schema":
+        out_type = grammar.model if grammar.model is not None else object
     return builder.add(
         LLMNode,
         label="gen",
         name=name,
-        type=str,
+        type=out_type,
         template=template,
         inputs=refs,
         params=params,
@@ -126,6 +218,7 @@ def gen(
         chat=chat,
         timeout=timeout,
         retries=retries,
+        grammar=grammar,
     )
 
 

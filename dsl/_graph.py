@@ -8,6 +8,8 @@ from typing import Any, ClassVar, TypeAlias, assert_never
 
 import networkx as nx
 
+from dsl._grammar import Grammar
+
 __all__ = [
     "Graph",
     "InputNode",
@@ -106,6 +108,8 @@ class LLMNode(_NodeBase):
     chat: bool = True
     timeout: float | None = None
     retries: int | None = None
+    grammar: Grammar | None = None
+    """What the output must match (its value is then the parsed output), or None."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,7 +9,14 @@ everything Legato raises.
 
 from __future__ import annotations
 
-__all__ = ["LegatoError", "ProgramError", "TemplateError", "VarMisuseError"]
+__all__ = [
+    "GrammarError",
+    "GrammarWarning",
+    "LegatoError",
+    "ProgramError",
+    "TemplateError",
+    "VarMisuseError",
+]
 
 
 class LegatoError(Exception):
@@ -44,3 +51,20 @@ class VarMisuseError(ProgramError):
     def __init__(self, message: str, *, var: str) -> None:
         super().__init__(message)
         self.var = var
+
+
+class GrammarError(ProgramError):
+    """A grammar or JSON schema is invalid.
+
+    Attributes:
+        line, column: where in the grammar text it is wrong (1-based), where known.
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.column = column
+
+
+class GrammarWarning(UserWarning):
+    """A grammar will not be fully enforced while decoding (it is still validated after)."""

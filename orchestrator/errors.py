@@ -4,10 +4,12 @@ LegatoError
 ├── ProgramError            the program is wrong (dsl.errors); nothing was sent
 │   ├── TemplateError
 │   ├── VarMisuseError
+│   ├── GrammarError        a grammar or JSON schema is invalid (line, column)
 │   └── ConfigError         a bad backend or orchestrator setting
 └── RunError                something failed while running
     ├── BackendError        an engine call failed (retryable, retry_after, backend)
     │   ├── BackendRejected     4xx: the engine refused the request; never retried
+    │   │   └── GrammarUnsupported  the engine cannot hold the output to its grammar
     │   ├── BackendTimeout      no answer in time; retried
     │   └── BackendUnavailable  retryable failures outlasted the retries
     ├── ToolError           a tool raised (node, tool, cause)
@@ -18,7 +20,7 @@ LegatoError
 
 from __future__ import annotations
 
-from dsl.errors import LegatoError, ProgramError, TemplateError, VarMisuseError
+from dsl.errors import GrammarError, LegatoError, ProgramError, TemplateError, VarMisuseError
 
 __all__ = [
     "BackendError",
@@ -28,6 +30,8 @@ __all__ = [
     "ConfigError",
     "ConstraintViolation",
     "DependencyFailed",
+    "GrammarError",
+    "GrammarUnsupported",
     "LegatoError",
     "ProgramCancelled",
     "ProgramError",
@@ -79,6 +83,12 @@ class BackendRejected(BackendError):
 
     def __init__(self, message: str, *, backend: str, status: int | None = None) -> None:
         super().__init__(message, backend=backend, retryable=False, status=status)
+
+
+class GrammarUnsupported(BackendRejected):
+    """The engine cannot enforce the call's grammar (no field for it, or it refused the field).
+    The runtime then asks without the grammar, validates the answer and retries with the parse
+    error (the node's statistics say ``degraded``)."""
 
 
 class BackendTimeout(BackendError):
@@ -142,13 +152,15 @@ class ConstraintViolation(RunError):
     Attributes:
         text: the output.
         reason: what is wrong with it and where.
+        position: the offset in ``text`` where it goes wrong, where known.
     """
 
-    def __init__(self, *, node: str, text: str, reason: str) -> None:
+    def __init__(self, *, node: str, text: str, reason: str, position: int | None = None) -> None:
         super().__init__(f"node {node!r}: output {text[:80]!r} violates its constraint: {reason}")
         self.node = node
         self.text = text
         self.reason = reason
+        self.position = position
 
 
 class ProgramCancelled(RunError):

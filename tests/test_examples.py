@@ -4,6 +4,8 @@ real HTTP against a local OpenAI-compatible server."""
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,7 +31,7 @@ def legato(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_example_is_covered() -> None:
-    assert {p.name for p in EXAMPLES.glob("*.py")} == {"research.py", "triage.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} == {"research.py", "structured.py", "triage.py"}
 
 
 def test_research_fans_out_and_joins() -> None:
@@ -73,6 +75,37 @@ def test_triage_branches_on_the_label(label: str, expected_node: str) -> None:
     assert [c.request.node for c in backend.calls] == ["label", expected_node]
     if label == "billing":
         assert "refund issued" in backend.calls[1].request.text
+
+
+def test_structured_outputs_parse_on_the_embedded_engine() -> None:
+    # Random weights, yet every output parses: the grammars are hard token masks.
+    proc = legato("run", str(EXAMPLES / "structured.py"), "--", "the last three orders of Ann")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["ticket"]) == {"topic", "urgent", "order_count"}
+    assert 0 <= out["ticket"]["order_count"] <= 99 and len(out["ticket"]["topic"]) <= 24
+    assert re.fullmatch(r"ORD-[0-9]{4}", out["order"])
+    assert out["query"].startswith("SELECT ") and " FROM orders" in out["query"]
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE orders (id INTEGER, customer TEXT, day TEXT, total REAL)")
+    db.execute(out["query"]).fetchall()  # the query runs
+
+
+def test_structured_outputs_on_a_scripted_backend() -> None:
+    structured = load_program(str(EXAMPLES / "structured.py"))
+    backend = ScriptedBackend(
+        {
+            "JSON": '{"topic": "orders", "urgent": false, "order_count": 3}',
+            "SELECT": "SELECT id FROM orders ORDER BY day DESC LIMIT 3",
+            "Which order": "ORD-0042",
+        }
+    )
+    out = orchestrator.run(structured, "last three orders", backend=backend)
+    assert out == {
+        "ticket": {"topic": "orders", "urgent": False, "order_count": 3},
+        "query": "SELECT id FROM orders ORDER BY day DESC LIMIT 3",
+        "order": "ORD-0042",
+    }
 
 
 def test_graph_command_prints_mermaid() -> None:

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from dsl import Grammar
+
 __all__ = ["Backend", "Completion", "Hints", "LLMRequest", "Message"]
 
 
@@ -50,7 +52,10 @@ class Message:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LLMRequest:
     """One LLM call: chat ``messages`` or a raw ``prompt`` (exactly one), sampling settings,
-    an optional choice constraint, and the scheduler's hints."""
+    an optional grammar the output must match, and the scheduler's hints.
+
+    A backend that cannot enforce ``grammar`` raises ``GrammarUnsupported`` (before sending
+    where it knows); the runtime then sends the request again with ``grammar=None``."""
 
     messages: tuple[Message, ...] | None = None
     prompt: str | None = None
@@ -60,7 +65,7 @@ class LLMRequest:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    choices: tuple[str, ...] | None = None
+    grammar: Grammar | None = None
     hints: Hints = field(default_factory=lambda: Hints(program="-", thread="-"))
     node: str = "-"
 

@@ -3,6 +3,7 @@ download: the model is made locally on first use)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,12 +34,14 @@ class LocalBackend:
     Use as an async context manager (an ``Orchestrator`` enters it for you): entering loads the
     model (making a preset on first use, cached in the user's cache folder) and starts the
     engine's step loop; leaving stops it. The engine obeys every hint: priorities (with the
-    ``"priority"`` batch policy), KV time-to-live pins, and choice constraints as a hard mask.
+    ``"priority"`` batch policy), KV time-to-live pins, and grammars as a hard token mask.
 
     Args:
         model: a preset name (``"tiny"``, ``"small"``) or a GGUF file.
         seed: the preset's seed.
         engine: an already built ``Engine`` to use instead (its loop is still run here).
+        grammar_timeout: seconds a grammar may take to compile before the call is rejected
+            (the engine goes on serving other requests meanwhile).
         **options: engine settings for ``build_engine`` (``kv_tokens``, ``max_batch``,
             ``policy``...).
     """
@@ -49,9 +52,11 @@ class LocalBackend:
         *,
         seed: int = 0,
         engine: Engine | None = None,
+        grammar_timeout: float = 30.0,
         **options: Any,
     ) -> None:
         self.model = model
+        self.grammar_timeout = grammar_timeout
         self.seed = seed
         self.options = options
         self.engine = engine
@@ -93,7 +98,7 @@ class LocalBackend:
             await tg.__aexit__(None, None, None)
         self.started = False
 
-    def _engine_request(self, request: LLMRequest) -> EngineRequest:
+    async def _engine_request(self, request: LLMRequest) -> EngineRequest:
         if not self.started or self.engine is None:
             raise BackendError(
                 f"{self.name} is not running: use `async with LocalBackend(...)` or pass it to "
@@ -118,24 +123,28 @@ class LocalBackend:
             program=hints.program,
             thread=hints.thread,
             kv_ttl=hints.kv_ttl,
-            choices=[tok.encode(c) for c in request.choices] if request.choices else None,
         )
         try:
             self.engine.check(req)
+            if request.grammar is not None:
+                matcher = await self.engine.matcher(
+                    request.grammar, time_limit=self.grammar_timeout
+                )
+                req = dataclasses.replace(req, constraint=matcher)
         except RequestRejected as exc:
             raise BackendRejected(f"{self.name}: {exc}", backend=self.name, status=400) from exc
         return req
 
     async def complete(self, request: LLMRequest) -> Completion:
         """Generate on the embedded engine and return the whole completion."""
-        req = self._engine_request(request)
+        req = await self._engine_request(request)
         assert self.engine is not None
         _, fin = await self.engine.complete(req)
         return _completion(fin)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
         """Generate on the embedded engine, yielding text as it is decoded."""
-        req = self._engine_request(request)
+        req = await self._engine_request(request)
         assert self.engine is not None
         async with self.engine.open(req) as events:
             async for ev in events:

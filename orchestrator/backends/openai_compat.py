@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.utils
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -16,8 +15,16 @@ import openai
 from openai import Omit, omit
 from openai.types.chat import ChatCompletionMessageParam
 
+from dsl import Grammar
+from orchestrator import constrain
 from orchestrator.backends._base import Completion, Hints, LLMRequest, Message
-from orchestrator.errors import BackendError, BackendRejected, BackendTimeout, ConfigError
+from orchestrator.errors import (
+    BackendError,
+    BackendRejected,
+    BackendTimeout,
+    ConfigError,
+    GrammarUnsupported,
+)
 
 __all__ = ["Dialect", "OpenAICompatible"]
 
@@ -168,7 +175,7 @@ class OpenAICompatible:
                 finish = comp.choices[0].finish_reason
                 usage = comp.usage
         except (openai.APIError, httpx.HTTPError) as exc:
-            raise _map_error(exc, name=self.name, url=self.base_url) from exc
+            raise _map_error(exc, name=self.name, url=self.base_url, request=request) from exc
         return Completion(
             text=text,
             prompt_tokens=usage.prompt_tokens if usage is not None else 0,
@@ -212,7 +219,7 @@ class OpenAICompatible:
                             if text_choice.text:
                                 yield text_choice.text
         except (openai.APIError, httpx.HTTPError) as exc:
-            raise _map_error(exc, name=self.name, url=self.base_url) from exc
+            raise _map_error(exc, name=self.name, url=self.base_url, request=request) from exc
 
     async def aclose(self) -> None:
         """Close the HTTP client if this backend created it; an injected one is left open."""
@@ -242,7 +249,7 @@ class OpenAICompatible:
         dialect, model = await self._ensure(need_model=request.model is None)
         model = request.model or model
         assert model is not None
-        headers, body = _dialect_extras(dialect, request.hints, request.choices)
+        headers, body = _dialect_extras(dialect, request.hints, request.grammar, self.name)
         max_tokens: int | Omit = omit
         max_completion_tokens: int | Omit = omit
         if request.max_tokens is not None:
@@ -295,9 +302,9 @@ class OpenAICompatible:
                     f"{self.name}: GET {url} answered {exc.status_code} "
                     f"({_engine_message(exc)}); {advice}"
                 ) from exc
-            raise _map_error(exc, name=self.name, url=self.base_url) from exc
+            raise _map_error(exc, name=self.name, url=self.base_url, request=None) from exc
         except (openai.APIError, httpx.HTTPError) as exc:
-            raise _map_error(exc, name=self.name, url=self.base_url) from exc
+            raise _map_error(exc, name=self.name, url=self.base_url, request=None) from exc
 
         data = listing.get("data") if isinstance(listing, dict) else None
         first = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
@@ -376,63 +383,33 @@ def _message_param(m: Message) -> ChatCompletionMessageParam:
 
 
 def _dialect_extras(
-    dialect: Dialect, hints: Hints, choices: tuple[str, ...] | None
+    dialect: Dialect, hints: Hints, grammar: Grammar | None, name: str
 ) -> tuple[dict[str, str], dict[str, object]]:
-    """The headers and extra body fields ``dialect`` needs for ``hints`` and ``choices``."""
+    """The headers and extra body fields ``dialect`` needs for ``hints`` and ``grammar``."""
     headers = hints.headers()
     body: dict[str, object] = {}
     match dialect:
         case "legato":  # the embedded engine's server reads the X-Legato-* headers
-            if choices:
-                body["structured_outputs"] = {"choice": list(choices)}
+            pass
         case "vllm":
             headers["X-Vllm-Priority"] = str(hints.priority)
-            if choices:
-                body["structured_outputs"] = {"choice": list(choices)}
         case "sglang":
             body["priority"] = -hints.priority
-            if choices:
-                body["regex"] = _choice_regex(choices)
         case "llamacpp":
             body["cache_prompt"] = True
-            if choices:
-                body["grammar"] = _choice_gbnf(choices)
         case "openai":
             pass
         case _:
             assert_never(dialect)
+    if grammar is not None:
+        try:
+            body.update(constrain.emit(dialect, grammar))
+        except (constrain.Unsupported, constrain.GbnfError) as exc:
+            raise GrammarUnsupported(
+                f"{name}: cannot send {grammar.describe()} to a {dialect} engine: {exc}",
+                backend=name,
+            ) from exc
     return headers, body
-
-
-def _choice_regex(choices: tuple[str, ...]) -> str:
-    """A regular expression matching exactly one of ``choices``."""
-    return "(" + "|".join(re.escape(c) for c in choices) + ")"
-
-
-_GBNF_ESCAPES: Final[Mapping[str, str]] = {
-    "\\": "\\\\",
-    '"': '\\"',
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-}
-
-
-def _gbnf_literal(text: str) -> str:
-    out = []
-    for ch in text:
-        if ch in _GBNF_ESCAPES:
-            out.append(_GBNF_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02X}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def _choice_gbnf(choices: tuple[str, ...]) -> str:
-    """A GBNF grammar (llama.cpp) whose root matches exactly one of ``choices``."""
-    return "root ::= " + " | ".join(_gbnf_literal(c) for c in choices)
 
 
 def _is_rejection(status: int) -> bool:
@@ -470,11 +447,22 @@ def _retry_after(response: httpx.Response) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _map_error(exc: openai.APIError | httpx.HTTPError, *, name: str, url: str) -> BackendError:
-    """The ``BackendError`` for an SDK or transport failure (the caller chains ``exc``)."""
+def _map_error(
+    exc: openai.APIError | httpx.HTTPError,
+    *,
+    name: str,
+    url: str,
+    request: LLMRequest | None,
+) -> BackendError:
+    """The ``BackendError`` for an SDK or transport failure (the caller chains ``exc``). A
+    constrained request refused with 400 or 422 is taken as the engine refusing its grammar
+    field: ``GrammarUnsupported``, which the runtime answers by validating and retrying."""
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         message = f"{name}: HTTP {status}: {_engine_message(exc)}"
+        if request is not None and request.grammar is not None and status in (400, 422):
+            refused = f"{message} (refused with {request.grammar.describe()})"
+            return GrammarUnsupported(refused, backend=name, status=status)
         if _is_rejection(status):
             return BackendRejected(message, backend=name, status=status)
         return BackendError(

@@ -26,8 +26,11 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import numpy as np
+import numpy.typing as npt
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from dsl import Grammar
+from orchestrator import constrain
 from orchestrator.engine._cost import CostModel
 from orchestrator.engine._kv import BlockPool, BlockTable, OutOfBlocks
 from orchestrator.engine._model import LlamaModel, SeqWork
@@ -54,7 +57,9 @@ class EngineRequest:
         priority: lower = sooner (used by priority batch policies).
         program, thread: the Legato program and thread it belongs to, if any.
         kv_ttl: seconds to keep its KV blocks pinned after it finishes.
-        choices: if set, the generation must spell one of these token sequences.
+        constraint: a grammar matcher (``GrammarCompiler.compile(g).matcher()``): each step
+            only the tokens it allows may be sampled, and the generation ends when it is
+            complete and an end token is chosen. Owned by this request (one per sequence).
     """
 
     prompt: Sequence[int]
@@ -63,7 +68,7 @@ class EngineRequest:
     program: str | None = None
     thread: str | None = None
     kv_ttl: float | None = None
-    choices: Sequence[Sequence[int]] | None = None
+    constraint: constrain.TokenMatcher | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +119,7 @@ class _Seq:
     aborted: bool = False
     done: bool = False
     stop_at: int | None = None
+    stop_from: int = 0  # stop strings before this offset were grammar content, not stops
     started: float | None = None  # when it first joined the batch
     stream: bool = True
     collected: list[TokenEvent] = field(default_factory=list)
@@ -171,6 +177,7 @@ class Engine:
         self._wake = anyio.Event()
         self._aborts = False
         self._stop_ids: frozenset[int] = frozenset(tokenizer.stop_ids() if tokenizer else ())
+        self._grammars: constrain.GrammarCompiler | None = None
         self.counters: dict[str, int] = {
             "requests": 0,
             "prompt_tokens": 0,
@@ -252,6 +259,32 @@ class Engine:
                 if isinstance(ev, FinishEvent):
                     return list(ev.events), ev
         raise RuntimeError("the engine stopped before the request finished")  # pragma: no cover
+
+    def grammar_compiler(self) -> constrain.GrammarCompiler:
+        """The compiler of grammars for this engine's tokenizer (made on first use)."""
+        if self._grammars is None:
+            if self.tokenizer is None or self.model is None:
+                raise RequestRejected(
+                    "a virtual-time engine generates no text: it cannot hold output to a grammar"
+                )
+            self._grammars = constrain.GrammarCompiler.for_tokenizer(
+                self.tokenizer.tk, self._stop_ids, vocab_size=self.model.config.vocab_size
+            )
+        return self._grammars
+
+    async def matcher(
+        self, grammar: Grammar, *, time_limit: float = 30.0
+    ) -> constrain.TokenMatcher:
+        """A fresh matcher for ``grammar`` (compiled once per engine, in a worker thread so the
+        step loop keeps serving). Raises ``RequestRejected`` if it does not compile within
+        ``time_limit`` seconds or cannot be made a mask."""
+        try:
+            compiled = await self.grammar_compiler().acompile(grammar, time_limit=time_limit)
+        except constrain.CompileTimeout as exc:
+            raise RequestRejected(str(exc)) from None
+        except (ValueError, RuntimeError) as exc:  # xgrammar reports what it cannot compile
+            raise RequestRejected(f"{grammar.describe()} cannot be compiled: {exc}") from None
+        return compiled.matcher()
 
     def release_program(self, program: str) -> int:
         """The program has ended: drop the pins it holds (returns how many blocks)."""
@@ -430,6 +463,8 @@ class Engine:
             ]
             logits = await anyio.to_thread.run_sync(self.model.forward, batch)
         now = anyio.current_time()
+        if logits is not None:
+            self._mask(logits, work)
         for row, (s, take) in enumerate(work):
             if s.aborted or s.done:
                 continue
@@ -442,27 +477,46 @@ class Engine:
             if logits is None:
                 self._accept(s, Sampled(0, 0.0))
             else:
-                banned, allowed = self._limits(s)
-                sampled = sample(logits[row], s.req.params, s.rng, banned=banned, allowed=allowed)
+                sampled = sample(logits[row], s.req.params, s.rng, banned=self._banned(s))
                 self._accept(s, sampled)
 
+    def _mask(self, logits: npt.NDArray[np.float32], work: list[tuple[_Seq, int]]) -> None:
+        """Fill one bitmask row per constrained sequence about to sample, and forbid the
+        tokens its grammar does not allow."""
+        rows = [
+            (row, s.req.constraint)
+            for row, (s, take) in enumerate(work)
+            if s.req.constraint is not None
+            and not (s.aborted or s.done)
+            and s.num_computed + take >= len(s.tokens)
+        ]
+        if not rows:
+            return
+        vocab = logits.shape[1]
+        bitmask = constrain.new_bitmask(len(rows), vocab)
+        for i, (_, matcher) in enumerate(rows):
+            matcher.fill(bitmask, i)
+        keep = constrain.allowed_rows(bitmask, vocab)
+        idx = [row for row, _ in rows]
+        logits[idx] = np.where(keep, logits[idx], -np.inf)
+
     # -- tokens, text and endings ------------------------------------------------------------
-    def _limits(self, s: _Seq) -> tuple[frozenset[int], set[int] | None]:
-        """Tokens banned now, and (for a choice constraint) the only tokens allowed."""
+    def _banned(self, s: _Seq) -> frozenset[int]:
+        """End tokens are banned before ``min_tokens`` or with ``ignore_eos``; never under a
+        grammar, which alone says when the text may end."""
         p = s.req.params
-        stop_allowed = not p.ignore_eos and len(s.generated) >= p.min_tokens
-        choices = s.req.choices
-        if choices is not None:
-            n = len(s.generated)
-            nexts = {c[n] for c in choices if len(c) > n and list(c[:n]) == s.generated}
-            if any(list(c) == s.generated for c in choices) and stop_allowed:
-                nexts |= self._stop_ids
-            return frozenset(), nexts or set(self._stop_ids)
-        return (frozenset() if stop_allowed else self._stop_ids), None
+        if s.req.constraint is not None or (not p.ignore_eos and len(s.generated) >= p.min_tokens):
+            return frozenset()
+        return self._stop_ids
 
     def _accept(self, s: _Seq, sampled: Sampled) -> None:
         p = s.req.params
         tok = sampled.token
+        matcher = s.req.constraint
+        if matcher is not None and self.tokenizer is not None and not matcher.accept(tok):
+            # Only reachable if the mask allowed nothing (xgrammar allows an end token then).
+            self._finish(s, "stop")
+            return
         if self.tokenizer is not None and tok in self._stop_ids and not p.ignore_eos:
             self._finish(s, "stop")
             return
@@ -479,21 +533,10 @@ class Engine:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             s.aborted = True  # the client has gone; freed at the next step
             self._aborts = True
-        if stopped or self._choice_complete(s):
+        if stopped or (matcher is not None and matcher.terminated):
             self._finish(s, "stop")
         elif len(s.generated) >= p.max_tokens or len(s.tokens) >= self.context_length:
             self._finish(s, "length")
-
-    @staticmethod
-    def _choice_complete(s: _Seq) -> bool:
-        """Whether ``s`` has spelled one of its choices and no longer choice continues it."""
-        choices = s.req.choices
-        if choices is None:
-            return False
-        n = len(s.generated)
-        spelled = any(list(c) == s.generated for c in choices)
-        longer = any(len(c) > n and list(c[:n]) == s.generated for c in choices)
-        return spelled and not longer
 
     def _full_text(self, s: _Seq) -> str:
         return self.tokenizer.decode(s.generated) if self.tokenizer else ""
@@ -504,7 +547,10 @@ class Engine:
             return "", False
         full = self._full_text(s)
         for stop in s.req.params.stop:
-            idx = full.find(stop, max(0, s.sent - len(stop) + 1))
+            idx = full.find(stop, max(s.stop_from, s.sent - len(stop) + 1))
+            if idx >= 0 and not self._stop_ends_grammar(s, full, idx):
+                s.stop_from = idx + 1  # the grammar is not complete there: it is content
+                idx = -1
             if idx >= 0:
                 piece = full[s.sent : idx]
                 s.sent = idx
@@ -521,6 +567,31 @@ class Engine:
         piece = full[s.sent : safe] if safe > s.sent else ""
         s.sent = max(s.sent, safe)
         return piece, False
+
+    def _stop_ends_grammar(self, s: _Seq, full: str, idx: int) -> bool:
+        """Whether a stop string at ``idx`` may end a constrained generation: the matcher,
+        rolled back to the text before it (cutting a token in two where the stop string starts
+        inside one), must be complete there. It is then left in that state."""
+        matcher = s.req.constraint
+        if matcher is None:
+            return True
+        assert self.tokenizer is not None
+        keep = len(s.generated)
+        while keep > 0 and len(self._decode(s.generated[:keep])) > idx:
+            keep -= 1
+        before = self._decode(s.generated[:keep])
+        trial = matcher.fork()
+        trial.rollback(len(s.generated) - keep)
+        if not full.startswith(before) or not trial.accept_text(full[len(before) : idx]):
+            return False
+        if not trial.complete:
+            return False
+        matcher.adopt(trial)
+        return True
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        assert self.tokenizer is not None
+        return self.tokenizer.decode(ids)
 
     def _finish(self, s: _Seq, reason: FinishReason) -> None:
         if s.done:

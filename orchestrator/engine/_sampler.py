@@ -25,6 +25,8 @@ class SampleParams:
         min_tokens: tokens to generate before an end token may be chosen.
         ignore_eos: never choose an end token (fixed-length generations).
         logprobs: how many top alternatives to report per token (None: none).
+        logit_bias: added to the logits of these token ids before sampling (OpenAI's
+            ``logit_bias``; -100 all but bans a token, +100 all but forces it).
     """
 
     max_tokens: int = 16
@@ -36,6 +38,7 @@ class SampleParams:
     min_tokens: int = 0
     ignore_eos: bool = False
     logprobs: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,8 @@ def sample(
 ) -> Sampled:
     """Choose the next token from one row of logits."""
     x = logits.astype(np.float64)
+    for token, bias in params.logit_bias:
+        x[token] += bias
     if banned:
         x[list(banned)] = -np.inf
     if allowed is not None:

@@ -3,15 +3,18 @@
 Routes: ``GET /health``, ``GET /metrics`` (Prometheus text), ``GET /v1/models``,
 ``POST /v1/completions`` and ``POST /v1/chat/completions`` (JSON or SSE streaming, with
 ``usage``). Request hints come from the ``X-Legato-*`` headers, vLLM's ``X-Vllm-Priority`` header
-or a body ``priority`` (all: lower = sooner). A choice constraint is read from vLLM's
-``structured_outputs.choice``. Bad requests get a 400 naming the field; an unknown model a 404.
+or a body ``priority`` (all: lower = sooner). A grammar is read from vLLM's
+``structured_outputs`` (``grammar`` in Lark, ``regex``, ``json`` or ``choice``) and held as a token
+mask. Bad requests get a 400 naming the field; an unknown model a 404.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -23,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from dsl import Grammar, GrammarError, GrammarWarning
 from orchestrator.engine._engine import (
     Engine,
     EngineRequest,
@@ -52,6 +56,7 @@ class _Common(BaseModel):
     priority: int | None = None
     n: int = Field(default=1, ge=1, le=1)
     structured_outputs: dict[str, Any] | None = None
+    logit_bias: dict[int, float] | None = None
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -115,16 +120,64 @@ def _int_header(request: Request, name: str) -> int | None:
         raise _BadRequest(f"header {name} must be an integer, got {value!r}", name) from None
 
 
+def _grammar(so: dict[str, Any] | None) -> Grammar | None:
+    """The grammar in vLLM's ``structured_outputs`` field: exactly one of ``grammar`` (Lark
+    text or a shipped grammar's name), ``regex``, ``json`` (a schema) or ``choice``."""
+    if not so:
+        return None
+    kinds = {"grammar", "regex", "json", "choice"}
+    unknown = sorted(set(so) - kinds)
+    if unknown:
+        raise _BadRequest(
+            f"structured_outputs.{unknown[0]} is not supported by this engine "
+            f"(one of: {', '.join(sorted(kinds))})",
+            f"structured_outputs.{unknown[0]}",
+        )
+    if len(so) != 1:
+        raise _BadRequest("structured_outputs takes exactly one constraint", "structured_outputs")
+    (kind, value), *_ = so.items()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", GrammarWarning)  # the client validates afterwards
+            if kind == "grammar" and isinstance(value, str):
+                if "::=" in value:
+                    raise _BadRequest(
+                        "structured_outputs.grammar must be Lark; this engine does not read GBNF",
+                        "structured_outputs.grammar",
+                    )
+                return Grammar.lark(value)
+            if kind == "regex" and isinstance(value, str):
+                return Grammar.regex(value)
+            if kind == "json" and isinstance(value, dict | str):
+                return Grammar.json_schema(json.loads(value) if isinstance(value, str) else value)
+            if kind == "choice" and isinstance(value, list):
+                return Grammar.choice(value)
+    except (GrammarError, json.JSONDecodeError) as exc:
+        field = f"structured_outputs.{kind}"
+        raise _BadRequest(f"{field}: {exc}", field) from exc
+    want = {"grammar": "a string", "regex": "a string", "json": "a schema", "choice": "a list"}
+    raise _BadRequest(
+        f"structured_outputs.{kind} must be {want[kind]}", f"structured_outputs.{kind}"
+    )
+
+
 class _BadRequest(Exception):
     def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
 
 
-def create_app(engine: Engine, model_name: str, *, aliases: tuple[str, ...] = ()) -> Starlette:
+def create_app(
+    engine: Engine,
+    model_name: str,
+    *,
+    aliases: tuple[str, ...] = (),
+    grammar_timeout: float = 30.0,
+) -> Starlette:
     """The ASGI app serving ``engine`` as ``model_name`` (also answering to ``aliases``).
 
-    The app's lifespan runs the engine's step loop.
+    The app's lifespan runs the engine's step loop. A grammar that does not compile within
+    ``grammar_timeout`` seconds gets a 400 (other requests are served meanwhile).
     """
     names = {model_name, *aliases}
     created = int(time.time())
@@ -204,23 +257,6 @@ def create_app(engine: Engine, model_name: str, *, aliases: tuple[str, ...] = ()
             raise _BadRequest(
                 f"header X-Legato-KV-TTL must be a number, got {ttl_text!r}", "x-legato-kv-ttl"
             ) from None
-        choices = None
-        so = body.structured_outputs or {}
-        if so:
-            unknown = set(so) - {"choice"}
-            if unknown:
-                raise _BadRequest(
-                    f"structured_outputs.{sorted(unknown)[0]} is not supported by this engine "
-                    "(only choice)",
-                    "structured_outputs",
-                )
-            opts = so.get("choice")
-            if not isinstance(opts, list) or not opts or not all(isinstance(o, str) for o in opts):
-                raise _BadRequest(
-                    "structured_outputs.choice must be a non-empty list of strings",
-                    "structured_outputs.choice",
-                )
-            choices = [tok.encode(o) for o in opts]
         max_tokens = body.max_tokens
         if isinstance(body, ChatBody) and body.max_completion_tokens is not None:
             max_tokens = body.max_completion_tokens
@@ -234,6 +270,7 @@ def create_app(engine: Engine, model_name: str, *, aliases: tuple[str, ...] = ()
             min_tokens=body.min_tokens,
             ignore_eos=body.ignore_eos,
             logprobs=logprobs,
+            logit_bias=tuple((body.logit_bias or {}).items()),
         )
         return EngineRequest(
             prompt=prompt,
@@ -242,7 +279,6 @@ def create_app(engine: Engine, model_name: str, *, aliases: tuple[str, ...] = ()
             program=request.headers.get("x-legato-program"),
             thread=request.headers.get("x-legato-thread"),
             kv_ttl=ttl,
-            choices=choices,
         )
 
     async def run(
@@ -358,6 +394,7 @@ def create_app(engine: Engine, model_name: str, *, aliases: tuple[str, ...] = ()
             parsed = await parse(request, ChatBody if chat else CompletionBody)
             if isinstance(parsed, Response):
                 return parsed
+            grammar: Grammar | None = None
             try:
                 if isinstance(parsed, ChatBody):
                     prompt = tok.encode(tok.render_chat(parsed.messages))
@@ -369,10 +406,15 @@ def create_app(engine: Engine, model_name: str, *, aliases: tuple[str, ...] = ()
                     logprobs = parsed.logprobs
                 req = engine_request(request, parsed, prompt, logprobs, 16 if not chat else 256)
                 engine.check(req)
+                grammar = _grammar(parsed.structured_outputs)
+                if grammar is not None:
+                    matcher = await engine.matcher(grammar, time_limit=grammar_timeout)
+                    req = dataclasses.replace(req, constraint=matcher)
             except _BadRequest as exc:
                 return _error(400, str(exc), param=exc.param)
             except RequestRejected as exc:
-                return _error(400, str(exc), param="prompt" if not chat else "messages")
+                param = "prompt" if not chat else "messages"
+                return _error(400, str(exc), param="structured_outputs" if grammar else param)
             include_usage = bool((parsed.stream_options or {}).get("include_usage"))
             return await run(request, parsed, req, chat=chat, include_usage=include_usage)
 

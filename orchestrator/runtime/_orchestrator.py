@@ -102,6 +102,8 @@ class Orchestrator:
         kv_ttl: send Continuum's KV-cache time-to-live with each call (``X-Legato-KV-TTL``),
             predicted from the durations of the tool the program runs between turns; default:
             on for the policies that pin (``program_fcfs``, ``adaptive``).
+        constraint_attempts: for a constrained call on an engine that cannot enforce its
+            grammar: how many answers to validate (each retry shows the parse error).
 
     Leaving the block waits for the programs still running; an exception in the block cancels
     them.
@@ -116,6 +118,7 @@ class Orchestrator:
         retry: RetryPolicy | None = None,
         timeout: float | None = None,
         kv_ttl: bool | None = None,
+        constraint_attempts: int = 3,
     ) -> None:
         self.backend, self._owns_backend = resolve_backend(backend)
         if isinstance(policy, str):
@@ -129,6 +132,9 @@ class Orchestrator:
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"timeout must be positive, got {timeout}")
+        if constraint_attempts < 1:
+            raise ConfigError(f"constraint_attempts must be >= 1, got {constraint_attempts}")
+        self.constraint_attempts = constraint_attempts
         self.admission = Admission(max_in_flight, self.policy)
         self.retry = retry or RetryPolicy()
         self.timeout = timeout

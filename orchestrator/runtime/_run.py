@@ -18,12 +18,14 @@ import anyio
 
 import dsl
 from dsl import InputNode, LLMNode, Node, SelectNode, ToolNode
-from orchestrator.backends import Hints, LLMRequest, Message
+from orchestrator import constrain
+from orchestrator.backends import Completion, Hints, LLMRequest, Message
 from orchestrator.errors import (
     BackendError,
     BackendUnavailable,
     ConstraintViolation,
     DependencyFailed,
+    GrammarUnsupported,
     ProgramCancelled,
     RunError,
     ToolError,
@@ -52,6 +54,8 @@ class NodeStats:
         attempts: attempts made (``attempts - 1`` retries).
         prompt_tokens, completion_tokens: usage reported by the engine, summed over attempts.
         error: the error message if it failed.
+        degraded: the engine could not hold the output to its grammar, so the runtime asked
+            without it and validated (retrying with the parse error); ``attempts`` counts those.
     """
 
     node: str
@@ -65,6 +69,7 @@ class NodeStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    degraded: bool = False
 
     @property
     def retries(self) -> int:
@@ -101,6 +106,34 @@ def match_option(text: str, options: tuple[str, ...]) -> str | None:
         return starts[0]
     inside = [o for o in options if o.lower() in norm]
     return inside[0] if len(inside) == 1 else None
+
+
+def _describe(grammar: dsl.Grammar) -> str:
+    """The grammar as the prompt states it to an engine that cannot enforce it."""
+    match grammar.kind:
+        case "choice":
+            return "exactly one of: " + ", ".join(grammar.options)
+        case "regex":
+            return f"the regular expression /{grammar.source}/"
+        case "json_schema":
+            return f"this JSON schema (JSON only, no other text):\n{grammar.source}"
+        case "lark":
+            return f"this Lark grammar (its text only):\n{grammar.source}"
+
+
+def _ask_for(request: LLMRequest, instruction: str, previous: str | None = None) -> LLMRequest:
+    """``request`` with an instruction added (after the model's previous answer, if any)."""
+    if request.messages is not None:
+        extra = (Message("assistant", previous),) if previous is not None else ()
+        if previous is None:
+            *head, last = request.messages
+            msgs = (*head, Message(last.role, f"{last.content}\n\n{instruction}"))
+        else:
+            msgs = (*request.messages, *extra, Message("user", instruction))
+        return dataclasses.replace(request, messages=msgs)
+    assert request.prompt is not None
+    before = f"{request.prompt}{previous}\n\n" if previous is not None else f"{request.prompt}\n\n"
+    return dataclasses.replace(request, prompt=f"{before}{instruction}\n")
 
 
 class ProgramRun:
@@ -350,11 +383,13 @@ class ProgramRun:
         self,
         node: LLMNode | SelectNode,
         values: dict[str, Any],
-        choices: tuple[str, ...] | None,
     ) -> LLMRequest:
         inputs = {k: dsl.substitute(v, values) for k, v in node.inputs}
         text = dsl.render(node.template, inputs)
-        chat = node.chat if isinstance(node, LLMNode) else True
+        if isinstance(node, LLMNode):
+            chat, grammar = node.chat, node.grammar
+        else:
+            chat, grammar = True, dsl.Grammar.choice(node.options)
         messages: tuple[Message, ...] | None = None
         prompt: str | None = None
         if chat:
@@ -372,14 +407,14 @@ class ProgramRun:
             top_p=p.top_p,
             stop=p.stop,
             seed=p.seed,
-            choices=choices,
+            grammar=grammar,
             node=node.id,
             hints=Hints(program=self.id, thread=node.thread),
         )
 
     async def _call_backend(
         self, st: _NodeState, node: LLMNode | SelectNode, request: LLMRequest
-    ) -> str:
+    ) -> Completion:
         orch = self.orch
         backend = orch.backend
         retrying = Retrying(orch.retry, node.retries)
@@ -404,7 +439,7 @@ class ProgramRun:
                     grant.service = completion.service_time
                 st.stats.prompt_tokens += completion.prompt_tokens
                 st.stats.completion_tokens += completion.completion_tokens
-                return completion.text
+                return completion
             except TimeoutError:
                 failure: BackendError = BackendError(
                     f"backend {backend.name!r} gave no answer to node {node.id!r} "
@@ -426,19 +461,78 @@ class ProgramRun:
                 ) from failure
             await anyio.sleep(delay)
 
-    async def _run_llm(self, st: _NodeState, node: LLMNode, values: dict[str, Any]) -> str:
-        return await self._call_backend(st, node, self._request(node, values, None))
+    async def _run_llm(self, st: _NodeState, node: LLMNode, values: dict[str, Any]) -> Any:
+        request = self._request(node, values)
+        if request.grammar is None:
+            return (await self._call_backend(st, node, request)).text
+        return await self._constrained(st, node, request, request.grammar)
 
     async def _run_select(self, st: _NodeState, node: SelectNode, values: dict[str, Any]) -> str:
-        text = await self._call_backend(st, node, self._request(node, values, node.options))
-        choice = match_option(text, node.options)
-        if choice is None:
+        request = self._request(node, values)
+        assert request.grammar is not None
+        value: str = await self._constrained(st, node, request, request.grammar)
+        return value
+
+    def _check(
+        self, node: LLMNode | SelectNode, grammar: dsl.Grammar, completion: Completion
+    ) -> Any:
+        """The output's value under its grammar, or ``ConstraintViolation``. A select's answer
+        is matched to its options leniently (case, outer punctuation), whatever the engine."""
+        text = completion.text
+        if isinstance(node, SelectNode):
+            choice = match_option(text, node.options)
+            if choice is None:
+                raise ConstraintViolation(
+                    node=node.id,
+                    text=text,
+                    reason=f"it names none of the options {list(node.options)!r}",
+                )
+            return choice
+        try:
+            return constrain.check(grammar, text)
+        except constrain.Invalid as exc:
+            reason = str(exc)
+            if completion.finish_reason == "length":
+                reason = f"max_tokens ran out before the grammar was complete ({reason})"
             raise ConstraintViolation(
-                node=node.id,
-                text=text,
-                reason=f"it names none of the options {list(node.options)!r}",
-            )
-        return choice
+                node=node.id, text=text, reason=reason, position=exc.position
+            ) from None
+
+    async def _constrained(
+        self, st: _NodeState, node: LLMNode | SelectNode, request: LLMRequest, grammar: dsl.Grammar
+    ) -> Any:
+        """A call whose output must match ``grammar``: enforced by the engine where it can,
+        else asked for plainly and validated, retrying with the parse error in the prompt."""
+        try:
+            completion = await self._call_backend(st, node, request)
+        except GrammarUnsupported:
+            st.stats.degraded = True
+        else:
+            return self._check(node, grammar, completion)
+        attempts = self.orch.constraint_attempts
+        req = dataclasses.replace(request, grammar=None)
+        req = _ask_for(req, f"Answer with output that matches {_describe(grammar)}.")
+        for attempt in range(1, attempts + 1):
+            completion = await self._call_backend(st, node, req)
+            text = completion.text
+            try:
+                return self._check(node, grammar, completion)
+            except ConstraintViolation as exc:
+                if attempt == attempts:
+                    raise ConstraintViolation(
+                        node=node.id,
+                        text=text,
+                        reason=f"{exc.reason} (the engine cannot enforce the grammar; "
+                        f"{attempts} attempts were validated)",
+                        position=exc.position,
+                    ) from None
+                req = _ask_for(
+                    req,
+                    f"That output is invalid: {exc.reason}. Answer again with output that "
+                    f"matches {_describe(grammar)}.",
+                    previous=text,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run_tool(self, st: _NodeState, node: ToolNode, values: dict[str, Any]) -> Any:
         tool = self.builder.tools[node.tool]

@@ -10,7 +10,7 @@ from typing import TypeAlias
 import anyio
 
 from orchestrator.backends import Completion, LLMRequest
-from orchestrator.errors import BackendRejected
+from orchestrator.errors import BackendRejected, GrammarUnsupported
 
 __all__ = ["Reply", "ScriptedBackend", "ScriptedCall"]
 
@@ -50,6 +50,10 @@ class ScriptedBackend:
             ``BackendRejected`` naming the prompt.
         latency: seconds each call takes (so concurrency shows in timings).
         name: the backend's name in errors.
+        grammars: whether it plays an engine that takes grammars (the default: constrained
+            requests get their scripted reply, which the runtime validates) or one that has no
+            field for them (a constrained request raises ``GrammarUnsupported``, so the runtime
+            asks again without the grammar and validates).
     """
 
     def __init__(
@@ -59,8 +63,10 @@ class ScriptedBackend:
         default: Reply | None = None,
         latency: float = 0.0,
         name: str = "scripted",
+        grammars: bool = True,
     ) -> None:
         self.name = name
+        self.grammars = grammars
         self.latency = latency
         self.default = default
         self.calls: list[ScriptedCall] = []
@@ -103,6 +109,11 @@ class ScriptedBackend:
         try:
             if self.latency:
                 await anyio.sleep(self.latency)
+            if request.grammar is not None and not self.grammars:
+                raise GrammarUnsupported(
+                    f"{self.name}: this engine has no field for {request.grammar.describe()}",
+                    backend=self.name,
+                )
             reply = await self._reply(request)
             if isinstance(reply, BaseException):
                 raise reply

@@ -12,6 +12,8 @@ import httpx
 import openai
 import pytest
 
+import dsl
+from orchestrator import constrain
 from orchestrator.backends import (
     Backend,
     Completion,
@@ -20,7 +22,13 @@ from orchestrator.backends import (
     Message,
     OpenAICompatible,
 )
-from orchestrator.errors import BackendError, BackendRejected, BackendTimeout, ConfigError
+from orchestrator.errors import (
+    BackendError,
+    BackendRejected,
+    BackendTimeout,
+    ConfigError,
+    GrammarUnsupported,
+)
 
 BASE = "http://engine.test:8000"
 URL = BASE + "/v1"
@@ -255,9 +263,7 @@ async def test_llamacpp_caches_prompt_and_has_no_priority(
 async def test_openai_sends_no_extra_fields(client: httpx.AsyncClient, engine: FakeEngine) -> None:
     b = make(client, "openai")
     await b.complete(
-        chat_request(
-            max_tokens=8, temperature=0.5, top_p=1.0, stop=("a", "b"), seed=1, choices=("y", "n")
-        )
+        chat_request(max_tokens=8, temperature=0.5, top_p=1.0, stop=("a", "b"), seed=1)
     )
     body = engine.last_body()
     assert set(body) == {"model", "messages", "max_tokens", "temperature", "top_p", "stop", "seed"}
@@ -294,7 +300,9 @@ async def test_openai_api_itself_gets_max_completion_tokens(
 async def test_legato_sends_its_headers_and_structured_output_choices(
     client: httpx.AsyncClient, engine: FakeEngine
 ) -> None:
-    await make(client, "legato").complete(chat_request(max_tokens=4, choices=("yes", "no")))
+    await make(client, "legato").complete(
+        chat_request(max_tokens=4, grammar=dsl.Grammar.choice(("yes", "no")))
+    )
     assert engine.last_body() == {
         "model": "m1",
         "messages": [{"role": "user", "content": "hi"}],
@@ -310,7 +318,7 @@ async def test_legato_sends_its_headers_and_structured_output_choices(
 async def test_vllm_choices_are_structured_outputs(
     client: httpx.AsyncClient, engine: FakeEngine
 ) -> None:
-    await make(client, "vllm").complete(chat_request(choices=("yes", "no")))
+    await make(client, "vllm").complete(chat_request(grammar=dsl.Grammar.choice(("yes", "no"))))
     body = engine.last_body()
     assert body["structured_outputs"] == {"choice": ["yes", "no"]}
     assert "priority" not in body
@@ -320,7 +328,9 @@ async def test_vllm_choices_are_structured_outputs(
 async def test_sglang_choices_are_an_escaped_regex(
     client: httpx.AsyncClient, engine: FakeEngine
 ) -> None:
-    await make(client, "sglang").complete(chat_request(choices=("yes", "a.b", "c|d", "(x)")))
+    await make(client, "sglang").complete(
+        chat_request(grammar=dsl.Grammar.choice(("yes", "a.b", "c|d", "(x)")))
+    )
     body = engine.last_body()
     assert body["regex"] == r"(yes|a\.b|c\|d|\(x\))"
     assert body["priority"] == -3
@@ -331,12 +341,84 @@ async def test_llamacpp_choices_are_a_gbnf_grammar(
     client: httpx.AsyncClient, engine: FakeEngine
 ) -> None:
     choices = ("yes", 'say "hi"', "back\\slash", "two\nlines", "tab\there")
-    await make(client, "llamacpp").complete(chat_request(choices=choices))
+    await make(client, "llamacpp").complete(chat_request(grammar=dsl.Grammar.choice(choices)))
     body = engine.last_body()
-    assert body["grammar"] == (
-        'root ::= "yes" | "say \\"hi\\"" | "back\\\\slash" | "two\\nlines" | "tab\\there"'
-    )
+    assert body["grammar"] == constrain.choice_to_gbnf(choices)
     assert body["cache_prompt"] is True
+
+
+# -- grammars in each dialect's field ------------------------------------------------------------
+
+PLAN = dsl.Grammar.lark('start: "yes" | "no" NUM\nNUM: /[0-9]+/')
+DIGITS = dsl.Grammar.regex(r"[0-9]{3}")
+SCHEMA = dsl.Grammar.json_schema(
+    {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("dialect", "grammar", "expected"),
+    [
+        ("legato", PLAN, {"structured_outputs": {"grammar": PLAN.source}}),
+        ("legato", DIGITS, {"structured_outputs": {"regex": "[0-9]{3}"}}),
+        ("legato", SCHEMA, {"structured_outputs": {"json": SCHEMA.schema}}),
+        ("vllm", PLAN, {"structured_outputs": {"grammar": constrain.lark_to_gbnf(PLAN.source)}}),
+        ("vllm", DIGITS, {"structured_outputs": {"regex": "[0-9]{3}"}}),
+        ("vllm", SCHEMA, {"structured_outputs": {"json": SCHEMA.schema}}),
+        ("sglang", PLAN, {"ebnf": constrain.lark_to_gbnf(PLAN.source)}),
+        ("sglang", DIGITS, {"regex": "[0-9]{3}"}),
+        ("sglang", SCHEMA, {"json_schema": SCHEMA.source}),
+        ("llamacpp", PLAN, {"grammar": constrain.lark_to_gbnf(PLAN.source)}),
+        ("llamacpp", DIGITS, {"grammar": constrain.regex_grammar("[0-9]{3}")}),
+        ("llamacpp", SCHEMA, {"json_schema": SCHEMA.schema}),
+        (
+            "openai",
+            SCHEMA,
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": SCHEMA.schema, "strict": True},
+                }
+            },
+        ),
+    ],
+)
+async def test_each_dialect_carries_the_grammar_in_its_own_field(
+    client: httpx.AsyncClient,
+    engine: FakeEngine,
+    dialect: str,
+    grammar: dsl.Grammar,
+    expected: dict[str, Any],
+) -> None:
+    await make(client, dialect).complete(chat_request(grammar=grammar))
+    body = engine.last_body()
+    for key, value in expected.items():
+        assert body[key] == value
+    other = {"structured_outputs", "ebnf", "regex", "json_schema", "grammar", "response_format"}
+    assert not (other - set(expected)) & set(body)
+
+
+@pytest.mark.anyio
+async def test_openai_cannot_carry_a_lark_grammar_and_nothing_is_sent(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    with pytest.raises(GrammarUnsupported, match="lark"):
+        await make(client, "openai").complete(chat_request(grammar=PLAN))
+    assert engine.requests == []
+
+
+@pytest.mark.anyio
+async def test_a_400_to_a_constrained_request_means_the_grammar_was_refused(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.reply = lambda r: httpx.Response(400, json={"error": {"message": "bad grammar"}})
+    with pytest.raises(GrammarUnsupported, match="bad grammar") as info:
+        await make(client, "llamacpp").complete(chat_request(grammar=PLAN))
+    assert info.value.status == 400 and not info.value.retryable
+    with pytest.raises(BackendRejected) as plain:  # without a grammar it is a plain rejection
+        await make(client, "llamacpp").complete(chat_request())
+    assert not isinstance(plain.value, GrammarUnsupported)
 
 
 # -- streaming ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
+import dsl
 from orchestrator.engine import (
     CostModel,
     Engine,
@@ -137,10 +138,14 @@ async def test_eos_ends_unless_ignored_or_min_tokens(
 ) -> None:
     eos = tokenizer.eos_id
     assert eos is not None
-    # a choice constraint lets only "yes" and then the end: min_tokens cannot be met
-    yes = tokenizer.encode("yes")
+    # a grammar lets only "yes" and then the end: it alone says when the text may end
+    only_yes = await engine.matcher(dsl.Grammar.choice(["yes"]))
     _, fin = await engine.complete(
-        req(tokenizer, params=SampleParams(max_tokens=8, temperature=0.0), choices=[yes])
+        req(
+            tokenizer,
+            params=SampleParams(max_tokens=8, temperature=0.0, min_tokens=5),
+            constraint=only_yes,
+        )
     )
     assert fin.reason == "stop" and fin.text == "yes"
 
@@ -166,7 +171,7 @@ async def test_choice_constraint_spells_one_option(
             req(
                 tokenizer,
                 params=SampleParams(max_tokens=16, temperature=1.0, seed=seed),
-                choices=[tokenizer.encode(o) for o in options],
+                constraint=await engine.matcher(dsl.Grammar.choice(options)),
             )
         )
         assert fin.text in options

@@ -3,6 +3,8 @@ streaming, bad input, disconnects, and many concurrent clients."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 
 import anyio
@@ -92,6 +94,43 @@ def test_choice_constraint(client: openai.OpenAI) -> None:
             extra_body={"structured_outputs": {"choice": ["red", "green", "blue"]}},
         )
         assert out.choices[0].message.content in {"red", "green", "blue"}
+
+
+def test_structured_outputs_regex_json_and_lark(client: openai.OpenAI) -> None:
+    def ask(constraint: dict[str, object], seed: int = 0) -> str:
+        out = client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "go"}],
+            max_tokens=48,
+            seed=seed,
+            extra_body={"structured_outputs": constraint},
+        )
+        return out.choices[0].message.content or ""
+
+    for seed in range(3):
+        assert re.fullmatch(r"[0-9]{3}-[a-z]{2}", ask({"regex": "[0-9]{3}-[a-z]{2}"}, seed))
+        value = json.loads(ask({"json": {"type": "array", "items": {"type": "boolean"}}}, seed))
+        assert isinstance(value, list) and all(isinstance(v, bool) for v in value)
+        assert ask({"grammar": 'start: "go " ("left" | "right") "!"'}, seed) in {
+            "go left!",
+            "go right!",
+        }
+
+
+def test_structured_outputs_bad_input_gets_a_400_naming_it(server: EngineServer) -> None:
+    def post(so: object) -> httpx.Response:
+        body = {"prompt": "x", "max_tokens": 4, "structured_outputs": so}
+        return httpx.post(f"{server.url}/completions", json=body)
+
+    r = post({"grammar": 'start: "a"\nb: (('})
+    assert r.status_code == 400 and "line 2" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "structured_outputs.grammar"
+    r = post({"grammar": 'root ::= "a"'})
+    assert r.status_code == 400 and "does not read GBNF" in r.json()["error"]["message"]
+    r = post({"ebnf": "x"})
+    assert r.status_code == 400 and "structured_outputs.ebnf" in r.json()["error"]["message"]
+    r = post({"regex": "a", "choice": ["a"]})
+    assert r.status_code == 400 and "exactly one" in r.json()["error"]["message"]
 
 
 def test_prompt_longer_than_the_context(server: EngineServer) -> None:

@@ -120,7 +120,7 @@ async def test_select_matches_the_answer_to_an_option() -> None:
 
     backend = ScriptedBackend({"color": "  Green."})
     assert await orchestrator.arun(p, backend=backend) == "green"
-    assert backend.calls[0].request.choices == ("red", "green")
+    assert backend.calls[0].request.grammar == dsl.Grammar.choice(["red", "green"])
 
 
 async def test_requests_carry_program_and_thread_hints() -> None:

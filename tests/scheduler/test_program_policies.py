@@ -180,10 +180,10 @@ def test_priority_direction_per_dialect(a: int, b: int) -> None:
     from orchestrator.backends.openai_compat import _dialect_extras
 
     ha, hb = Hints(program="p", thread="t", priority=a), Hints(program="p", thread="t", priority=b)
-    vllm_a = int(_dialect_extras("vllm", ha, None)[0]["X-Vllm-Priority"])
-    vllm_b = int(_dialect_extras("vllm", hb, None)[0]["X-Vllm-Priority"])
-    sglang_a = _dialect_extras("sglang", ha, None)[1]["priority"]
-    sglang_b = _dialect_extras("sglang", hb, None)[1]["priority"]
+    vllm_a = int(_dialect_extras("vllm", ha, None, "x")[0]["X-Vllm-Priority"])
+    vllm_b = int(_dialect_extras("vllm", hb, None, "x")[0]["X-Vllm-Priority"])
+    sglang_a = _dialect_extras("sglang", ha, None, "x")[1]["priority"]
+    sglang_b = _dialect_extras("sglang", hb, None, "x")[1]["priority"]
     if a < b:  # a is sooner: vLLM lower value, SGLang higher value
         assert vllm_a < vllm_b and sglang_a > sglang_b  # type: ignore[operator]
 
