@@ -111,3 +111,24 @@ async def test_a_violation_after_max_tokens_says_the_budget_ran_out() -> None:
     backend = ScriptedBackend(default=Completion(text="12a", finish_reason="length"))
     with pytest.raises(ConstraintViolation, match="max_tokens ran out"):
         await orchestrator.arun(number, backend=backend)
+
+
+@pytest.mark.http
+async def test_over_http_an_engine_without_the_field_is_validated_and_retried() -> None:
+    from orchestrator.backends import OpenAICompatible
+    from orchestrator.testing import FakeOpenAIServer
+
+    # The OpenAI dialect has no field for a regex: nothing constrained is sent; the first
+    # answer is invalid, the retry (which quotes the error) is valid.
+    with FakeOpenAIServer({"invalid": "12", "Give a number": "many"}) as server:
+        async with (
+            OpenAICompatible(server.url, dialect="openai", model="legato-fake") as backend,
+            orchestrator.Orchestrator(backend) as orch,
+        ):
+            h = await orch.submit(number)
+            assert await h.result() == "12"
+        assert h.stats["n"].degraded and h.stats["n"].attempts == 3
+        last = server.last_request()["body"]
+    assert "That output is invalid" in last["messages"][-1]["content"]
+    assert last["messages"][-2] == {"role": "assistant", "content": "many"}
+    assert not {"regex", "grammar", "structured_outputs", "response_format"} & set(last)
