@@ -155,6 +155,10 @@ def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
         from orchestrator.bench.engine import main as engine_main
 
         return engine_main(ns.json, models=ns.models.split(","), repeats=ns.repeats)
+    if ns.bench == "grammar":
+        from orchestrator.bench.grammar import main as grammar_main
+
+        return grammar_main(ns.json, quick=ns.quick)
     raise ConfigError(f"unknown benchmark {ns.bench!r}")  # pragma: no cover - argparse checks
 
 
@@ -223,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=_cmd_engine_serve)
 
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("bench", choices=["overhead", "engine", "sched"])
+    b.add_argument("bench", choices=["overhead", "engine", "sched", "grammar"])
     b.add_argument("-n", type=int, default=500, help="overhead: measured calls (default 500)")
     b.add_argument("--models", default="tiny,small", help="engine: presets, comma-separated")
     b.add_argument("--repeats", type=int, default=3, help="engine: rounds per figure (median)")
@@ -275,6 +279,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--micro", action="store_true", help="sched: time one decision with 10,000 queued calls"
+    )
+    b.add_argument(
+        "--quick", action="store_true", help="grammar: a small configuration (seconds, rough)"
     )
     b.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     b.set_defaults(fn=_cmd_bench)
