@@ -20,8 +20,10 @@ from dsl._grammar import Grammar
 from dsl._graph import (
     Graph,
     InputNode,
+    Interp,
     LLMNode,
     Node,
+    PlanNode,
     Ref,
     SamplingParams,
     SelectNode,
@@ -40,6 +42,7 @@ from dsl.errors import (
     TemplateError,
     VarMisuseError,
 )
+from dsl.plans import plan
 
 __all__ = [
     "Builder",
@@ -48,9 +51,11 @@ __all__ = [
     "GrammarWarning",
     "Graph",
     "InputNode",
+    "Interp",
     "LLMNode",
     "LegatoError",
     "Node",
+    "PlanNode",
     "Program",
     "ProgramError",
     "Ref",
@@ -64,6 +69,7 @@ __all__ = [
     "VarMisuseError",
     "gen",
     "passes",
+    "plan",
     "program",
     "render",
     "render_value",

@@ -10,7 +10,7 @@ tracing sink stops the body at the first ``await``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -110,16 +110,28 @@ class Builder:
 
     # -- nodes -----------------------------------------------------------------------------
     def add(
-        self, make: Callable[..., N], *, label: str, name: str | None, type: Any, **fields: Any
+        self,
+        make: Callable[..., N],
+        *,
+        label: str,
+        name: str | None,
+        type: Any,
+        after: Sequence[str] | None = None,
+        **fields: Any,
     ) -> Var[Any]:
         """Create a node with ``make(id=..., deps=..., after=..., thread=..., **fields)``,
-        record it, hand it to the sink and return its ``Var``."""
+        record it, hand it to the sink and return its ``Var``. Its control edges are what the
+        body awaited since the last node, unless ``after`` says (nodes the runtime adds while
+        the program runs, such as a plan's tasks)."""
         if name is not None and not name.isidentifier():
             raise ProgramError(f"node name {name!r} must be a Python identifier")
         node_id = self._fresh_id(name or label, user_named=name is not None)
         deps = refs_in(list(fields.values()))
-        after = tuple(a for a in dict.fromkeys(self._awaited) if a not in deps)
-        self._awaited.clear()
+        if after is None:
+            after = tuple(a for a in dict.fromkeys(self._awaited) if a not in deps)
+            self._awaited.clear()
+        else:
+            after = tuple(a for a in after if a not in deps)
         thread = self._thread_for(node_id, deps + after)
         node = make(id=node_id, deps=deps, after=after, thread=thread, **fields)
         self._ids.add(node_id)

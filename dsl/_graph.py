@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeAlias, assert_never
+from typing import Any, ClassVar, Literal, TypeAlias, assert_never
 
 import networkx as nx
 
@@ -13,8 +13,10 @@ from dsl._grammar import Grammar
 __all__ = [
     "Graph",
     "InputNode",
+    "Interp",
     "LLMNode",
     "Node",
+    "PlanNode",
     "Ref",
     "SamplingParams",
     "SelectNode",
@@ -31,6 +33,14 @@ class Ref:
     node: str
 
 
+@dataclass(frozen=True, slots=True)
+class Interp:
+    """Text with node outputs spliced in (a plan's ``"$1 + $2"``): ``parts`` are strings and
+    ``Ref``s, joined as text once the referenced nodes are done."""
+
+    parts: tuple[str | Ref, ...]
+
+
 def refs_in(value: Any) -> tuple[str, ...]:
     """Ids of the nodes referenced anywhere in ``value`` (lists, tuples, dicts), in order."""
     found: list[str] = []
@@ -39,6 +49,8 @@ def refs_in(value: Any) -> tuple[str, ...]:
         if isinstance(v, Ref):
             if v.node not in found:
                 found.append(v.node)
+        elif isinstance(v, Interp):
+            walk(v.parts)
         elif isinstance(v, list | tuple):
             for item in v:
                 walk(item)
@@ -54,6 +66,8 @@ def substitute(value: Any, values: Mapping[str, Any]) -> Any:
     """``value`` with every ``Ref`` replaced by the value of the node it names."""
     if isinstance(value, Ref):
         return values[value.node]
+    if isinstance(value, Interp):
+        return "".join(p if isinstance(p, str) else str(values[p.node]) for p in value.parts)
     if isinstance(value, list):
         return [substitute(v, values) for v in value]
     if isinstance(value, tuple):
@@ -110,6 +124,12 @@ class LLMNode(_NodeBase):
     retries: int | None = None
     grammar: Grammar | None = None
     """What the output must match (its value is then the parsed output), or None."""
+    tools: tuple[str, ...] = ()
+    """Tools the model may call from its text (AsyncLM's CML frames), by name."""
+    async_calls: bool = False
+    """Calls run while the model keeps decoding; results come back as interrupts."""
+    interrupt: Literal["each", "trap"] = "each"
+    """Deliver each result as it returns (``each``) or all at the model's ``[TRAP]``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,7 +162,27 @@ class ToolNode(_NodeBase):
     expected_duration: float | None = None
 
 
-Node: TypeAlias = InputNode | LLMNode | SelectNode | ToolNode
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanNode(_NodeBase):
+    """LLMCompiler: a planner writes a plan of tool calls that run as its lines arrive; a
+    joiner answers from the results or asks for a new plan. Its value is the final answer."""
+
+    kind: ClassVar[str] = "plan"
+
+    inputs: tuple[tuple[str, Any], ...] = ()
+    """The planner's and joiner's template inputs (``question`` among them)."""
+    tools: tuple[str, ...]
+    planner: str
+    joiner: str
+    max_replans: int = 1
+    max_tasks: int = 8
+    params: SamplingParams = field(default_factory=SamplingParams)
+    model: str | None = None
+    timeout: float | None = None
+    retries: int | None = None
+
+
+Node: TypeAlias = InputNode | LLMNode | SelectNode | ToolNode | PlanNode
 """The closed set of node types; match on it with ``match`` and ``assert_never``."""
 
 
@@ -221,6 +261,8 @@ def _mermaid_shape(node: Node) -> str:
             return f'{{"{text}"}}'
         case LLMNode():
             return f'("{text}")'
+        case PlanNode():
+            return f'[("{text}")]'
         case _:
             assert_never(node)
 
@@ -235,6 +277,8 @@ def _summary(node: Node, width: int = 40) -> str:
             s = f"select {'|'.join(node.options)}"
         case ToolNode():
             s = f"tool {node.tool}()"
+        case PlanNode():
+            s = f"plan with {', '.join(node.tools)}"
         case _:
             assert_never(node)
     s = " ".join(s.split())

@@ -7,7 +7,8 @@ scheduler can replace it with measured figures (pass ``cost=``):
 - an LLM call costs ``DECODE_S_PER_TOKEN`` per expected output token (``max_tokens`` if set,
   else ``DEFAULT_OUTPUT_TOKENS``) plus ``PREFILL_S_PER_CHAR`` per template character;
 - a tool call costs its ``expected_duration`` if the tool declares one, else ``DEFAULT_TOOL_S``;
-- a select costs the decode of its longest option; an input costs nothing.
+- a select costs the decode of its longest option; an input costs nothing;
+- a plan costs a planner and a joiner call plus one default tool call.
 
 Both analyses follow data and control edges: a call the program made after awaiting another
 cannot start before it either.
@@ -21,7 +22,7 @@ from typing import assert_never
 
 import networkx as nx
 
-from dsl._graph import Graph, InputNode, LLMNode, Node, SelectNode, ToolNode
+from dsl._graph import Graph, InputNode, LLMNode, Node, PlanNode, SelectNode, ToolNode
 
 __all__ = [
     "DECODE_S_PER_TOKEN",
@@ -58,6 +59,10 @@ def default_cost(node: Node) -> float:
             return tokens * DECODE_S_PER_TOKEN + len(node.template) * PREFILL_S_PER_CHAR
         case ToolNode():
             return node.expected_duration if node.expected_duration is not None else DEFAULT_TOOL_S
+        case PlanNode():
+            # a planner and a joiner call; the tasks are unknown until the plan is written
+            tokens = node.params.max_tokens or DEFAULT_OUTPUT_TOKENS
+            return 2 * tokens * DECODE_S_PER_TOKEN + DEFAULT_TOOL_S
         case _:
             assert_never(node)
 

@@ -8,16 +8,17 @@ the body has returned and every node has finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, assert_never
 
 import anyio
 
 import dsl
-from dsl import InputNode, LLMNode, Node, SelectNode, ToolNode
+from dsl import InputNode, LLMNode, Node, PlanNode, SelectNode, ToolNode
 from orchestrator import constrain
 from orchestrator.backends import Completion, Hints, LLMRequest, Message
 from orchestrator.errors import (
@@ -255,7 +256,7 @@ class ProgramRun:
         return st.value
 
     # -- what the scheduler is told -----------------------------------------------------------
-    def _call_info(self, node: LLMNode | SelectNode) -> CallInfo:
+    def _call_info(self, node: LLMNode | SelectNode | PlanNode) -> CallInfo:
         now = anyio.current_time()
         graph = self.builder.graph()
         if self._analysis_size != len(graph):  # the graph grew: analyse it again
@@ -295,13 +296,13 @@ class ProgramRun:
                 continue
             seen.add(nid)
             up = self._states[nid].node
-            if isinstance(up, LLMNode | SelectNode):
+            if isinstance(up, LLMNode | SelectNode | PlanNode):
                 found.append(nid)
             else:
                 stack.extend([*up.deps, *up.after])
         return tuple(found)
 
-    def _kv_ttl(self, node: LLMNode | SelectNode, request: LLMRequest) -> float | None:
+    def _kv_ttl(self, node: LLMNode | SelectNode | PlanNode, request: LLMRequest) -> float | None:
         """Continuum's TTL for this call's KV cache, if the policy pins: the tool its thread
         ran last (else the last tool of any program of this kind) is the one expected next."""
         orch = self.orch
@@ -355,6 +356,10 @@ class ProgramRun:
                     value = await self._run_select(st, node, values)
                 case ToolNode():
                     value = await self._run_tool(st, node, values)
+                case PlanNode():
+                    from orchestrator.runtime._plan import run_plan
+
+                    value = await run_plan(self, st, node, values)
                 case InputNode():  # pragma: no cover
                     raise AssertionError("symbolic inputs cannot run")
                 case _:
@@ -413,7 +418,7 @@ class ProgramRun:
         )
 
     async def _call_backend(
-        self, st: _NodeState, node: LLMNode | SelectNode, request: LLMRequest
+        self, st: _NodeState, node: LLMNode | SelectNode | PlanNode, request: LLMRequest
     ) -> Completion:
         orch = self.orch
         backend = orch.backend
@@ -461,6 +466,31 @@ class ProgramRun:
                 ) from failure
             await anyio.sleep(delay)
 
+    @contextlib.asynccontextmanager
+    async def stream_call(
+        self, st: _NodeState, node: LLMNode | PlanNode, request: LLMRequest
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """A streaming LLM call through admission: yields the backend's text chunks while the
+        call holds its slot. Not retried (a half-read stream cannot be replayed)."""
+        orch = self.orch
+        call = self._call_info(node)
+        st.stats.attempts += 1
+        async with orch.admission.slot(call):
+            now = anyio.current_time()
+            if st.stats.start is None:
+                st.stats.start = now
+            hints = dataclasses.replace(
+                request.hints, priority=orch.policy.priority(call, now), kv_ttl=None
+            )
+            chunks = orch.backend.stream(dataclasses.replace(request, hints=hints))
+            try:
+                yield chunks
+            finally:
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                orch.observe_call(anyio.current_time() - now)
+
     async def _run_llm(self, st: _NodeState, node: LLMNode, values: dict[str, Any]) -> Any:
         request = self._request(node, values)
         if request.grammar is None:
@@ -474,7 +504,7 @@ class ProgramRun:
         return value
 
     def _check(
-        self, node: LLMNode | SelectNode, grammar: dsl.Grammar, completion: Completion
+        self, node: LLMNode | SelectNode | PlanNode, grammar: dsl.Grammar, completion: Completion
     ) -> Any:
         """The output's value under its grammar, or ``ConstraintViolation``. A select's answer
         is matched to its options leniently (case, outer punctuation), whatever the engine."""
@@ -499,7 +529,11 @@ class ProgramRun:
             ) from None
 
     async def _constrained(
-        self, st: _NodeState, node: LLMNode | SelectNode, request: LLMRequest, grammar: dsl.Grammar
+        self,
+        st: _NodeState,
+        node: LLMNode | SelectNode | PlanNode,
+        request: LLMRequest,
+        grammar: dsl.Grammar,
     ) -> Any:
         """A call whose output must match ``grammar``: enforced by the engine where it can,
         else asked for plainly and validated, retrying with the parse error in the prompt."""
@@ -535,31 +569,61 @@ class ProgramRun:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _run_tool(self, st: _NodeState, node: ToolNode, values: dict[str, Any]) -> Any:
-        tool = self.builder.tools[node.tool]
         args = dsl.substitute(node.args, values)
         kwargs = {k: dsl.substitute(v, values) for k, v in node.kwargs}
-        retrying = Retrying(self.orch.retry, node.retries)
         st.stats.start = anyio.current_time()
         self._last_tool[node.thread] = node.tool
-        while True:
+
+        def attempt() -> None:
             st.stats.attempts += 1
+
+        return await self.call_tool(
+            node.tool,
+            args,
+            kwargs,
+            node=node.id,
+            time_limit=node.timeout,
+            retries=node.retries,
+            on_attempt=attempt,
+        )
+
+    async def call_tool(
+        self,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        *,
+        node: str,
+        time_limit: float | None,
+        retries: int | None,
+        on_attempt: Callable[[], None] | None = None,
+    ) -> Any:
+        """Call the program's tool ``name`` (a thread for sync ones) with its timeout and
+        retries; ``ToolError`` naming ``node`` when it fails for good. Its durations feed the
+        KV time-to-live predictor."""
+        tool = self.builder.tools[name]
+        retrying = Retrying(self.orch.retry, retries)
+        start = anyio.current_time()
+        while True:
+            if on_attempt is not None:
+                on_attempt()
             try:
-                with anyio.fail_after(node.timeout):
+                with anyio.fail_after(time_limit):
                     if tool.is_async:
                         result = await tool.invoke(*args, **kwargs)
                     else:
                         call: Callable[[], Any] = functools.partial(tool.fn, *args, **kwargs)
                         result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-                self.orch.ttl.observe(node.tool, anyio.current_time() - st.stats.start)
-                self.orch.last_tool[self.program.name] = node.tool
+                self.orch.ttl.observe(name, anyio.current_time() - start)
+                self.orch.last_tool[self.program.name] = name
                 return result
             except Exception as exc:
                 cause: BaseException = exc
-                if isinstance(exc, TimeoutError) and node.timeout is not None:
-                    cause = TimeoutError(f"no result within {node.timeout}s")
+                if isinstance(exc, TimeoutError) and time_limit is not None:
+                    cause = TimeoutError(f"no result within {time_limit}s")
                 delay = retrying.failed(retryable=True)
                 if delay is None:
                     raise ToolError(
-                        node=node.id, tool=node.tool, cause=cause, attempts=retrying.attempts
+                        node=node, tool=name, cause=cause, attempts=retrying.attempts
                     ) from exc
             await anyio.sleep(delay)

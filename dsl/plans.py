@@ -1,0 +1,544 @@
+"""LLMCompiler plans: the plan language, its grammar built from a tool registry, a sans-I/O
+parser that turns a streamed plan into tasks, and ``dsl.plan``.
+
+A plan (Kim et al., "An LLM Compiler for Parallel Function Calling") is one task per line::
+
+    1. search("Legato")
+    2. search("Parrot")
+    3. compare($1, $2)
+    4. join()
+    <END_OF_PLAN>
+
+``$n`` as an argument is task ``n``'s output, passed as the value itself (typed, not text);
+inside a string (``"$1 + 3"``) it is spliced in as text. The grammar made by ``plan_grammar``
+allows only the registry's tools, each with its own number of arguments of its own literal
+types, tasks numbered from 1, ``$n`` only for earlier tasks, and ``join()`` last, so an engine
+that takes grammars cannot write a plan the runtime cannot run. ``PlanParser`` checks the same
+things for engines that do not (and names the line at fault).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dsl import _template
+from dsl._builder import current_builder
+from dsl._graph import PlanNode, SamplingParams
+from dsl._tools import Tool
+from dsl._variables import Var
+from dsl.errors import ProgramError
+
+__all__ = [
+    "DEFAULT_JOINER",
+    "DEFAULT_PLANNER",
+    "END_OF_PLAN",
+    "JoinLine",
+    "PlanError",
+    "PlanParser",
+    "TaskLine",
+    "TaskRef",
+    "TextWithRefs",
+    "ToolSignature",
+    "describe_tools",
+    "joiner_grammar",
+    "parse_verdict",
+    "plan",
+    "plan_grammar",
+]
+
+END_OF_PLAN = "<END_OF_PLAN>"
+
+DEFAULT_PLANNER = """Answer the question with a plan of tool calls, one per line, numbered from 1:
+N. tool(arguments)
+Arguments are literals (strings in double quotes, numbers, true, false, null, [lists]) or $K,
+the result of an earlier task K. Tasks that do not depend on each other run in parallel.
+After the last task write "N. join()" and then <END_OF_PLAN> on its own line.
+
+Tools:
+{{tools}}
+{{context}}
+Question: {{question}}"""
+
+DEFAULT_JOINER = """Question: {{question}}
+
+Plan and results:
+{{results}}
+
+If the results answer the question, write Finish(the answer). If they do not, write
+Replan(what is missing)."""
+
+ArgKind = Literal["str", "int", "float", "bool", "list", "any"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSignature:
+    """What a plan may pass to one tool: its parameters' literal kinds, in order, and how many
+    are required."""
+
+    name: str
+    params: tuple[tuple[str, ArgKind], ...]
+    required: int
+    summary: str = ""
+
+    @classmethod
+    def of(cls, tool: Tool[Any]) -> ToolSignature:
+        """The signature of a ``@dsl.tool`` (positional parameters; annotations give kinds)."""
+        try:
+            hints = typing.get_type_hints(tool.fn)
+        except Exception:
+            hints = {}
+        params: list[tuple[str, ArgKind]] = []
+        required = 0
+        for p in tool.signature.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.KEYWORD_ONLY):
+                continue
+            params.append((p.name, _kind(hints.get(p.name, Any))))
+            if p.default is inspect.Parameter.empty:
+                required += 1
+        doc = (tool.fn.__doc__ or "").strip().splitlines()
+        return cls(tool.name, tuple(params), required, doc[0] if doc else "")
+
+    def describe(self) -> str:
+        """``name(a: str, b: int = ...)  summary`` for the planner's prompt."""
+        args = ", ".join(
+            f"{n}: {k}" + ("" if i < self.required else " = optional")
+            for i, (n, k) in enumerate(self.params)
+        )
+        return f"{self.name}({args})" + (f": {self.summary}" if self.summary else "")
+
+
+def _kind(annotation: Any) -> ArgKind:
+    origin = typing.get_origin(annotation) or annotation
+    if origin is str:
+        return "str"
+    if origin is bool:
+        return "bool"
+    if origin is int:
+        return "int"
+    if origin is float:
+        return "float"
+    if origin in (list, tuple, Sequence):
+        return "list"
+    return "any"
+
+
+def describe_tools(signatures: Iterable[ToolSignature]) -> str:
+    """The tool list the planner sees, one per line."""
+    return "\n".join(f"- {s.describe()}" for s in signatures)
+
+
+# -- the grammar ------------------------------------------------------------------------------
+
+_LITERALS = r"""
+STRING: /"([^"\\\x00-\x1f]|\\["\\\/bfnrt])*"/
+INT: /-?(0|[1-9][0-9]*)/
+FLOAT: /-?(0|[1-9][0-9]*)(\.[0-9]+)?/
+BOOL: "true" | "false"
+NULL: "null"
+list: "[]" | "[" any_literal (", " any_literal)* "]"
+?any_literal: STRING | FLOAT | BOOL | NULL | list
+"""
+
+_KIND_RULE: Mapping[ArgKind, str] = {
+    "str": "STRING",
+    "int": "INT",
+    "float": "FLOAT",
+    "bool": "BOOL",
+    "list": "list",
+    "any": "any_literal",
+}
+
+
+def plan_grammar(signatures: Sequence[ToolSignature], max_tasks: int = 8) -> str:
+    """A Lark grammar of the plans over ``signatures``: at most ``max_tasks`` tasks numbered
+    from 1, each calling a known tool with an allowed number of arguments of its kinds or
+    ``$k`` for an earlier task ``k``, then ``N. join()`` and ``<END_OF_PLAN>``."""
+    if not signatures:
+        raise ProgramError("a plan needs at least one tool")
+    lines = ["start: t1"]
+    for i in range(1, max_tasks + 1):
+        nxt = f"t{i + 1} | j{i + 1}" if i < max_tasks else f"j{i + 1}"
+        lines.append(f'j{i}: "{i}. join()\\n{END_OF_PLAN}"')
+        lines.append(f't{i}: "{i}. " call{i} "\\n" ({nxt})')
+        ref = " | ".join(f'"${k}"' for k in range(1, i))
+        if ref:
+            lines.append(f"ref{i}: {ref}")
+        calls = []
+        for sig in signatures:
+            for arity in range(sig.required, len(sig.params) + 1):
+                args = []
+                for _, kind in sig.params[:arity]:
+                    rule = _KIND_RULE[kind]
+                    args.append(f"({rule} | ref{i})" if ref else rule)
+                inner = ' ", " '.join(args)
+                calls.append(f'"{sig.name}(" {inner} ")"' if args else f'"{sig.name}()"')
+        lines.append(f"call{i}: " + "\n    | ".join(calls))
+    lines.append(f"j{max_tasks + 1}: " + f'"{max_tasks + 1}. join()\\n{END_OF_PLAN}"')
+    return "\n".join(lines) + "\n" + _LITERALS
+
+
+def joiner_grammar(*, may_replan: bool) -> str:
+    """The joiner's answer: ``Finish(answer)``, or also ``Replan(reason)`` while replans
+    remain."""
+    alternatives = ['"Finish(" TEXT ")"'] + (['"Replan(" TEXT ")"'] if may_replan else [])
+    return "start: " + " | ".join(alternatives) + "\nTEXT: /[^\\n]+/\n"
+
+
+def parse_verdict(text: str) -> tuple[Literal["finish", "replan"], str]:
+    """``("finish", answer)`` or ``("replan", reason)`` from the joiner's text; an answer
+    without either marker is taken as the final answer."""
+    t = text.strip()
+    m = re.fullmatch(r"(Finish|Replan)\((.*)\)", t, re.DOTALL)
+    if m is None:
+        return "finish", t
+    return ("finish" if m.group(1) == "Finish" else "replan"), m.group(2).strip()
+
+
+# -- the streaming parser -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRef:
+    """``$k`` as an argument: task ``k``'s output."""
+
+    task: int
+
+
+@dataclass(frozen=True, slots=True)
+class TextWithRefs:
+    """A string argument with ``$k`` inside: text and ``TaskRef``s, joined as text."""
+
+    parts: tuple[str | TaskRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLine:
+    """A complete task line: its number, tool and arguments, and the tasks it reads."""
+
+    index: int
+    tool: str
+    args: tuple[Any, ...]
+    deps: tuple[int, ...]
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class JoinLine:
+    """The ``N. join()`` line: the plan's tasks are all written."""
+
+    index: int
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanError:
+    """A line the runtime cannot run (only reachable where the engine ignores the grammar)."""
+
+    line: int
+    text: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"plan line {self.line} ({self.text!r}): {self.message}"
+
+
+PlanEvent = TaskLine | JoinLine | PlanError
+
+_TASK = re.compile(r"\s*(\d+)\.\s*([A-Za-z_][A-Za-z0-9_]*)\((.*)\)\s*(<END_OF_PLAN>)?\s*")
+_REF_IN_TEXT = re.compile(r"\$(\d+)")
+
+
+class _Args:
+    """A tiny reader of argument lists: JSON literals, lists, and ``$k``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def error(self, message: str) -> ValueError:
+        return ValueError(f"{message} at column {self.pos + 1} of the arguments")
+
+    def skip(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] == " ":
+            self.pos += 1
+
+    def value(self) -> Any:
+        self.skip()
+        t = self.text[self.pos :]
+        if t.startswith("$"):
+            m = re.match(r"\$(\d+)", t)
+            if m is None:
+                raise self.error("'$' must be followed by a task number")
+            self.pos += m.end()
+            return TaskRef(int(m.group(1)))
+        if t.startswith('"'):
+            m = re.match(r'"(?:[^"\\]|\\.)*"', t)
+            if m is None:
+                raise self.error("unterminated string")
+            self.pos += m.end()
+            s: str = json.loads(m.group(0))
+            if _REF_IN_TEXT.search(s):
+                parts: list[str | TaskRef] = []
+                last = 0
+                for r in _REF_IN_TEXT.finditer(s):
+                    parts += [s[last : r.start()], TaskRef(int(r.group(1)))]
+                    last = r.end()
+                parts.append(s[last:])
+                return TextWithRefs(tuple(p for p in parts if p != ""))
+            return s
+        if t.startswith("["):
+            self.pos += 1
+            items: list[Any] = []
+            self.skip()
+            if self.text[self.pos : self.pos + 1] == "]":
+                self.pos += 1
+                return items
+            while True:
+                items.append(self.value())
+                self.skip()
+                c = self.text[self.pos : self.pos + 1]
+                self.pos += 1
+                if c == "]":
+                    return items
+                if c != ",":
+                    raise self.error("expected ',' or ']' in a list")
+        for word, val in (("true", True), ("false", False), ("null", None)):
+            if t.startswith(word):
+                self.pos += len(word)
+                return val
+        m = re.match(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", t)
+        if m is None:
+            raise self.error(f"cannot read {t[:12]!r}")
+        self.pos += m.end()
+        return float(m.group(0)) if (m.group(1) or m.group(2)) else int(m.group(0))
+
+    def all(self) -> list[Any]:
+        self.skip()
+        if self.pos == len(self.text):
+            return []
+        out = [self.value()]
+        while True:
+            self.skip()
+            if self.pos == len(self.text):
+                return out
+            if self.text[self.pos] != ",":
+                raise self.error("expected ','")
+            self.pos += 1
+            out.append(self.value())
+
+
+def _refs(value: Any) -> list[int]:
+    if isinstance(value, TaskRef):
+        return [value.task]
+    if isinstance(value, TextWithRefs):
+        return [p.task for p in value.parts if isinstance(p, TaskRef)]
+    if isinstance(value, list):
+        return [k for v in value for k in _refs(v)]
+    return []
+
+
+@dataclass
+class PlanParser:
+    """Turns a plan's text, fed in chunks of any size, into ``TaskLine``s the moment each line
+    is complete (so a task can start before the plan is finished), then a ``JoinLine``.
+    Sans-I/O: ``feed`` and ``close`` return events; nothing else happens.
+
+    Checks each line: numbering from 1 without gaps, a known tool, the number of arguments,
+    ``$k`` only for an earlier task. A line that fails gives a ``PlanError`` naming it, and the
+    parser stops (``done``): a plan with a wrong line is replanned, not half run.
+    """
+
+    tools: Mapping[str, ToolSignature]
+    max_tasks: int = 8
+    done: bool = False
+    joined: bool = False
+    _buffer: str = ""
+    _line: int = 0
+    _tasks: int = 0
+    _events: list[PlanEvent] = field(default_factory=list)
+
+    def feed(self, text: str) -> list[PlanEvent]:
+        """Read ``text``; the events of the lines it completes."""
+        if self.done:
+            return []
+        self._buffer += text
+        out: list[PlanEvent] = []
+        while "\n" in self._buffer and not self.done:
+            line, self._buffer = self._buffer.split("\n", 1)
+            out += self._read(line)
+        return out
+
+    def close(self) -> list[PlanEvent]:
+        """The stream has ended: the last line's events, and an error if no ``join()`` came."""
+        out: list[PlanEvent] = []
+        if not self.done and self._buffer.strip():
+            out += self._read(self._buffer)
+        self._buffer = ""
+        if not self.joined and not any(isinstance(e, PlanError) for e in out) and not self.done:
+            out.append(PlanError(self._line, "", "the plan ended without a join() line"))
+        self.done = True
+        return out
+
+    def _fail(self, text: str, message: str) -> list[PlanEvent]:
+        self.done = True
+        return [PlanError(self._line, text, message)]
+
+    def _read(self, raw: str) -> list[PlanEvent]:
+        self._line += 1
+        text = raw.strip()
+        if not text or text.startswith("Thought:"):
+            return []
+        if text == END_OF_PLAN:
+            if not self.joined:
+                return self._fail(text, f"{END_OF_PLAN} before join()")
+            self.done = True
+            return []
+        if self.joined:
+            return self._fail(text, "a line after join()")
+        m = _TASK.fullmatch(text)
+        if m is None:
+            return self._fail(text, "not a task line 'N. tool(arguments)'")
+        index, tool, args_text, end = int(m.group(1)), m.group(2), m.group(3), m.group(4)
+        if index != self._tasks + 1:
+            return self._fail(text, f"task number {index}, expected {self._tasks + 1}")
+        if tool == "join":
+            if args_text.strip():
+                return self._fail(text, "join() takes no arguments")
+            self.joined = True
+            self.done = bool(end)
+            return [JoinLine(index, self._line)]
+        if index > self.max_tasks:
+            return self._fail(text, f"more than {self.max_tasks} tasks")
+        sig = self.tools.get(tool)
+        if sig is None:
+            known = ", ".join(sorted(self.tools))
+            return self._fail(text, f"unknown tool {tool!r} (tools: {known})")
+        try:
+            args = _Args(args_text).all()
+        except ValueError as exc:
+            return self._fail(text, str(exc))
+        if not sig.required <= len(args) <= len(sig.params):
+            want = (
+                str(sig.required)
+                if sig.required == len(sig.params)
+                else f"{sig.required} to {len(sig.params)}"
+            )
+            return self._fail(text, f"{tool} takes {want} arguments, got {len(args)}")
+        deps = sorted({k for a in args for k in _refs(a)})
+        bad = [k for k in deps if not 1 <= k < index]
+        if bad:
+            return self._fail(text, f"${bad[0]} does not refer to an earlier task")
+        self._tasks = index
+        return [TaskLine(index, tool, tuple(args), tuple(deps), self._line)]
+
+
+# -- the DSL call ---------------------------------------------------------------------------
+
+_PLAN_SETTINGS = frozenset(
+    {
+        "tools", "planner", "joiner", "max_replans", "max_tasks", "max_tokens", "temperature",
+        "seed", "model", "name", "timeout", "retries",
+    }
+)  # fmt: skip
+
+
+def plan(
+    question: Any,
+    /,
+    *,
+    tools: Sequence[Tool[Any]],
+    planner: str = DEFAULT_PLANNER,
+    joiner: str = DEFAULT_JOINER,
+    max_replans: int = 1,
+    max_tasks: int = 8,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    name: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    **inputs: Any,
+) -> Var[str]:
+    """Answer ``question`` with an LLMCompiler plan over ``tools``; returns a ``Var[str]`` with
+    the final answer at once.
+
+    The planner writes the plan under a grammar made from the tools' signatures; each task runs
+    the moment its line is complete and the tasks it reads are done, while the plan is still
+    being written (independent tasks in parallel). The tasks appear in the program's graph as
+    tool nodes. The joiner then answers ``Finish(answer)`` or ``Replan(reason)``; a replan shows
+    the planner the previous plan, its results and its errors (at most ``max_replans`` times;
+    the last joiner may only finish). A failed task fails its dependants and is reported to the
+    joiner; nothing waits forever.
+
+    Args:
+        question: the question (a value or a ``Var``).
+        tools: the ``@dsl.tool`` functions the plan may call.
+        planner: the planner's template; ``{{question}}``, ``{{tools}}`` (the signatures) and
+            ``{{context}}`` (previous rounds) are filled in, other placeholders from ``inputs``.
+        joiner: the joiner's template with ``{{question}}`` and ``{{results}}``.
+        max_replans: how many new plans the joiner may ask for.
+        max_tasks: the most tasks in one plan (the grammar enforces it).
+        max_tokens, temperature, seed, model: settings of the planner and joiner calls.
+        name, timeout, retries: as for ``dsl.gen``.
+    """
+    where = f"dsl.plan(name={name!r})" if name else "dsl.plan"
+    tools = list(tools)
+    if not tools or any(not isinstance(t, Tool) for t in tools):
+        raise ProgramError(f"{where}: tools must be a non-empty list of @dsl.tool functions")
+    if len({t.name for t in tools}) != len(tools):
+        raise ProgramError(f"{where}: two tools share a name")
+    if "join" in {t.name for t in tools}:
+        raise ProgramError(f"{where}: 'join' is the plan's own last line; rename that tool")
+    if max_replans < 0 or not 1 <= max_tasks <= 64:
+        raise ProgramError(f"{where}: max_replans must be >= 0 and max_tasks in 1..64")
+    clash = sorted(set(inputs) & (_PLAN_SETTINGS | {"question", "tools", "context", "results"}))
+    if clash:
+        raise ProgramError(f"{where}: {clash[0]!r} is filled in by the plan; rename that input")
+    for label, template, own in (
+        ("planner", planner, {"question", "tools", "context"}),
+        ("joiner", joiner, {"question", "results"}),
+    ):
+        if not isinstance(template, str):
+            raise ProgramError(f"{where}: the {label} template must be a str")
+        unknown = [p for p in _template.placeholders(template) if p not in own | set(inputs)]
+        if unknown:
+            raise ProgramError(
+                f"{where}: the {label} template's placeholder {{{{{unknown[0]}}}}} has no input"
+            )
+    unused = [
+        k
+        for k in inputs
+        if k not in {*_template.placeholders(planner), *_template.placeholders(joiner)}
+    ]
+    if unused:
+        raise ProgramError(f"{where}: input {unused[0]!r} is used by neither template")
+    builder = current_builder("dsl.plan()")
+    for t in tools:
+        builder.register_tool(t)
+    refs = tuple(
+        (k, builder.to_refs(v, where)) for k, v in {"question": question, **inputs}.items()
+    )
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    return builder.add(
+        PlanNode,
+        label="plan",
+        name=name,
+        type=str,
+        inputs=refs,
+        tools=tuple(t.name for t in tools),
+        planner=planner,
+        joiner=joiner,
+        max_replans=max_replans,
+        max_tasks=max_tasks,
+        params=params,
+        model=model,
+        timeout=timeout,
+        retries=retries,
+    )

@@ -1,0 +1,202 @@
+"""Running an LLMCompiler plan (``dsl.plan``): the planner streams, each task line becomes a
+tool node of the program's graph the moment it is complete, and the joiner finishes or asks for
+a new plan.
+
+Tasks are ordinary tool nodes: the dataflow executor starts each one as soon as the tasks it
+reads are done (no polling), a failed task fails its dependants (``DependencyFailed``) and is
+reported to the joiner, and every task shows in ``handle.stats`` and ``handle.graph``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import dsl
+from dsl import Interp, PlanNode, Ref, ToolNode
+from dsl.plans import (
+    END_OF_PLAN,
+    JoinLine,
+    PlanError,
+    PlanParser,
+    TaskLine,
+    TaskRef,
+    TextWithRefs,
+    ToolSignature,
+    describe_tools,
+    joiner_grammar,
+    parse_verdict,
+    plan_grammar,
+)
+from orchestrator.backends import Hints, LLMRequest, Message
+from orchestrator.errors import GrammarUnsupported, RunError
+
+if TYPE_CHECKING:
+    from orchestrator.runtime._run import ProgramRun, _NodeState
+
+__all__ = ["run_plan"]
+
+_PLAN_TOKENS = 512
+_JOIN_TOKENS = 128
+
+
+def _arg(value: Any, ids: dict[int, str]) -> Any:
+    """A parsed argument with ``$k`` turned into a reference to task ``k``'s node."""
+    if isinstance(value, TaskRef):
+        return Ref(ids[value.task])
+    if isinstance(value, TextWithRefs):
+        return Interp(tuple(p if isinstance(p, str) else Ref(ids[p.task]) for p in value.parts))
+    if isinstance(value, list):
+        return [_arg(v, ids) for v in value]
+    return value
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class _Round:
+    """One plan: its text, its tasks' nodes, and what went wrong."""
+
+    def __init__(self, run: ProgramRun, node: PlanNode, signatures: list[ToolSignature]) -> None:
+        self.run = run
+        self.node = node
+        self.parser = PlanParser({s.name: s for s in signatures}, node.max_tasks)
+        self.text = ""
+        self.lines: dict[int, TaskLine] = {}
+        self.ids: dict[int, str] = {}
+        self.errors: list[PlanError] = []
+
+    def handle(self, events: list[TaskLine | JoinLine | PlanError]) -> None:
+        for ev in events:
+            match ev:
+                case TaskLine():
+                    self._dispatch(ev)
+                case PlanError():
+                    self.errors.append(ev)
+                case JoinLine():
+                    pass
+
+    def _dispatch(self, task: TaskLine) -> None:
+        """Add the task to the program's graph; the executor runs it when its inputs are
+        done."""
+        tool = self.run.builder.tools[task.tool]
+        var = self.run.builder.add(
+            ToolNode,
+            label=f"{self.node.id}_{task.tool}",
+            name=None,
+            type=Any,
+            after=(self.node.id,),
+            tool=task.tool,
+            args=tuple(_arg(a, self.ids) for a in task.args),
+            timeout=tool.timeout,
+            retries=tool.retries,
+            expected_duration=tool.expected_duration,
+        )
+        self.lines[task.index] = task
+        self.ids[task.index] = var.id
+
+    async def results(self) -> str:
+        """Wait for every task; one line per task with its value or its error."""
+        out = []
+        for index, task in sorted(self.lines.items()):
+            call = f"{task.tool}({', '.join(_show(a) for a in task.args)})"
+            try:
+                value = await self.run.wait(self.ids[index])
+                out.append(f"{index}. {call} -> {_show(value)}")
+            except RunError as exc:
+                out.append(f"{index}. {call} -> ERROR: {exc}")
+        out += [f"error: {e}" for e in self.errors]
+        return "\n".join(out) if out else "(no tasks ran)"
+
+
+async def _write_plan(
+    run: ProgramRun, st: _NodeState, node: PlanNode, request: LLMRequest, round_: _Round
+) -> None:
+    """Stream the planner's answer through the parser, dispatching tasks as lines complete."""
+    async with run.stream_call(st, node, request) as chunks:
+        async for chunk in chunks:
+            round_.text += chunk
+            round_.handle(round_.parser.feed(chunk))
+            if round_.parser.done:
+                break  # the plan is complete (or wrong): stop reading
+    round_.handle(round_.parser.close())
+
+
+async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict[str, Any]) -> str:
+    """Plan, run the tasks, join; replan while the joiner asks and replans remain."""
+    inputs = {k: dsl.substitute(v, values) for k, v in node.inputs}
+    signatures = [ToolSignature.of(run.builder.tools[name]) for name in node.tools]
+    grammar: dsl.Grammar | None = dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks))
+    p = node.params
+    context = ""
+    for attempt in range(node.max_replans + 1):
+        last = attempt == node.max_replans
+        prompt = dsl.render(
+            node.planner,
+            {**inputs, "tools": describe_tools(signatures), "context": context},
+        )
+        request = LLMRequest(
+            messages=(Message("user", prompt),),
+            model=node.model,
+            max_tokens=p.max_tokens or _PLAN_TOKENS,
+            temperature=p.temperature,
+            seed=p.seed,
+            stop=(END_OF_PLAN,) if grammar is None else (),
+            grammar=grammar,
+            hints=Hints(program=run.id, thread=node.thread),
+            node=node.id,
+        )
+        round_ = _Round(run, node, signatures)
+        try:
+            await _write_plan(run, st, node, request, round_)
+        except GrammarUnsupported:
+            # The engine has no field for the plan's grammar: the parser checks each line.
+            st.stats.degraded = True
+            grammar = None
+            request = LLMRequest(
+                messages=request.messages,
+                model=node.model,
+                max_tokens=request.max_tokens,
+                temperature=p.temperature,
+                seed=p.seed,
+                stop=(END_OF_PLAN,),
+                hints=request.hints,
+                node=node.id,
+            )
+            round_ = _Round(run, node, signatures)
+            await _write_plan(run, st, node, request, round_)
+        results = await round_.results()
+        if round_.errors and not last:
+            context = (
+                f"\nA previous plan was rejected:\n{round_.text.strip()}\n"
+                f"Results so far:\n{results}\nWrite a corrected plan.\n"
+            )
+            continue
+        verdict_grammar = dsl.Grammar.lark(joiner_grammar(may_replan=not last))
+        join_prompt = dsl.render(
+            node.joiner,
+            {**inputs, "results": f"{round_.text.strip()}\n\n{results}"},
+        )
+        join_request = LLMRequest(
+            messages=(Message("user", join_prompt),),
+            model=node.model,
+            max_tokens=p.max_tokens or _JOIN_TOKENS,
+            temperature=p.temperature,
+            seed=p.seed,
+            grammar=verdict_grammar,
+            hints=Hints(program=run.id, thread=node.thread),
+            node=node.id,
+        )
+        verdict: str = await run._constrained(st, node, join_request, verdict_grammar)
+        kind, text = parse_verdict(verdict)
+        if kind == "finish" or last:
+            return text
+        context = (
+            f"\nPrevious plan:\n{round_.text.strip()}\nIts results:\n{results}\n"
+            f"That was not enough: {text}\nWrite a new plan.\n"
+        )
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,152 @@
+"""The plan language: grammar from a tool registry, the streaming parser, ``dsl.plan``."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import dsl
+from dsl.plans import (
+    JoinLine,
+    PlanError,
+    PlanParser,
+    TaskLine,
+    TaskRef,
+    TextWithRefs,
+    ToolSignature,
+    parse_verdict,
+    plan_grammar,
+)
+from orchestrator import constrain
+
+
+@dsl.tool
+def search(query: str) -> str:
+    """Search the web."""
+    return query
+
+
+@dsl.tool
+def add(a: float, b: float = 0.0) -> float:
+    """Add two numbers."""
+    return a + b
+
+
+SIGS = {s.name: s for s in (ToolSignature.of(search), ToolSignature.of(add))}
+PLAN = '1. search("tides")\n2. search("moon $1")\n3. add($1, 2.5)\n4. join()\n<END_OF_PLAN>'
+
+
+def test_signatures_come_from_the_functions() -> None:
+    assert SIGS["add"] == ToolSignature(
+        "add", (("a", "float"), ("b", "float")), 1, "Add two numbers."
+    )
+    assert SIGS["search"].describe() == "search(query: str): Search the web."
+
+
+def test_the_grammar_allows_exactly_the_registry() -> None:
+    grammar = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), max_tasks=4))
+    constrain.check(grammar, PLAN)
+    for bad in (
+        '1. fetch("x")\n2. join()\n<END_OF_PLAN>',  # unknown tool
+        "1. add()\n2. join()\n<END_OF_PLAN>",  # too few arguments
+        '1. search("a", "b")\n2. join()\n<END_OF_PLAN>',  # too many
+        "1. add($1)\n2. join()\n<END_OF_PLAN>",  # a reference to itself
+        "1. add($2)\n2. join()\n<END_OF_PLAN>",  # forward
+        "1. search(3)\n2. join()\n<END_OF_PLAN>",  # wrong literal kind
+        '2. search("x")\n3. join()\n<END_OF_PLAN>',  # numbering
+        '1. search("x")\n<END_OF_PLAN>',  # no join
+    ):
+        with pytest.raises(constrain.Invalid):
+            constrain.check(grammar, bad)
+
+
+def test_the_grammar_bounds_the_tasks() -> None:
+    grammar = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), max_tasks=2))
+    three = '1. search("a")\n2. search("b")\n3. search("c")\n4. join()\n<END_OF_PLAN>'
+    with pytest.raises(constrain.Invalid):
+        constrain.check(grammar, three)
+
+
+def events(text: str, cuts: list[int]) -> list[object]:
+    parser = PlanParser(SIGS)
+    out: list[object] = []
+    last = 0
+    for c in sorted(cuts):
+        out += parser.feed(text[last:c])
+        last = c
+    out += parser.feed(text[last:])
+    return out + parser.close()
+
+
+def test_tasks_come_out_as_their_lines_complete() -> None:
+    parser = PlanParser(SIGS)
+    assert parser.feed('1. search("tid') == []
+    assert parser.feed('es")\n2. sea') == [TaskLine(1, "search", ("tides",), (), 1)]
+    rest = parser.feed('rch("moon $1")\n3. add($1, 2.5)\n4. join()\n<END_OF_PLAN>')
+    assert rest == [
+        TaskLine(2, "search", (TextWithRefs(("moon ", TaskRef(1))),), (1,), 2),
+        TaskLine(3, "add", (TaskRef(1), 2.5), (1,), 3),
+        JoinLine(4, 4),
+    ]
+    assert parser.close() == [] and parser.done
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(PLAN)), max_size=8))
+def test_any_chunking_gives_the_same_events(cuts: list[int]) -> None:
+    assert events(PLAN, cuts) == events(PLAN, [])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('1. fetch("x")\n', "unknown tool 'fetch' (tools: add, search)"),
+        ("1. add()\n", "add takes 1 to 2 arguments, got 0"),
+        ('1. search("x")\n2. add($3)\n', "$3 does not refer to an earlier task"),
+        ('1. search("x")\n3. join()\n', "task number 3, expected 2"),
+        ("1. add(1, 2\n", "not a task line"),
+        ('1. search("x")\n', "the plan ended without a join() line"),
+    ],
+)
+def test_bad_lines_are_named(text: str, message: str) -> None:
+    out = events(text, [])
+    errors = [e for e in out if isinstance(e, PlanError)]
+    assert len(errors) == 1 and message in errors[0].message
+    assert str(errors[0]).startswith(f"plan line {errors[0].line}")
+
+
+def test_verdicts() -> None:
+    assert parse_verdict("Finish(42)") == ("finish", "42")
+    assert parse_verdict(" Replan(need the year) ") == ("replan", "need the year")
+    assert parse_verdict("just text") == ("finish", "just text")
+
+
+def test_plan_makes_a_plan_node() -> None:
+    @dsl.program
+    async def p(q: str) -> str:
+        return await dsl.plan(q, tools=[search, add], max_replans=2, name="answer")
+
+    node = p.trace("why?").node("answer")
+    assert isinstance(node, dsl.PlanNode)
+    assert node.tools == ("search", "add") and node.max_replans == 2
+
+
+def test_plan_rejects_bad_settings_at_trace_time() -> None:
+    @dsl.tool
+    def join() -> str:
+        return ""
+
+    cases = [
+        ({"tools": []}, "non-empty"),
+        ({"tools": [join]}, "join"),
+        ({"tools": [search], "planner": "{{question}} {{nope}}"}, "{{nope}}"),
+        ({"tools": [search], "extra": 1}, "used by neither"),
+    ]
+    for kwargs, message in cases:
+
+        @dsl.program
+        async def p(kwargs: dict[str, object] = kwargs) -> str:
+            return await dsl.plan("q", **kwargs)  # type: ignore[arg-type]
+
+        with pytest.raises(dsl.ProgramError, match=message.replace("{", r"\{").replace("}", r"\}")):
+            p.trace()

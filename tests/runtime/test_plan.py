@@ -1,0 +1,181 @@
+"""Running LLMCompiler plans: tasks start while the plan streams, independent ones in
+parallel, failures reach the joiner, bad plans are replanned, and the embedded engine writes
+plans the grammar allows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+import anyio
+import pytest
+
+import dsl
+import orchestrator
+from orchestrator.backends import Completion, LLMRequest
+from orchestrator.errors import GrammarUnsupported
+
+pytestmark = pytest.mark.anyio
+
+STARTED: dict[str, float] = {}
+
+
+@dsl.tool
+async def search(query: str) -> str:
+    """Look something up (takes a while)."""
+    STARTED[query] = anyio.current_time()
+    await anyio.sleep(0.05)
+    return f"<{query}>"
+
+
+@dsl.tool
+def fail(reason: str) -> str:
+    """Always raises."""
+    raise RuntimeError(reason)
+
+
+@dsl.tool
+def combine(a: str, b: str) -> str:
+    """Join two results."""
+    return f"{a}+{b}"
+
+
+class PlanEngine:
+    """Streams scripted plans a line at a time (with a pause per line) and answers the joiner
+    from a list; records every request."""
+
+    name = "plan-engine"
+
+    def __init__(
+        self, plans: Sequence[str], verdicts: Sequence[str], *, grammars: bool = True
+    ) -> None:
+        self.plans = list(plans)
+        self.verdicts = list(verdicts)
+        self.grammars = grammars
+        self.requests: list[LLMRequest] = []
+        self.stream_end: list[float] = []
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        self.requests.append(request)
+        return Completion(text=self.verdicts.pop(0), finish_reason="stop")
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
+        if request.grammar is not None and not self.grammars:
+            raise GrammarUnsupported("no grammar field here", backend=self.name)
+        for line in self.plans.pop(0).splitlines(keepends=True):
+            await anyio.sleep(0.03)
+            yield line
+        self.stream_end.append(anyio.current_time())
+
+    async def aclose(self) -> None:
+        pass
+
+
+@dsl.program
+async def answer(question: str) -> str:
+    return await dsl.plan(question, tools=[search, fail, combine], name="plan")
+
+
+PARALLEL = (
+    '1. search("a")\n2. search("b")\n3. combine($1, $2)\n4. search("c $3")\n'
+    "5. join()\n<END_OF_PLAN>"
+)
+
+
+async def test_tasks_run_as_lines_arrive_and_independent_ones_overlap() -> None:
+    STARTED.clear()
+    engine = PlanEngine([PARALLEL], ["Finish(done)"])
+    async with orchestrator.Orchestrator(engine) as orch:
+        h = await orch.submit(answer, "q")
+        assert await h.result() == "done"
+    # task 1 started before the plan was fully written; 1 and 2 ran at the same time
+    assert STARTED["a"] < engine.stream_end[0]
+    assert STARTED["b"] - STARTED["a"] < 0.05
+    tasks = {k: s for k, s in h.stats.items() if k.startswith("plan_")}
+    assert len(tasks) == 4 and all(s.status == "ok" for s in tasks.values())
+    assert "c <a>+<b>" in STARTED  # "$3" inside a string is the value as text
+    graph = h.graph
+    combine_node = next(n for n in graph if isinstance(n, dsl.ToolNode) and n.tool == "combine")
+    assert len(combine_node.deps) == 2  # $1 and $2 are data edges: typed values, not text
+    joiner_prompt = engine.requests[-1].text
+    assert "3. combine($1, $2)" in joiner_prompt and '-> "<a>+<b>"' in joiner_prompt
+    # the planner's request carried the grammar built from the tools
+    assert engine.requests[0].grammar is not None
+    assert "combine(a: str, b: str)" in engine.requests[0].text
+
+
+async def test_a_failed_task_fails_its_dependants_and_the_joiner_hears_of_it() -> None:
+    plan = '1. fail("boom")\n2. combine($1, "x")\n3. search("ok")\n4. join()\n<END_OF_PLAN>'
+    engine = PlanEngine([plan], ["Finish(partial)"])
+    async with orchestrator.Orchestrator(engine) as orch:
+        h = await orch.submit(answer, "q")
+        assert await h.result() == "partial"  # the program goes on: the plan observed it
+    statuses = sorted(s.status for k, s in h.stats.items() if k.startswith("plan_"))
+    assert statuses == ["failed", "ok", "skipped"]
+    joiner_prompt = engine.requests[-1].text
+    assert "ERROR: tool 'fail'" in joiner_prompt and "boom" in joiner_prompt
+
+
+async def test_replan_shows_the_previous_plan_and_results() -> None:
+    engine = PlanEngine(
+        ['1. search("a")\n2. join()\n<END_OF_PLAN>', '1. search("b")\n2. join()\n<END_OF_PLAN>'],
+        ["Replan(need b too)", "Finish(a and b)"],
+    )
+    async with orchestrator.Orchestrator(engine) as orch:
+        assert await (await orch.submit(answer, "q")).result() == "a and b"
+    second_planner = engine.requests[2].text
+    assert 'search("a")' in second_planner and "need b too" in second_planner
+    # the last joiner may only finish: its grammar has no Replan
+    last_grammar = engine.requests[-1].grammar
+    assert last_grammar is not None and "Replan" not in last_grammar.source
+
+
+async def test_without_grammar_support_a_bad_line_is_named_and_replanned() -> None:
+    engine = PlanEngine(
+        ['1. search("a")\n2. combine($3, "x")\n3. join()\n<END_OF_PLAN>', PARALLEL],
+        ["Finish(ok)"],
+        grammars=False,
+    )
+    async with orchestrator.Orchestrator(engine) as orch:
+        h = await orch.submit(answer, "q")
+        assert await h.result() == "ok"
+    assert h.stats["plan"].degraded
+    replanner = engine.requests[2].text  # refused, plan 1, then plan 2 (no joiner for plan 1)
+    assert "plan line 2" in replanner and "$3 does not refer to an earlier task" in replanner
+
+
+async def test_on_the_embedded_engine_plans_follow_the_grammar() -> None:
+    @dsl.tool
+    def lookup(key: str) -> str:
+        """A table lookup."""
+        return key.upper()
+
+    @dsl.program
+    async def p(seed: int) -> str:
+        return await dsl.plan(
+            "What is x?",
+            name="plan",
+            tools=[lookup],
+            max_tasks=2,
+            max_replans=0,
+            seed=seed,
+            max_tokens=64,
+            temperature=1.0,
+        )
+
+    finished = 0
+    async with orchestrator.Orchestrator("local") as orch:
+        for seed in range(3):
+            h = await orch.submit(p, seed)
+            try:
+                await h.result()
+            except orchestrator.ConstraintViolation as exc:
+                # random weights: the joiner may run out of tokens; a plan is never malformed
+                reason = exc.reason
+            else:
+                finished += 1
+                continue
+            assert "max_tokens ran out" in reason
+            assert h.stats["plan"].status == "failed"
+    tasks = [k for k in h.stats if k.startswith("plan_")]
+    assert all(h.stats[k].status == "ok" for k in tasks)
