@@ -159,6 +159,10 @@ def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
         from orchestrator.bench.grammar import main as grammar_main
 
         return grammar_main(ns.json, quick=ns.quick)
+    if ns.bench == "tools":
+        from orchestrator.bench.tools import main as tools_main
+
+        return tools_main(ns.json, quick=ns.quick, seed=ns.seed, questions=ns.programs)
     raise ConfigError(f"unknown benchmark {ns.bench!r}")  # pragma: no cover - argparse checks
 
 
@@ -227,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     sv.set_defaults(fn=_cmd_engine_serve)
 
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("bench", choices=["overhead", "engine", "sched", "grammar"])
+    b.add_argument("bench", choices=["overhead", "engine", "sched", "grammar", "tools"])
     b.add_argument("-n", type=int, default=500, help="overhead: measured calls (default 500)")
     b.add_argument("--models", default="tiny,small", help="engine: presets, comma-separated")
     b.add_argument("--repeats", type=int, default=3, help="engine: rounds per figure (median)")
@@ -262,8 +266,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--engine-policy", default=None, help="sched: the engine's batch policy (default priority)"
     )
-    b.add_argument("--programs", type=int, default=None, help="sched: programs per run")
-    b.add_argument("--seed", type=int, default=0, help="sched: the workload's seed")
+    b.add_argument(
+        "--programs", type=int, default=None, help="sched: programs per run; tools: questions"
+    )
+    b.add_argument("--seed", type=int, default=0, help="sched, tools: the workload's seed")
     b.add_argument("--max-batch", type=int, default=None, help="sched: the engine's batch size")
     b.add_argument(
         "--sweep",
@@ -281,7 +287,9 @@ def _parser() -> argparse.ArgumentParser:
         "--micro", action="store_true", help="sched: time one decision with 10,000 queued calls"
     )
     b.add_argument(
-        "--quick", action="store_true", help="grammar: a small configuration (seconds, rough)"
+        "--quick",
+        action="store_true",
+        help="grammar, tools: a small configuration (seconds, rough)",
     )
     b.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     b.set_defaults(fn=_cmd_bench)
