@@ -175,6 +175,21 @@ class BlockPool:
             del self._pin_owner[b]
         return len(mine)
 
+    def drop_pins_for(self, blocks: int, *, keep: str | None = None) -> int:
+        """Drop pins, those expiring soonest first, until ``blocks`` blocks are available (or
+        no other pin is left); returns how many were dropped. The pins of ``keep`` (the
+        program asking, whose prefix they hold) and of programs not in the way stay."""
+        dropped = 0
+        for b, _ in sorted(self._pins.items(), key=lambda item: item[1]):
+            if self.free_blocks >= blocks:
+                break
+            if keep is not None and self._pin_owner.get(b) == keep:
+                continue
+            del self._pins[b]
+            self._pin_owner.pop(b, None)
+            dropped += 1
+        return dropped
+
     # -- internals ---------------------------------------------------------------------------
     def _ref(self, b: int) -> None:
         if self._refs[b] == 0:

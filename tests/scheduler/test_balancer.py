@@ -25,7 +25,7 @@ def test_autellix_long_prompts_stay_on_the_programs_replica() -> None:
 
 
 def test_locality_stays_until_the_load_gap_exceeds_the_slack() -> None:
-    b = Balancer("locality", slack=2)  # (the default is 4)
+    b = Balancer("locality", slack=2)  # (the default is 16)
     assert b.choose("p", 100, [0, 0]) == 0
     assert b.choose("p", 100, [2, 0]) == 0  # gap 2 <= slack: stay with the cached prefix
     assert b.choose("p", 100, [3, 0]) == 1  # gap 3: move
