@@ -145,7 +145,7 @@ def test_gittins_index_on_equal_sizes_favours_programs_near_the_end() -> None:
 
 
 def test_adaptive_learns_each_kind_and_orders_by_gittins() -> None:
-    a = Adaptive(min_samples=4)
+    a = Adaptive(min_samples=4, predictable_cv=0.0)  # the Gittins path even for equal sizes
     for i in range(6):  # finished programs of kind "loop" all took 10 s
         prog = f"done{i}"
         c = call(prog, kind="loop")
@@ -157,13 +157,30 @@ def test_adaptive_learns_each_kind_and_orders_by_gittins() -> None:
     assert order(a, [young, old], now=6.0) == ["far", "near"]  # finish what is almost done
 
 
-def test_adaptive_falls_back_to_attained_service_without_history() -> None:
+def test_adaptive_runs_programs_oldest_first_without_history() -> None:
     a = Adaptive()
     a.on_finish(call("busy", kind="new"), 0.0, 5.0)
-    assert order(a, [call("busy", 0.0, kind="new"), call("idle", 1.0, kind="new")], now=2.0) == [
-        "idle",
-        "busy",
-    ]
+    old = call("busy", 1.0, kind="new", program_arrival=0.0)
+    young = call("idle", 0.5, kind="new", program_arrival=0.5)
+    assert order(a, [young, old], now=2.0) == ["busy", "idle"]
+
+
+def test_adaptive_orders_alike_programs_by_age_and_heavy_tails_by_gittins() -> None:
+    alike = Adaptive(min_samples=4)
+    tails = Adaptive(min_samples=4)
+    for i, size in enumerate([10.0, 10.5, 9.5, 10.0]):  # coefficient of variation ~0.04
+        alike.on_finish(call(f"a{i}", kind="k"), 0.0, size)
+        alike.on_program_end(f"a{i}", "k", 0.0)
+    for i, size in enumerate([1.0, 1.0, 1.0, 100.0]):  # heavy tail: cv ~1.7
+        tails.on_finish(call(f"t{i}", kind="k"), 0.0, size)
+        tails.on_program_end(f"t{i}", "k", 0.0)
+    for a in (alike, tails):
+        a.on_finish(call("long", kind="k"), 0.0, 3.0)  # 3 s attained, the older program
+    old = call("long", 5.0, kind="k", program_arrival=0.0)
+    new = call("new", 4.0, kind="k", program_arrival=1.0)
+    assert order(alike, [new, old], now=6.0) == ["long", "new"]  # alike: oldest first
+    # heavy tail: past the short mass, "long" is probably a 100 s program: the new one first
+    assert order(tails, [old, new], now=6.0) == ["new", "long"]
 
 
 @given(st.lists(st.floats(0.0, 100.0), min_size=1, max_size=40), st.sampled_from(sorted(POLICIES)))
@@ -201,12 +218,12 @@ def test_ttl_follows_the_tool_duration_distribution() -> None:
 
 
 def test_adaptive_priority_is_an_int_for_every_index() -> None:
-    a = Adaptive(min_samples=2)
+    a = Adaptive(min_samples=2, predictable_cv=0.0)  # the Gittins path even for equal sizes
     for i in range(3):
         a.on_finish(call(f"d{i}", kind="k"), 0.0, 1.0)
         a.on_program_end(f"d{i}", "k", 0.0)
     a.on_finish(call("past", kind="k"), 0.0, 5.0)  # beyond every sample: an infinite index
     for prog in ("past", "fresh"):
         value = a.priority(call(prog, kind="k"), 1.0)
-        assert isinstance(value, int) and 0 <= value < 200
+        assert isinstance(value, int) and 0 <= value < 101 * 10**6
     assert a.priority(call("past", kind="k"), 1.0) <= a.priority(call("fresh", kind="k"), 1.0)
