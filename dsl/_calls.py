@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel
 
@@ -11,7 +11,9 @@ from dsl import _template
 from dsl._builder import current_builder
 from dsl._grammar import Grammar
 from dsl._graph import LLMNode, SamplingParams, SelectNode
+from dsl._tools import Tool
 from dsl._variables import Var
+from dsl.cml import CMLText
 from dsl.errors import ProgramError
 
 __all__ = ["gen", "select"]
@@ -33,6 +35,9 @@ _GEN_SETTINGS = frozenset(
         "retries",
         "grammar",
         "schema",
+        "tools",
+        "async_calls",
+        "interrupt",
     }
 )
 _SELECT_SETTINGS = frozenset(
@@ -96,6 +101,9 @@ def gen(
     chat: bool = True,
     timeout: float | None = None,
     retries: int | None = None,
+    tools: Sequence[Tool[Any]] = (),
+    async_calls: Literal[False] = False,
+    interrupt: Literal["each", "trap"] = "each",
     grammar: None = None,
     schema: None = None,
     **inputs: Any,
@@ -118,6 +126,34 @@ def gen(
     chat: bool = True,
     timeout: float | None = None,
     retries: int | None = None,
+    tools: Sequence[Tool[Any]] = (),
+    async_calls: Literal[True],
+    interrupt: Literal["each", "trap"] = "each",
+    grammar: None = None,
+    schema: None = None,
+    **inputs: Any,
+) -> Var[CMLText]: ...
+
+
+@overload
+def gen(
+    template: str,
+    /,
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    model: str | None = None,
+    name: str | None = None,
+    system: str | None = None,
+    chat: bool = True,
+    timeout: float | None = None,
+    retries: int | None = None,
+    tools: Sequence[Tool[Any]] = (),
+    async_calls: bool = False,
+    interrupt: Literal["each", "trap"] = "each",
     grammar: None = None,
     schema: type[M],
     **inputs: Any,
@@ -140,6 +176,9 @@ def gen(
     chat: bool = True,
     timeout: float | None = None,
     retries: int | None = None,
+    tools: Sequence[Tool[Any]] = (),
+    async_calls: bool = False,
+    interrupt: Literal["each", "trap"] = "each",
     grammar: Grammar | None = None,
     schema: Mapping[str, Any] | None = None,
     **inputs: Any,
@@ -161,6 +200,9 @@ def gen(
     chat: bool = True,
     timeout: float | None = None,
     retries: int | None = None,
+    tools: Sequence[Tool[Any]] = (),
+    async_calls: bool = False,
+    interrupt: Literal["each", "trap"] = "each",
     grammar: Grammar | None = None,
     schema: type[BaseModel] | Mapping[str, Any] | None = None,
     **inputs: Any,
@@ -185,6 +227,13 @@ def gen(
             schema the parsed value.
         schema: shorthand for ``grammar=Grammar.json_schema(schema)``: a pydantic model class
             (the ``Var`` holds an instance of it) or a JSON-schema dict.
+        tools, async_calls, interrupt: AsyncLM. With ``async_calls=True`` the model may call
+            ``tools`` from its text with ``[CALL] id [HEAD] fn(args) [END]`` frames; each call
+            starts as soon as its frame is written and runs while the model keeps decoding;
+            its result is injected as an ``[INTR]`` frame as it returns (``interrupt="each"``)
+            or when the model writes ``[TRAP][END]`` (``"trap"``). The ``Var`` holds a
+            ``dsl.cml.CMLText``: the text outside the frames, with ``.transcript`` and
+            ``.calls`` (each call's arguments, result or error, and times).
         **inputs: the values for the placeholders.
     """
     where = f"dsl.gen(name={name!r})" if name else "dsl.gen"
@@ -193,6 +242,20 @@ def gen(
         raise ProgramError(f"{where}: pass grammar= or schema=, not both")
     if schema is not None:
         grammar = Grammar.json_schema(schema)
+    if async_calls and (grammar is not None or schema is not None):
+        raise ProgramError(
+            f"{where}: async_calls=True holds the text to its call frames; it cannot take a "
+            "grammar or schema too"
+        )
+    if async_calls and not tools:
+        raise ProgramError(f"{where}: async_calls=True needs tools=[...]")
+    if tools and not async_calls:
+        raise ProgramError(f"{where}: tools= is for async_calls=True (use dsl.plan for plans)")
+    if interrupt not in ("each", "trap"):
+        raise ProgramError(f"{where}: interrupt must be 'each' or 'trap', got {interrupt!r}")
+    for t in tools:
+        if not isinstance(t, Tool):
+            raise ProgramError(f"{where}: tools must be @dsl.tool functions, got {t!r}")
     if grammar is not None and not isinstance(grammar, Grammar):
         raise ProgramError(
             f"{where}: grammar must be a dsl.Grammar (e.g. dsl.Grammar.lark(...)), "
@@ -200,6 +263,8 @@ def gen(
         )
     _template.check(template, inputs, reserved=_GEN_SETTINGS)
     builder = current_builder("dsl.gen()")
+    for t in tools:
+        builder.register_tool(t)
     params = _params(where, max_tokens, temperature, top_p, stop, seed)
     refs = tuple((k, builder.to_refs(v, where)) for k, v in inputs.items())
     out_type: type = str
@@ -219,6 +284,9 @@ def gen(
         timeout=timeout,
         retries=retries,
         grammar=grammar,
+        tools=tuple(t.name for t in tools),
+        async_calls=async_calls,
+        interrupt=interrupt,
     )
 
 

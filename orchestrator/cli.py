@@ -163,7 +163,68 @@ def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
         from orchestrator.bench.tools import main as tools_main
 
         return tools_main(ns.json, quick=ns.quick, seed=ns.seed, questions=ns.programs)
+    if ns.bench == "text2sql":
+        from orchestrator.bench.text2sql import main as text2sql_main
+
+        # sched's long default list of policies means "not given": text2sql has its own
+        ns.policies_default = ns.policies == _SCHED_POLICIES
+        return text2sql_main(ns)
     raise ConfigError(f"unknown benchmark {ns.bench!r}")  # pragma: no cover - argparse checks
+
+
+def _cmd_sql(ns: argparse.Namespace, extra: list[str]) -> int:
+    from integrations.text2sql import _cli
+
+    handler = {"ask": _cli.cmd_ask, "eval": _cli.cmd_eval, "databases": _cli.cmd_databases}
+    return handler[ns.sql_command](ns)
+
+
+def _add_sql_parser(sub: Any) -> None:
+    """``legato sql ask|eval|databases`` (Text-to-SQL; issue 7)."""
+    sql = sub.add_parser("sql", help="Text-to-SQL: ask a database, evaluate, make examples")
+    cmds = sql.add_subparsers(dest="sql_command", required=True, metavar="{ask,eval,databases}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--db", required=True, help="the SQLite file (opened read-only)")
+    common.add_argument("--backend", default="local", help="local[:MODEL] (default) or a URL")
+    common.add_argument("--policy", default="slo", help="scheduling policy (default slo)")
+    common.add_argument("--slo", type=float, default=None, help="seconds per question (SLO)")
+    common.add_argument("--timeout", type=float, default=None, help="seconds per LLM call")
+    common.add_argument("--candidates", type=int, default=None, help="parallel SQL candidates")
+    common.add_argument("--rounds", type=int, default=None, help="self-correction rounds")
+    common.add_argument(
+        "--grammar",
+        choices=["scoped", "names", "none"],
+        default=None,
+        help="candidate grammar: scoped (every query runs; default), names, none",
+    )
+    common.add_argument(
+        "--literals",
+        choices=["free", "question"],
+        default=None,
+        help="string/number literals: free (default) or spans of the question",
+    )
+    common.add_argument("--max-tokens", type=int, default=None, help="tokens per candidate")
+    common.add_argument("--time-limit", type=float, default=None, help="seconds per query run")
+    common.add_argument("--model", default=None, help="model name sent to the engine")
+    common.add_argument("--no-link", action="store_true", help="skip schema linking")
+    ask = cmds.add_parser("ask", parents=[common], help="answer one question")
+    ask.add_argument("question", help="the question, in English")
+    ask.add_argument("--rows", type=int, default=20, help="result rows to print (default 20)")
+    ask.add_argument("--json", action="store_true", help="print the answer as JSON")
+    ev = cmds.add_parser("eval", parents=[common], help="execution accuracy on gold SQL")
+    ev.add_argument(
+        "--questions", default=None, help="JSON/JSONL question file (default: the shipped ones)"
+    )
+    ev.add_argument("--limit", type=int, default=None, help="evaluate the first N questions")
+    ev.add_argument("--concurrency", type=int, default=4, help="questions at once (default 4)")
+    ev.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
+    dbs = cmds.add_parser("databases", help="write the example databases and question files")
+    dbs.add_argument("out_dir", help="folder to write into")
+    dbs.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    sql.set_defaults(fn=_cmd_sql)
+
+
+_SCHED_POLICIES = "fcfs,program_fcfs,plas,atlas,mlfq,slo,adaptive"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -230,8 +291,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     sv.set_defaults(fn=_cmd_engine_serve)
 
+    _add_sql_parser(sub)
+
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("bench", choices=["overhead", "engine", "sched", "grammar", "tools"])
+    b.add_argument("bench", choices=["overhead", "engine", "sched", "grammar", "tools", "text2sql"])
     b.add_argument("-n", type=int, default=500, help="overhead: measured calls (default 500)")
     b.add_argument("--models", default="tiny,small", help="engine: presets, comma-separated")
     b.add_argument("--repeats", type=int, default=3, help="engine: rounds per figure (median)")
@@ -240,7 +303,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--policies",
-        default="fcfs,program_fcfs,plas,atlas,mlfq,slo,adaptive",
+        default=_SCHED_POLICIES,
         help="sched: policies to compare, comma-separated",
     )
     b.add_argument(
@@ -290,6 +353,19 @@ def _parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help="grammar, tools: a small configuration (seconds, rough)",
+    )
+    b.add_argument("--queries", type=int, default=None, help="text2sql: queries per run")
+    b.add_argument(
+        "--slo-scale", type=float, default=None, help="text2sql: SLO = scale x alone latency"
+    )
+    b.add_argument(
+        "--fail-rate", type=float, default=None, help="text2sql: share of failing candidates"
+    )
+    b.add_argument(
+        "--no-search", action="store_true", help="text2sql: skip finding fcfs's 50% load"
+    )
+    b.add_argument(
+        "--real", type=int, default=None, help="text2sql: questions on llama-server (0: skip)"
     )
     b.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     b.set_defaults(fn=_cmd_bench)

@@ -10,10 +10,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import orchestrator
+from orchestrator.backends import LLMRequest
 from orchestrator.cli import load_program
 from orchestrator.testing import FakeOpenAIServer, ScriptedBackend
 
@@ -31,7 +33,12 @@ def legato(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_every_example_is_covered() -> None:
-    assert {p.name for p in EXAMPLES.glob("*.py")} == {"research.py", "structured.py", "triage.py"}
+    assert {p.name for p in EXAMPLES.glob("*.py")} == {
+        "async_tools.py",
+        "research.py",
+        "structured.py",
+        "triage.py",
+    }
 
 
 def test_research_fans_out_and_joins() -> None:
@@ -106,6 +113,66 @@ def test_structured_outputs_on_a_scripted_backend() -> None:
         "query": "SELECT id FROM orders ORDER BY day DESC LIMIT 3",
         "order": "ORD-0042",
     }
+
+
+def test_async_tools_on_the_embedded_engine() -> None:
+    # Random weights (tiny, the model its seed was chosen on): whatever calls the model makes
+    # are to known tools with valid arguments.
+    proc = legato(
+        "run",
+        str(EXAMPLES / "async_tools.py"),
+        "--backend",
+        "local:tiny",
+        "--",
+        "Oslo",
+        "Lisbon",
+        "300",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert isinstance(out["answer"], str) and "[CALL]" not in out["answer"]
+    arity = {"weather": 1, "flights": 2, "convert": 2}
+    for call in out["calls"]:
+        assert len(call["args"]) == arity[call["tool"]]
+        if call["tool"] == "weather":
+            assert call["error"] is None and isinstance(call["result"], str)
+
+
+def test_async_tools_combine_results_on_a_scripted_backend() -> None:
+    import anyio
+
+    trip = load_program(str(EXAMPLES / "async_tools.py"))
+    calls = (
+        'Checking. [CALL] 1 [HEAD] weather("Oslo") [END] [CALL] 2 [HEAD] weather("Lisbon") '
+        '[END] [CALL] 3 [HEAD] flights("Oslo", "Lisbon") [END] [CALL] 4 [HEAD] convert(300, '
+        '"NOK") [END] [TRAP][END] never read'
+    )
+
+    def model(request: LLMRequest) -> str:
+        results = dict(re.findall(r"\[INTR\] (\d+) \[HEAD\] (.*?) \[END\]", request.text))
+        if not results:
+            return calls
+        weather = f" Oslo {results['1']}, Lisbon {results['2']}"
+        return f"{weather}; flights {results['3']}; {results['4']} NOK."
+
+    backend = ScriptedBackend(model)
+
+    async def go() -> tuple[dict[str, Any], float]:
+        async with orchestrator.Orchestrator(backend) as orch:
+            start = anyio.current_time()
+            out = await (await orch.submit(trip, "Oslo", "Lisbon", 300)).result()
+            return out, anyio.current_time() - start
+
+    out, took = anyio.run(go)
+    assert out["answer"] == (
+        'Checking. Oslo "4 C, rain", Lisbon "19 C, sun"; flights ["OSL-LIS 07:40", "13:15"]; '
+        "3480.0 NOK."
+    )
+    assert [c["tool"] for c in out["calls"]] == ["weather", "weather", "flights", "convert"]
+    assert took < 0.5  # four 0.2 s tools at once, not one after another
+    first, resumed = backend.calls
+    assert resumed.request.prompt is not None and first.request.prompt is not None
+    assert resumed.request.prompt.startswith(first.request.prompt + calls[: calls.index(" never")])
 
 
 def test_graph_command_prints_mermaid() -> None:

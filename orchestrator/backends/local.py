@@ -3,9 +3,11 @@ download: the model is made locally on first use)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -20,12 +22,13 @@ from orchestrator.engine import (
     FinishEvent,
     RequestRejected,
     SampleParams,
+    TokenEvent,
     WordTokenizer,
 )
 from orchestrator.engine import build_engine as _build_engine
 from orchestrator.errors import BackendError, BackendRejected, ConfigError
 
-__all__ = ["LocalBackend"]
+__all__ = ["LocalBackend", "LocalSession", "SessionText"]
 
 
 class LocalBackend:
@@ -155,6 +158,37 @@ class LocalBackend:
                 if ev.text:
                     yield ev.text
 
+    @contextlib.asynccontextmanager
+    async def session(
+        self, request: LLMRequest, *, pause: Sequence[str] = ()
+    ) -> AsyncIterator[LocalSession]:
+        """Generate on the embedded engine as a session the caller can add text to (AsyncLM's
+        interrupts): iterate it for the text as it is decoded, ``inject`` text into the running
+        sequence's context. ``pause`` strings pause the sequence once its output contains one
+        (``[TRAP][END]``) until the next ``inject``. Leaving the block aborts the generation
+        if it is still running.
+
+        ::
+
+            async with backend.session(request, pause=["[TRAP][END]"]) as s:
+                async for piece in s:
+                    if wants_to_inject(piece.text):
+                        await s.inject("[INTR] 1 [HEAD] 42 [END]", after=piece.tokens)
+        """
+        req = await self._engine_request(request)
+        engine = self.engine
+        assert engine is not None
+        tokenizer = engine.tokenizer
+        if tokenizer is None:
+            raise BackendRejected(
+                f"{self.name}: a virtual-time engine generates no text to inject into",
+                backend=self.name,
+            )
+        req = dataclasses.replace(req, pause=tuple(pause))
+        seq_id = engine.new_seq_id()
+        async with engine.open(req, seq_id=seq_id) as events:
+            yield LocalSession(engine, seq_id, events)
+
     async def release_program(self, program: str) -> None:
         """The program has ended: its KV pins are no longer worth their memory."""
         if self.engine is not None:
@@ -162,6 +196,65 @@ class LocalBackend:
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.model!r}, started={self.started})"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionText:
+    """A piece of a session's output, and how many tokens had been generated when it came."""
+
+    text: str
+    tokens: int
+
+
+class LocalSession:
+    """A generation running on the embedded engine that text can be injected into; made by
+    ``LocalBackend.session``. Iterating yields ``SessionText`` pieces (one per generated token,
+    possibly empty while a multi-byte character is incomplete, then the held-back tail);
+    ``completion`` holds the usage once the iteration has ended."""
+
+    def __init__(
+        self, engine: Engine, seq_id: str, events: AsyncIterator[TokenEvent | FinishEvent]
+    ) -> None:
+        assert engine.tokenizer is not None
+        self._engine = engine
+        self._tokenizer = engine.tokenizer
+        self.seq_id = seq_id
+        self._events = events
+        self._ids: list[int] = []
+        self.completion: Completion | None = None
+        """The whole output (without injected text) and its usage, after the end."""
+
+    async def __aiter__(self) -> AsyncIterator[SessionText]:
+        async for ev in self._events:
+            if isinstance(ev, FinishEvent):
+                self.completion = _completion(ev)
+                if ev.tail:
+                    yield SessionText(ev.tail, len(self._ids))
+                return
+            self._ids.append(ev.token)
+            yield SessionText(ev.text, len(self._ids))
+
+    async def inject(self, text: str, *, after: int | None = None) -> bool:
+        """Add ``text`` to the sequence's context, after the tokens generated so far (computed
+        at the next step; never part of the output); a paused sequence resumes.
+
+        With ``after``, only if exactly ``after`` tokens have been generated and their text is
+        whole (no multi-byte character cut in two): the text lands right where the caller saw
+        the output end. Returns whether it was injected (False too if the generation has
+        ended).
+
+        Raises:
+            BackendRejected: the context would outgrow the engine's context length.
+        """
+        if after is not None and self._tokenizer.decode(self._ids[:after]).endswith("\ufffd"):
+            return False
+        tokens: list[int] = self._tokenizer.tk.encode(text, add_special_tokens=False).ids
+        try:
+            return self._engine.append_tokens(self.seq_id, tokens, after=after)
+        except KeyError:
+            return False
+        except RequestRejected as exc:
+            raise BackendRejected(f"cannot inject: {exc}", backend="local", status=400) from exc
 
 
 def _completion(fin: FinishEvent) -> Completion:

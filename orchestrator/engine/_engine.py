@@ -60,6 +60,9 @@ class EngineRequest:
         constraint: a grammar matcher (``GrammarCompiler.compile(g).matcher()``): each step
             only the tokens it allows may be sampled, and the generation ends when it is
             complete and an end token is chosen. Owned by this request (one per sequence).
+        pause: strings after which the sequence pauses (AsyncLM's ``[TRAP][END]``): once its
+            output contains one, it keeps its place in the batch and its KV blocks but samples
+            nothing until ``Engine.append_tokens`` adds to its context.
     """
 
     prompt: Sequence[int]
@@ -69,6 +72,7 @@ class EngineRequest:
     thread: str | None = None
     kv_ttl: float | None = None
     constraint: constrain.TokenMatcher | None = None
+    pause: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +128,8 @@ class _Seq:
     stream: bool = True
     collected: list[TokenEvent] = field(default_factory=list)
     blocks_hint: int | None = None  # blocks to join, estimated when it (re)entered the queue
+    held: bool = False  # paused after a pause string until tokens are appended
+    pause_from: int = 0  # pause strings before this text offset have been acted on
 
     @property
     def prompt_len(self) -> int:
@@ -220,18 +226,26 @@ class Engine:
             if bad is not None:
                 raise RequestRejected(f"token id {bad} is outside the vocabulary (0..{vocab - 1})")
 
+    def new_seq_id(self) -> str:
+        """A fresh sequence id, to pass to ``open`` when the caller needs to know it (for
+        ``append_tokens``)."""
+        return f"seq-{next(self._ids)}"
+
     @asynccontextmanager
     async def open(
-        self, req: EngineRequest, *, stream: bool = True
+        self, req: EngineRequest, *, stream: bool = True, seq_id: str | None = None
     ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         """Submit ``req``; yields its stream of events, which ends with a ``FinishEvent``.
         With ``stream=False`` the token events come in the ``FinishEvent`` (one wake-up per
         request instead of one per token). Leaving the block early aborts the request and
-        frees its blocks."""
+        frees its blocks. ``seq_id`` (from ``new_seq_id``) names the sequence for
+        ``append_tokens``."""
         self.check(req)
+        if seq_id is not None and seq_id in self._by_id:
+            raise ValueError(f"sequence id {seq_id!r} is in use")
         send, receive = anyio.create_memory_object_stream[Event](math.inf)
         seq = _Seq(
-            id=f"seq-{next(self._ids)}",
+            id=seq_id if seq_id is not None else self.new_seq_id(),
             req=req,
             send=send,
             arrival=anyio.current_time(),
@@ -290,14 +304,38 @@ class Engine:
         """The program has ended: drop the pins it holds (returns how many blocks)."""
         return self.pool.drop_pins(owner=program)
 
-    def append_tokens(self, seq_id: str, tokens: Sequence[int]) -> None:
+    def append_tokens(
+        self, seq_id: str, tokens: Sequence[int], *, after: int | None = None
+    ) -> bool:
         """Append ``tokens`` to a running sequence's context (they are computed at the next step
-        and are not part of its output)."""
+        and are not part of its output); a paused sequence (``EngineRequest.pause``) resumes.
+
+        With ``after``, append only if the sequence has generated exactly ``after`` tokens, so
+        that a caller who decided where to inject from the tokens it has seen never lands
+        after tokens it has not seen. Returns whether the tokens were appended.
+
+        Raises:
+            KeyError: no such sequence is running (unknown, or finished).
+            RequestRejected: the context would reach the engine's context length.
+        """
         seq = self._by_id.get(seq_id)
         if seq is None or seq.done:
             raise KeyError(f"no running sequence {seq_id!r}")
+        if after is not None and len(seq.generated) != after:
+            return False
+        if len(seq.tokens) + len(tokens) >= self.context_length:
+            raise RequestRejected(
+                f"appending {len(tokens)} tokens to a context of {len(seq.tokens)} would reach "
+                f"the context length ({self.context_length})"
+            )
+        if not tokens and seq.held and seq.num_computed == len(seq.tokens) > 0:
+            # Paused after computing its last token, whose logits were not sampled: compute
+            # it again (same KV values) so that the next step samples.
+            seq.num_computed -= 1
         seq.tokens.extend(tokens)
+        seq.held = False
         self._wake.set()
+        return True
 
     async def serve(
         self,
@@ -308,7 +346,7 @@ class Engine:
         task_status.started()
         try:
             while True:
-                if not self._waiting and not self._running:
+                if not self._waiting and all(self._idle(s) for s in self._running):
                     await self._wake.wait()
                 self._wake = anyio.Event()
                 await self._step()
@@ -318,6 +356,11 @@ class Engine:
                 self._finish(s, "abort")
 
     # -- the step ------------------------------------------------------------------------------
+    @staticmethod
+    def _idle(s: _Seq) -> bool:
+        """A paused sequence with nothing left to compute: no step has work for it."""
+        return s.held and s.num_computed >= len(s.tokens)
+
     def _view(self, s: _Seq, running: bool) -> SeqView:
         if running:
             blocks = len(s.table.blocks) if s.table else 0
@@ -385,7 +428,9 @@ class Engine:
             except OutOfBlocks:
                 if not self.pool.pinned_blocks:
                     break
-                self.pool.drop_pins()  # pins never block the head of the queue
+                # Pins never block the head of the queue: drop as few as make room, those
+                # expiring soonest first (not every program's at once).
+                self.pool.drop_pins_for(self.pool.blocks_for(len(s.tokens)), keep=s.req.program)
                 try:
                     s.table, cached = self.pool.allocate(s.tokens, now)
                 except OutOfBlocks:
@@ -419,7 +464,8 @@ class Engine:
                     self.pool.grow(s.table, s.num_computed + take, now)
                     break
                 except OutOfBlocks:
-                    if self.pool.drop_pins():  # pins never stall a running sequence
+                    need = self.pool.blocks_for(s.num_computed + take) - len(s.table.blocks)
+                    if self.pool.drop_pins_for(need):  # pins never stall a running sequence
                         continue
                     busy = {id(w) for w, _ in work}
                     others = [o for o in self._running if o is not s and id(o) not in busy]
@@ -472,8 +518,8 @@ class Engine:
             self.counters["computed_tokens"] += take
             assert s.table is not None
             self.pool.commit(s.table, s.tokens[: s.num_computed])
-            if s.num_computed < len(s.tokens):
-                continue  # a prompt chunk: more to compute before sampling
+            if s.num_computed < len(s.tokens) or s.held:
+                continue  # a prompt chunk, or paused: nothing to sample yet
             if logits is None:
                 self._accept(s, Sampled(0, 0.0))
             else:
@@ -524,6 +570,8 @@ class Engine:
         s.generated.append(tok)
         self.counters["generated_tokens"] += 1
         text, stopped = self._text(s)
+        if s.req.pause and not stopped:
+            self._check_pause(s)
         event = TokenEvent(tok, text, sampled.logprob, sampled.top)
         try:
             if s.stream:
@@ -537,6 +585,15 @@ class Engine:
             self._finish(s, "stop")
         elif len(s.generated) >= p.max_tokens or len(s.tokens) >= self.context_length:
             self._finish(s, "length")
+
+    def _check_pause(self, s: _Seq) -> None:
+        """Pause ``s`` if a pause string has appeared in its output since the last one."""
+        full = self._full_text(s)
+        for p in s.req.pause:
+            idx = full.find(p, s.pause_from)
+            if idx >= 0:
+                s.held = True
+                s.pause_from = idx + len(p)
 
     def _full_text(self, s: _Seq) -> str:
         return self.tokenizer.decode(s.generated) if self.tokenizer else ""

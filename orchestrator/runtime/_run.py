@@ -493,6 +493,10 @@ class ProgramRun:
 
     async def _run_llm(self, st: _NodeState, node: LLMNode, values: dict[str, Any]) -> Any:
         request = self._request(node, values)
+        if node.async_calls:
+            from orchestrator.runtime._asynclm import run_async_calls
+
+            return await run_async_calls(self, st, node, request)
         if request.grammar is None:
             return (await self._call_backend(st, node, request)).text
         return await self._constrained(st, node, request, request.grammar)

@@ -1,0 +1,230 @@
+"""The database side of Text-to-SQL: schemas read from files, the read-only executor (writes
+rejected before they run, a time limit), bad database files, the grammars, and voting."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dsl._grammar import lark_parser
+from integrations import text2sql
+from integrations.text2sql import Execution
+
+
+@pytest.fixture(scope="module")
+def dbs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return text2sql.build_all(tmp_path_factory.mktemp("t2s"))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- reading the schema ------------------------------------------------------------------------
+def test_read_schema(dbs: dict[str, Path]) -> None:
+    schema = text2sql.read_schema(dbs["flights"])
+    assert schema.table_names == text2sql.database("flights").table_names
+    flights = schema.table("flights")
+    assert flights.rows == 1500
+    assert flights.column("origin_id").references == ("airports", "id")
+    assert flights.column("id").primary_key
+    seat = schema.table("bookings").column("seat_class")
+    assert seat.categorical and set(seat.values) == {"economy", "premium", "business", "first"}
+    assert schema.table("aircraft").column("seats").low == 78
+    assert ("flights", "destination_id", "airports", "id") in schema.foreign_keys
+    sql = schema.to_sql()
+    assert "CREATE TABLE bookings (  -- 4000 rows" in sql
+    assert "seat_class TEXT,  -- values 'business', 'economy', 'first', 'premium'" in sql
+    # the text is itself valid SQLite (comments and all)
+    sqlite3.connect(":memory:").executescript(sql)
+
+
+def test_names_that_need_quotes(tmp_path: Path) -> None:
+    path = tmp_path / "odd.sqlite"
+    con = sqlite3.connect(path)
+    con.execute('CREATE TABLE "order" ("group" TEXT, "song name" TEXT, plain INTEGER)')
+    con.execute("INSERT INTO \"order\" VALUES ('a', 'b', 1)")
+    con.commit()
+    con.close()
+    schema = text2sql.read_schema(path)
+    assert 'CREATE TABLE "order"' in schema.to_sql() and '"song name" TEXT' in schema.to_sql()
+    grammar = text2sql.scoped_grammar(schema)
+    rng = random.Random(0)
+    for _ in range(50):
+        assert text2sql.execute(path, grammar.sample(rng)).ok
+
+
+# -- bad database files --------------------------------------------------------------------------
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(text2sql.DatabaseError, match=r"missing\.sqlite: no such database file"):
+        text2sql.read_schema(tmp_path / "missing.sqlite")
+    with pytest.raises(text2sql.DatabaseError, match="no such database file"):
+        text2sql.execute(tmp_path / "missing.sqlite", "SELECT 1")
+    with pytest.raises(text2sql.DatabaseError, match="not a file"):
+        text2sql.read_schema(tmp_path)
+    assert not (tmp_path / "missing.sqlite").exists()  # read-only: nothing was created
+
+
+def test_a_file_that_is_not_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_text("these are notes, not a database\n")
+    with pytest.raises(text2sql.DatabaseError, match=r"notes\.sqlite: not a SQLite database"):
+        text2sql.read_schema(path)
+    with pytest.raises(text2sql.DatabaseError, match="not a SQLite database"):
+        text2sql.prepare(path, "how many?")
+
+
+def test_an_empty_database(tmp_path: Path) -> None:
+    zero = tmp_path / "zero.sqlite"
+    zero.write_bytes(b"")  # SQLite reads an empty file as an empty database
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).execute("PRAGMA user_version = 1").connection.close()
+    for path in (zero, empty):
+        assert text2sql.read_schema(path).tables == ()
+        with pytest.raises(text2sql.DatabaseError, match="the database has no tables"):
+            text2sql.prepare(path, "How many students are there?")
+        with pytest.raises(ValueError, match="no tables"):
+            text2sql.scoped_grammar(text2sql.read_schema(path))
+
+
+# -- the read-only executor ---------------------------------------------------------------------
+WRITES = [
+    ("INSERT INTO students (name) VALUES ('x')", "only SELECT"),
+    ("UPDATE students SET gpa = 4.0", "only SELECT"),
+    ("DELETE FROM students", "only SELECT"),
+    ("DROP TABLE students", "only SELECT"),
+    ("ATTACH DATABASE 'other.db' AS other", "only SELECT"),
+    ("PRAGMA journal_mode = WAL", "only SELECT"),
+    ("  -- a comment\n  delete from students", "only SELECT"),
+    ("WITH x AS (SELECT 1) DELETE FROM students", "would do DELETE students"),
+    ("WITH x AS (SELECT 1) UPDATE students SET gpa = 0", "would do UPDATE students"),
+    (
+        "WITH x AS (SELECT 1) INSERT INTO students (name) SELECT 'x' FROM x",
+        "would do INSERT students",
+    ),
+    ("SELECT 1; DELETE FROM students", "only one statement"),
+    ("SELECT load_extension('x')", "load_extension"),
+    ("SELECT 'unterminated", "incomplete"),
+]
+
+
+@pytest.mark.parametrize(("sql", "reason"), WRITES)
+def test_writes_are_rejected_before_they_run(dbs: dict[str, Path], sql: str, reason: str) -> None:
+    before = _sha(dbs["school"])
+    ex = text2sql.execute(dbs["school"], sql)
+    assert ex.status == "rejected" and not ex.ok
+    assert reason in ex.error
+    assert _sha(dbs["school"]) == before
+    assert text2sql.execute(dbs["school"], "SELECT COUNT(*) FROM students").rows == ((1200,),)
+
+
+def test_the_connection_itself_is_read_only(dbs: dict[str, Path]) -> None:
+    con = text2sql.connect_read_only(dbs["school"])
+    with pytest.raises(sqlite3.OperationalError, match=r"readonly|read-only|query_only"):
+        con.execute("DELETE FROM students")
+    con.close()
+
+
+def test_a_query_that_runs_too_long_is_interrupted(dbs: dict[str, Path]) -> None:
+    slow = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT COUNT(*) FROM c"
+    ex = text2sql.execute(dbs["school"], slow, time_limit=0.2)
+    assert ex.status == "timeout"
+    assert "0.2 s time limit" in ex.error
+    assert 0.15 < ex.seconds < 2.0
+
+
+def test_results_errors_and_truncation(dbs: dict[str, Path]) -> None:
+    ex = text2sql.execute(dbs["school"], "SELECT name, budget FROM departments ORDER BY id;")
+    assert ex.ok and ex.columns == ("name", "budget") and len(ex.rows) == 8
+    bad = text2sql.execute(dbs["school"], "SELECT budget FROM students")
+    assert bad.status == "error" and "no such column: budget" in bad.error
+    cut = text2sql.execute(dbs["school"], "SELECT id FROM students", max_rows=10)
+    assert cut.ok and len(cut.rows) == 10 and cut.truncated
+
+
+def test_extract_sql() -> None:
+    assert text2sql.extract_sql("```sql\nSELECT 1;\n```") == "SELECT 1"
+    assert text2sql.extract_sql("Here it is: SELECT a FROM t; -- done") == "SELECT a FROM t"
+    assert text2sql.extract_sql("SELECT 2") == "SELECT 2"
+
+
+# -- grammars ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["school", "shop", "flights"])
+def test_every_query_of_the_scoped_grammar_runs(dbs: dict[str, Path], name: str) -> None:
+    schema = text2sql.read_schema(dbs[name])
+    grammar = text2sql.scoped_grammar(schema)
+    names = lark_parser(
+        text2sql.names_grammar(
+            schema,
+            literals=text2sql.Literals(
+                strings=("''", "'Paris'", "'2024%'", "'%a%'", "'x y z'", "'" + "w" * 40 + "'",
+                         "'%Y'", "'%m'", "'%Y-%m'", "'%d'"),
+                numbers=("0", "1", "2", "3", "4", "7", "10", "3.5", "2024", "999",
+                         "9999999.999"),
+            ),
+        )
+    )  # fmt: skip
+    rng = random.Random(name)
+    con = text2sql.connect_read_only(dbs[name])
+    for k in range(120):
+        sql = grammar.sample(rng)
+        ex = text2sql.execute(con, sql)
+        assert ex.ok, (sql, ex.error)
+        if k < 12:  # (Earley parsing is slow) a sub-language of sqlite_select specialised
+            names.parse(sql)
+    con.close()
+    assert all(s.from_sql for s in grammar.scopes)
+    assert "students AS T1 JOIN departments AS T2 ON T1.department_id = T2.id" in {
+        s.from_sql for s in text2sql.scopes(text2sql.read_schema(dbs["school"]))
+    }
+
+
+def test_question_literals(dbs: dict[str, Path]) -> None:
+    schema = text2sql.read_schema(dbs["shop"])
+    lits = text2sql.literals_for("How many orders were placed in March 2024 from Paris?", schema)
+    for s in ("'Paris'", "'March 2024'", "'2024%'", "'2024-03%'", "'%Paris%'", "'delivered'"):
+        assert s in lits.strings
+    assert "2024" in lits.numbers and "10" in lits.numbers
+    three = text2sql.literals_for("the three most expensive", schema)
+    assert "3" in three.numbers
+    grammar = text2sql.scoped_grammar(schema, literals=lits)
+    parser = lark_parser(grammar.text)
+    parser.parse("SELECT COUNT(*) FROM orders WHERE order_date LIKE '2024-03%'")
+    with pytest.raises(Exception, match=r"Unexpected|No terminal"):
+        parser.parse("SELECT COUNT(*) FROM orders WHERE status = 'Lisbon?'")
+    with pytest.raises(Exception, match=r"Unexpected|No terminal"):
+        parser.parse("SELECT budget FROM orders")
+
+
+# -- selection -----------------------------------------------------------------------------------
+def _ex(rows: list[tuple[object, ...]], status: str = "ok", sql: str = "SELECT x") -> Execution:
+    return Execution(sql=sql, status=status, rows=tuple(rows), columns=("a",))  # type: ignore[arg-type]
+
+
+def test_vote_picks_the_majority_result() -> None:
+    v = text2sql.vote(
+        [_ex([(1,)]), _ex([(2,)]), _ex([(2.0,)]), _ex([], "error"), _ex([(2,)], "timeout")]
+    )
+    assert (v.winner, v.votes, v.voters, v.groups) == (1, 2, 3, (2, 1))
+    tie = text2sql.vote([_ex([]), _ex([(5,)])])
+    assert tie.winner == 1  # a non-empty result wins a tie
+    first = text2sql.vote([_ex([(1,)]), _ex([(2,)])])
+    assert first.winner == 0  # then the first candidate (the greedy one)
+    assert text2sql.vote([_ex([], "error")]).winner is None
+
+
+def test_same_result() -> None:
+    gold = _ex([(1, "a"), (2, "b")], sql="SELECT x, y FROM t")
+    assert text2sql.same_result(gold, _ex([(2, "b"), (1, "a")]))
+    assert text2sql.same_result(gold, _ex([("a", 1), ("b", 2)]))  # columns in another order
+    assert not text2sql.same_result(gold, _ex([(1, "a")]))
+    ordered = _ex([(1,), (2,)], sql="SELECT x FROM t ORDER BY x")
+    assert not text2sql.same_result(ordered, _ex([(2,), (1,)]))
+    nested = _ex([(1,), (2,)], sql="SELECT x FROM (SELECT x FROM t ORDER BY x)")
+    assert text2sql.same_result(nested, _ex([(2,), (1,)]))
+    assert text2sql.same_result(_ex([(0.1 + 0.2,)]), _ex([(0.3,)]))
+    assert not text2sql.same_result(gold, _ex([], "error"))
