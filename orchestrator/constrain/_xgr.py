@@ -150,6 +150,12 @@ class TokenMatcher:
         return bool(self._m.is_terminated())
 
 
+_COMPILING = threading.Lock()
+"""Compiles run one at a time, process-wide: translating Lark reads its string literals with
+the ``ast`` module, whose recursion bookkeeping is not thread-safe in CPython 3.11 (concurrent
+compiles of the same new grammar raised ``SystemError: AST constructor recursion depth
+mismatch``), and a second compile of a grammar being compiled is wasted work anyway."""
+
 _LOOSE_JSON_CHAR = '[^\\"\\\\\\r\\n]'
 _JSON_CHAR = '[^\\0-\\x1f\\"\\\\]'
 
@@ -237,16 +243,17 @@ class GrammarCompiler:
 
     def compile(self, grammar: Grammar) -> CompiledGrammar:
         """Compile ``grammar`` (or take it from the cache). Blocks; see ``acompile``."""
-        hit = self.cached(grammar)
-        if hit is not None:
-            return hit
-        compiled = CompiledGrammar(
-            grammar, self._compiler.compile_grammar(_to_xgrammar(grammar)), self.vocab_size
-        )
-        with self._lock:
-            self._cache[grammar.key] = compiled
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        with _COMPILING:  # one compile at a time: see _COMPILING
+            hit = self.cached(grammar)  # compiled by another thread while this one waited
+            if hit is not None:
+                return hit
+            compiled = CompiledGrammar(
+                grammar, self._compiler.compile_grammar(_to_xgrammar(grammar)), self.vocab_size
+            )
+            with self._lock:
+                self._cache[grammar.key] = compiled
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
         return compiled
 
     async def acompile(self, grammar: Grammar, *, time_limit: float = 30.0) -> CompiledGrammar:
