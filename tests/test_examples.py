@@ -35,6 +35,7 @@ def legato(*args: str) -> subprocess.CompletedProcess[str]:
 def test_every_example_is_covered() -> None:
     assert {p.name for p in EXAMPLES.glob("*.py")} == {
         "async_tools.py",
+        "parallel_qa.py",
         "research.py",
         "structured.py",
         "triage.py",
@@ -173,6 +174,32 @@ def test_async_tools_combine_results_on_a_scripted_backend() -> None:
     first, resumed = backend.calls
     assert resumed.request.prompt is not None and first.request.prompt is not None
     assert resumed.request.prompt.startswith(first.request.prompt + calls[: calls.index(" never")])
+
+
+def test_parallel_qa_runs_its_plan() -> None:
+    qa = load_program(str(EXAMPLES / "parallel_qa.py"))
+    plan = '1. population("Oslo")\n2. population("Lisbon")\n3. ratio($1, $2)\n4. join()\n'
+    backend = ScriptedBackend(
+        {
+            "Plan and results": "Finish(Oslo is 1.3 times bigger)",
+            "plan of tool": plan + "<END_OF_PLAN>",
+        }
+    )
+
+    async def go() -> tuple[str, dict[str, orchestrator.NodeStats]]:
+        async with orchestrator.Orchestrator(backend) as orch:
+            h = await orch.submit(qa, "How many times bigger is Oslo than Lisbon?")
+            return await h.result(), h.stats
+
+    import anyio
+
+    answer, stats = anyio.run(go)
+    assert answer == "Oslo is 1.3 times bigger"
+    lookups = [s for k, s in stats.items() if k.startswith("plan_population")]
+    assert len(lookups) == 2
+    assert max(s.start for s in lookups) < min(s.end for s in lookups)  # type: ignore[type-var]
+    joiner = backend.calls[-1].request.text
+    assert "-> 709000" in joiner and "-> 545000" in joiner and "-> 1.3" in joiner
 
 
 def test_graph_command_prints_mermaid() -> None:
