@@ -176,6 +176,8 @@ class PlanNode(_NodeBase):
     joiner: str
     max_replans: int = 1
     max_tasks: int = 8
+    grounded: bool = False
+    """String arguments only from the words of the question and previous rounds."""
     params: SamplingParams = field(default_factory=SamplingParams)
     model: str | None = None
     timeout: float | None = None

@@ -35,6 +35,7 @@ from dsl._variables import Var
 from dsl.errors import ProgramError
 
 __all__ = [
+    "ARITHMETIC_WORDS",
     "DEFAULT_JOINER",
     "DEFAULT_PLANNER",
     "END_OF_PLAN",
@@ -46,6 +47,7 @@ __all__ = [
     "TextWithRefs",
     "ToolSignature",
     "describe_tools",
+    "grounding_words",
     "joiner_grammar",
     "parse_verdict",
     "plan",
@@ -155,10 +157,44 @@ _KIND_RULE: Mapping[ArgKind, str] = {
 }
 
 
-def plan_grammar(signatures: Sequence[ToolSignature], max_tasks: int = 8) -> str:
+ARITHMETIC_WORDS: tuple[str, ...] = ("max", "min", "abs", "round", "sum")
+"""Words a grounded string argument may always use (functions of arithmetic expressions)."""
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def grounding_words(*texts: str) -> list[str]:
+    """The words (runs of ASCII letters) of ``texts``, plus ``ARITHMETIC_WORDS``: what a
+    grounded plan's string arguments may be made of (see ``plan_grammar``)."""
+    words = [w for t in texts for w in _WORD.findall(t)]
+    return list(dict.fromkeys([*words, *ARITHMETIC_WORDS]))
+
+
+def _grounded_string(words: Iterable[str]) -> str:
+    """Lark rules for a JSON string whose every run of letters is one of ``words`` (one after
+    another, as in ``"Mini Drum"`` or ``"$1 + $2"``): no letter can start a word that is not
+    there, so a name cannot be misspelt, cut short or swapped for one the text never had."""
+    allowed = sorted({w for w in words if _WORD.fullmatch(w)}, key=lambda w: (-len(w), w))
+    other = r'/[^"\\\x00-\x1fA-Za-z]|\\["\\\/bfnrt]/'
+    if not allowed:
+        return f'STRING: "\\"" GOTHER* "\\""\nGOTHER: {other}\n'
+    alts = " | ".join(json.dumps(w) for w in allowed)
+    return f'STRING: "\\"" (GWORD | GOTHER)* "\\""\nGWORD: {alts}\nGOTHER: {other}\n'
+
+
+def plan_grammar(
+    signatures: Sequence[ToolSignature],
+    max_tasks: int = 8,
+    *,
+    words: Iterable[str] | None = None,
+) -> str:
     """A Lark grammar of the plans over ``signatures``: at most ``max_tasks`` tasks numbered
     from 1, each calling a known tool with an allowed number of arguments of its kinds or
-    ``$k`` for an earlier task ``k``, then ``N. join()`` and ``<END_OF_PLAN>``."""
+    ``$k`` for an earlier task ``k``, then ``N. join()`` and ``<END_OF_PLAN>``.
+
+    With ``words`` (a grounded plan; see ``grounding_words``), every run of letters in a string
+    argument must be one of ``words``: arguments are built from the question's own words, and
+    the model cannot invent or misspell a name."""
     if not signatures:
         raise ProgramError("a plan needs at least one tool")
     lines = ["start: t1"]
@@ -180,7 +216,13 @@ def plan_grammar(signatures: Sequence[ToolSignature], max_tasks: int = 8) -> str
                 calls.append(f'"{sig.name}(" {inner} ")"' if args else f'"{sig.name}()"')
         lines.append(f"call{i}: " + "\n    | ".join(calls))
     lines.append(f"j{max_tasks + 1}: " + f'"{max_tasks + 1}. join()\\n{END_OF_PLAN}"')
-    return "\n".join(lines) + "\n" + _LITERALS
+    literals = _LITERALS
+    if words is not None:
+        literals = "\n".join(
+            line for line in _LITERALS.splitlines() if not line.startswith("STRING:")
+        )
+        literals += "\n" + _grounded_string(words)
+    return "\n".join(lines) + "\n" + literals
 
 
 def joiner_grammar(*, may_replan: bool) -> str:
@@ -443,7 +485,7 @@ class PlanParser:
 _PLAN_SETTINGS = frozenset(
     {
         "tools", "planner", "joiner", "max_replans", "max_tasks", "max_tokens", "temperature",
-        "seed", "model", "name", "timeout", "retries",
+        "seed", "model", "name", "timeout", "retries", "grounded",
     }
 )  # fmt: skip
 
@@ -457,6 +499,7 @@ def plan(
     joiner: str = DEFAULT_JOINER,
     max_replans: int = 1,
     max_tasks: int = 8,
+    grounded: bool = False,
     max_tokens: int | None = None,
     temperature: float | None = None,
     seed: int | None = None,
@@ -485,6 +528,10 @@ def plan(
         joiner: the joiner's template with ``{{question}}`` and ``{{results}}``.
         max_replans: how many new plans the joiner may ask for.
         max_tasks: the most tasks in one plan (the grammar enforces it).
+        grounded: build string arguments only from the words of the question and of previous
+            rounds (and ``ARITHMETIC_WORDS``): a small model then cannot misspell a name it
+            copies, cut it short, or write a name the question never had. Leave it off when a
+            tool needs words the question does not contain.
         max_tokens, temperature, seed, model: settings of the planner and joiner calls.
         name, timeout, retries: as for ``dsl.gen``.
     """
@@ -537,6 +584,7 @@ def plan(
         joiner=joiner,
         max_replans=max_replans,
         max_tasks=max_tasks,
+        grounded=grounded,
         params=params,
         model=model,
         timeout=timeout,

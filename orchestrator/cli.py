@@ -120,6 +120,12 @@ def _cmd_model_make(ns: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _cmd_model_train(ns: argparse.Namespace, extra: list[str]) -> int:
+    from orchestrator.train._cli import train_main
+
+    return train_main(ns)
+
+
 def _cmd_engine_serve(ns: argparse.Namespace, extra: list[str]) -> int:
     from orchestrator._http import serve_asgi
     from orchestrator.engine import build_engine
@@ -150,6 +156,7 @@ def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
     if ns.bench == "sched":
         from orchestrator.bench.sched import main as sched_main
 
+        ns.policies_default = ns.policies == _SCHED_POLICIES
         return sched_main(ns)
     if ns.bench == "engine":
         from orchestrator.bench.engine import main as engine_main
@@ -159,6 +166,10 @@ def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
         from orchestrator.bench.grammar import main as grammar_main
 
         return grammar_main(ns.json, quick=ns.quick)
+    if ns.bench == "model":
+        from orchestrator.bench.model import main as model_main
+
+        return model_main(ns.json, model=ns.model, quick=ns.quick, train_minutes=ns.train_minutes)
     if ns.bench == "tools":
         from orchestrator.bench.tools import main as tools_main
 
@@ -267,12 +278,26 @@ def _parser() -> argparse.ArgumentParser:
     mk.add_argument("--dtype", default="f32", choices=["f32", "f16", "q8_0"])
     mk.add_argument("--out", required=True, help="the folder to write")
     mk.set_defaults(fn=_cmd_model_make)
+    tr = m.add_parser(
+        "train", help="train the demo model on CPU: corpus, tokenizer, torch; GGUF + HF + PNG"
+    )
+    tr.add_argument("--preset", default="demo", choices=["demo"], help="the model's shape")
+    tr.add_argument("--minutes", type=float, default=13.0, help="optimisation budget (wall)")
+    tr.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--dtype", default="f16", choices=["f32", "f16", "q8_0"])
+    tr.add_argument("--threads", type=int, default=None, help="torch threads (default: probe)")
+    tr.add_argument("--corpus-size", type=int, default=None, help="training examples drawn")
+    tr.add_argument("--out", required=True, help="the folder to write")
+    tr.set_defaults(fn=_cmd_model_train)
 
     e = sub.add_parser("engine", help="the embedded engine").add_subparsers(
         dest="engine_command", required=True, metavar="COMMAND"
     )
     sv = e.add_parser("serve", help="serve the embedded engine over the OpenAI-compatible API")
-    sv.add_argument("--model", default="tiny", help="a preset (tiny, small) or a GGUF file")
+    sv.add_argument(
+        "--model", default="demo", help="demo (trained, shipped), a preset (tiny, small) or a GGUF"
+    )
     sv.add_argument("--seed", type=int, default=0, help="the preset's seed")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000, help="0 picks a free port")
@@ -294,7 +319,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_sql_parser(sub)
 
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("bench", choices=["overhead", "engine", "sched", "grammar", "tools", "text2sql"])
+    b.add_argument(
+        "bench", choices=["overhead", "engine", "sched", "grammar", "tools", "text2sql", "model"]
+    )
     b.add_argument("-n", type=int, default=500, help="overhead: measured calls (default 500)")
     b.add_argument("--models", default="tiny,small", help="engine: presets, comma-separated")
     b.add_argument("--repeats", type=int, default=3, help="engine: rounds per figure (median)")
@@ -365,7 +392,18 @@ def _parser() -> argparse.ArgumentParser:
         "--no-search", action="store_true", help="text2sql: skip finding fcfs's 50% load"
     )
     b.add_argument(
-        "--real", type=int, default=None, help="text2sql: questions on llama-server (0: skip)"
+        "--real",
+        type=int,
+        default=None,
+        help="text2sql: questions on llama-server (0: skip); sched: programs per policy on two "
+        "llama-server replicas (with --workload, default policies fcfs..adaptive)",
+    )
+    b.add_argument("--model", default="demo", help="model: the model to measure (default demo)")
+    b.add_argument(
+        "--train-minutes",
+        type=float,
+        default=None,
+        help="model: train a model with the recipe for this long first, and measure it",
     )
     b.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     b.set_defaults(fn=_cmd_bench)

@@ -1,6 +1,12 @@
-"""``legato demo``: a fan-out/fan-in program shown as a graph, run, and drawn as a timeline."""
+"""``legato demo``: Text-to-SQL questions about an example database, answered in parallel by
+the embedded engine's trained demo model under a grammar built per question, each query run by
+a tool and checked against a reference query; the program's graph and a timeline."""
 
 from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from typing import Any
 
 import anyio
 from rich.console import Console
@@ -9,36 +15,77 @@ from rich.table import Table
 import dsl
 from orchestrator.runtime import NodeStats, Orchestrator
 
-__all__ = ["main", "trip"]
+__all__ = ["DB", "QUESTIONS", "ask", "main"]
 
-CITIES = ("Lisbon", "Kyoto", "Montreal")
+DB = "shop"
+"""The example database the demo asks about (``integrations.text2sql``)."""
+
+QUESTIONS: tuple[tuple[str, str], ...] = (
+    (
+        "How many customers from Paris are there?",
+        "SELECT COUNT(*) FROM customers WHERE city = 'Paris'",
+    ),
+    (
+        "What is the average price of products in the Electronics category?",
+        "SELECT AVG(T1.price) FROM products AS T1 JOIN categories AS T2 "
+        "ON T1.category_id = T2.id WHERE T2.name = 'Electronics'",
+    ),
+    (
+        "Which country has the most suppliers?",
+        "SELECT country FROM suppliers GROUP BY country ORDER BY COUNT(*) DESC LIMIT 1",
+    ),
+)
+"""The demo's questions and the reference queries their answers are checked against."""
 
 
-@dsl.tool(expected_duration=0.05)
-async def weather(city: str) -> str:
-    """A stand-in weather service (no network): a fixed forecast per city."""
-    await anyio.sleep(0.05)
-    return {"Lisbon": "sunny, 19C", "Kyoto": "clear, 14C", "Montreal": "snow, -3C"}.get(
-        city, "unknown"
-    )
+def _read_only(db_path: str) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+
+
+@dsl.tool(expected_duration=0.01)
+def run_sql(db_path: str, sql: str) -> list[list[Any]]:
+    """Run one SELECT on the SQLite file ``db_path``, read-only; its rows (at most 10)."""
+    con = _read_only(db_path)
+    try:
+        return [list(row) for row in con.execute(sql).fetchmany(10)]
+    finally:
+        con.close()
 
 
 @dsl.program
-async def trip(cities: list[str]) -> str:
-    """Describe each city and fetch its weather in parallel, then pick one."""
-    notes = [
-        dsl.gen("In one sentence, why visit {{city}}?", city=c, max_tokens=48, name="pitch")
-        for c in cities
+async def ask(db: str, db_path: str, questions: list[str]) -> list[dict[str, Any]]:
+    """Write the SQL of each question (in parallel, each under its own grammar), run each query
+    the moment it is written, and collect the answers."""
+    from orchestrator.train import SQL_TEMPLATE, sql_grammar
+
+    queries = [
+        dsl.gen(
+            SQL_TEMPLATE,
+            db=db,
+            question=q,
+            grammar=dsl.Grammar.lark(sql_grammar(db, q, path=db_path)),
+            temperature=0.0,
+            max_tokens=96,
+            name="sql",
+        )
+        for q in questions
     ]
-    forecasts = [weather(c) for c in cities]
-    choice = dsl.gen(
-        "Pick the best city for a week in November.\nPitches:\n{{notes}}\nWeather:\n{{forecasts}}",
-        notes=notes,
-        forecasts=forecasts,
-        max_tokens=48,
-        name="choice",
-    )
-    return await choice
+    rows = [run_sql(db_path, sql) for sql in queries]
+    return [
+        {"question": q, "sql": await sql, "rows": await r}
+        for q, sql, r in zip(questions, queries, rows, strict=True)
+    ]
+
+
+def _same(db_path: str, sql: str, gold: str) -> bool:
+    con = _read_only(db_path)
+    try:
+        mine = Counter(map(tuple, con.execute(sql).fetchall()))
+        return mine == Counter(map(tuple, con.execute(gold).fetchall()))
+    except sqlite3.Error:
+        return False
+    finally:
+        con.close()
 
 
 def _timeline(stats: dict[str, NodeStats], width: int = 24) -> Table:
@@ -67,27 +114,41 @@ def _timeline(stats: dict[str, NodeStats], width: int = 24) -> Table:
 
 
 def main(backend: str = "local") -> int:
-    """Run the demo on ``backend`` (default: the embedded engine in-process)."""
+    """Run the demo on ``backend`` (default: the embedded engine in-process, demo model);
+    the exit code is 1 if a query did not return the reference query's result."""
+    from orchestrator.train import example_database
+
     console = Console()
-    cities = list(CITIES)
-    console.rule("graph of trip(...) (mermaid)")
-    console.print(trip.trace(cities).to_mermaid(), markup=False, highlight=False)
+    db_path = str(example_database(DB))
+    questions = [q for q, _ in QUESTIONS]
+    console.rule(f"graph of ask(...) over the example database {DB!r} (mermaid)")
+    console.print(ask.trace(DB, db_path, questions).to_mermaid(), markup=False, highlight=False)
     if backend.startswith("local"):
         console.print(
-            f"[dim]backend {backend!r}: the embedded engine in this process, on a model made "
-            "locally (the tiny preset has random weights, so its text is noise)[/dim]"
+            f"[dim]backend {backend!r}: the embedded engine in this process, running the demo "
+            "model (1.1M parameters, trained on CPU; see `legato bench model`); each query is "
+            "held to a grammar of this database's names and the question's words[/dim]"
         )
 
-    async def go() -> tuple[str, dict[str, NodeStats]]:
+    async def go() -> tuple[list[dict[str, Any]], dict[str, NodeStats]]:
         async with Orchestrator(backend) as orch:
-            # A first run warms up (connections, lazy imports, the engine's first steps), so
-            # the timeline shows the program's own shape.
-            await (await orch.submit(trip, cities[:1])).result()
-            handle = await orch.submit(trip, cities)
+            # A first run warms up (model load, grammar compiler), so the timeline shows the
+            # program's own shape.
+            await (await orch.submit(ask, DB, db_path, questions[:1])).result()
+            handle = await orch.submit(ask, DB, db_path, questions)
             return await handle.result(), handle.stats
 
-    result, stats = anyio.run(go)
-    console.rule("result")
-    console.print(result, markup=False)
+    answers, stats = anyio.run(go)
+    console.rule("answers")
+    right = 0
+    for answer, (_, gold) in zip(answers, QUESTIONS, strict=True):
+        ok = _same(db_path, answer["sql"], gold)
+        right += ok
+        mark = "[green]right[/green]" if ok else "[red]differs from the reference[/red]"
+        console.print(f"[bold]{answer['question']}[/bold]", highlight=False)
+        console.print(f"  SQL:    {answer['sql']}", markup=False, highlight=False)
+        console.print(f"  result: {answer['rows']}", markup=False, highlight=False)
+        console.print(f"  check:  {mark}")
     console.print(_timeline(stats))
-    return 0
+    console.print(f"{right} of {len(QUESTIONS)} answers match the reference queries' results")
+    return 0 if right == len(QUESTIONS) or not backend.startswith("local") else 1

@@ -40,7 +40,8 @@ class LocalBackend:
     ``"priority"`` batch policy), KV time-to-live pins, and grammars as a hard token mask.
 
     Args:
-        model: a preset name (``"tiny"``, ``"small"``) or a GGUF file.
+        model: ``"demo"`` (the trained model shipped with Legato, the default), a preset name
+            with random weights (``"tiny"``, ``"small"``) or a GGUF file.
         seed: the preset's seed.
         engine: an already built ``Engine`` to use instead (its loop is still run here).
         grammar_timeout: seconds a grammar may take to compile before the call is rejected
@@ -51,7 +52,7 @@ class LocalBackend:
 
     def __init__(
         self,
-        model: str | Path = "tiny",
+        model: str | Path = "demo",
         *,
         seed: int = 0,
         engine: Engine | None = None,

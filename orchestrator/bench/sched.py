@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_PROGRAMS",
     "DEFAULT_RATES",
     "SchedArgs",
+    "drive",
     "main",
     "measure",
     "plot",
@@ -183,11 +184,39 @@ async def run_workload(
         )
         for _ in range(replicas)
     ]
-    records: list[_Record] = []
-    errors: list[str] = []
     locals_ = [LocalBackend(engine=e) for e in engines]
     group = Replicas(locals_, balancer=balancer) if replicas > 1 else None
     backend: Backend = group if group is not None else locals_[0]
+    counters: dict[str, int] = {}
+    metrics = await drive(
+        arrivals, backend, policy=policy, max_in_flight=max_in_flight, on_done=on_done
+    )
+    for e in engines:
+        for k, v in e.counters.items():
+            counters[k] = counters.get(k, 0) + v
+    metrics.update(_counter_metrics(counters))
+    if group is not None:
+        hits = list(group.prefix_hits.values())
+        reusable = sum(h.reusable_tokens for h in hits)
+        metrics["prefix_hits"] = sum(h.cached_tokens for h in hits) / reusable if reusable else 1.0
+        metrics["replica_calls"] = list(group.calls)
+    return metrics
+
+
+async def drive(
+    arrivals: Sequence[Arrival],
+    backend: Backend,
+    *,
+    policy: str,
+    max_in_flight: int,
+    on_done: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``arrivals`` through an ``Orchestrator`` on ``backend`` with ``policy`` (on whatever
+    clock the event loop has) and measure each program: every arrival gets its own task, which
+    sleeps until the arrival's time, submits the program (with its ``slo=``), and waits for its
+    result. Returns ``_metrics``' figures plus ``first_error``."""
+    records: list[_Record] = []
+    errors: list[str] = []
     async with Orchestrator(backend, policy=policy, max_in_flight=max_in_flight) as orch:
         t0 = anyio.current_time()
 
@@ -209,23 +238,25 @@ async def run_workload(
             for a in arrivals:
                 tg.start_soon(one, a)
         end = anyio.current_time()
-    counters: dict[str, int] = {}
-    for e in engines:
-        for k, v in e.counters.items():
-            counters[k] = counters.get(k, 0) + v
-    metrics = _metrics(policy, records, t0, end, counters)
+    metrics = _metrics(policy, records, t0, end)
     metrics["first_error"] = errors[0] if errors else None
-    if group is not None:
-        hits = list(group.prefix_hits.values())
-        reusable = sum(h.reusable_tokens for h in hits)
-        metrics["prefix_hits"] = sum(h.cached_tokens for h in hits) / reusable if reusable else 1.0
-        metrics["replica_calls"] = list(group.calls)
     return metrics
 
 
-def _metrics(
-    policy: str, records: list[_Record], t0: float, end: float, counters: dict[str, int]
-) -> dict[str, Any]:
+def _counter_metrics(counters: dict[str, int]) -> dict[str, Any]:
+    """The engines' counters as figures: preemptions, the share of prompt tokens found cached,
+    steps, prompt and generated tokens."""
+    prompt = counters.get("prompt_tokens", 0)
+    return {
+        "preemptions": counters.get("preemptions", 0),
+        "cached_share": counters.get("cached_prompt_tokens", 0) / prompt if prompt else math.nan,
+        "engine_steps": counters.get("steps", 0),
+        "prompt_tokens": prompt,
+        "generated_tokens": counters.get("generated_tokens", 0),
+    }
+
+
+def _metrics(policy: str, records: list[_Record], t0: float, end: float) -> dict[str, Any]:
     records.sort(key=lambda r: r.arrival)
     done = [r for r in records if r.ok]
     times = [r.completion for r in done]
@@ -239,7 +270,6 @@ def _metrics(
             "mean_s": statistics.fmean(ks),
             "p99_s": percentile(ks, 99),
         }
-    prompt = counters.get("prompt_tokens", 0)
     return {
         "policy": policy,
         "programs": len(records),
@@ -259,11 +289,6 @@ def _metrics(
             if with_slo
             else None
         ),
-        "preemptions": counters.get("preemptions", 0),
-        "cached_share": counters.get("cached_prompt_tokens", 0) / prompt if prompt else math.nan,
-        "engine_steps": counters.get("steps", 0),
-        "prompt_tokens": prompt,
-        "generated_tokens": counters.get("generated_tokens", 0),
         "by_kind": by_kind,
         "completion_times": times,
     }
@@ -765,16 +790,10 @@ class SchedArgs(Protocol):
 
 
 def _micro(args: SchedArgs) -> int:
-    """``--micro``: the policy-decision micro-benchmark, in ``orchestrator.bench.sched_micro``
-    (``main(args) -> int``) once it exists."""
-    try:
-        module: Any = importlib.import_module("orchestrator.bench.sched_micro")
-    except ImportError:
-        # TODO(scheduler): the decision-time micro-benchmark (<= 100 us with 10,000 queued calls).
-        print("legato bench sched --micro: not implemented yet")
-        return 2
-    code: int = module.main(args)
-    return code
+    """``--micro``: the policy-decision micro-benchmark (``orchestrator.bench.sched_micro``)."""
+    from orchestrator.bench.sched_micro import main as micro_main
+
+    return micro_main(args)
 
 
 def main(args: SchedArgs) -> int:
@@ -786,6 +805,18 @@ def main(args: SchedArgs) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     notes = Console(stderr=True)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    if getattr(args, "real", None):
+        from orchestrator.bench.sched_real import REAL_POLICIES, real_run
+
+        chosen = REAL_POLICIES if getattr(args, "policies_default", False) else policies
+        real = real_run(
+            args.real, workload=args.workload, policies=chosen, rate=args.rate, seed=args.seed,
+            console=notes,
+        )  # fmt: skip
+        real.print(console)
+        if args.json is not None:
+            real.write_json(args.json)
+        return 0
     common: dict[str, Any] = {"rate": args.rate, "programs": args.programs, "seed": args.seed}
     for name in ("max_batch", "kv_tokens", "max_in_flight", "engine_policy"):
         value = getattr(args, name, None)

@@ -1,8 +1,11 @@
-"""Building an engine from a model name or path: presets are made on first use and cached."""
+"""Building an engine from a model name or path: the shipped trained model (``demo``, the
+default), presets made on first use and cached, or a GGUF file."""
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
+from typing import Final
 
 from orchestrator.engine._cost import CostModel
 from orchestrator.engine._engine import Engine
@@ -19,7 +22,41 @@ from orchestrator.scheduler import (
     make_policy,
 )
 
-__all__ = ["BATCH_POLICIES", "build_engine", "resolve_model", "virtual_engine"]
+__all__ = [
+    "BATCH_POLICIES",
+    "DEFAULT_MODEL",
+    "TRAINED_MODELS",
+    "build_engine",
+    "resolve_model",
+    "trained_model",
+    "virtual_engine",
+]
+
+DEFAULT_MODEL: Final = "demo"
+"""The model the embedded engine runs when none is named: the trained demo model shipped with
+Legato (``orchestrator/engine/models/demo``; see ``legato model train``)."""
+
+TRAINED_MODELS: Final = ("demo",)
+"""Trained models shipped with Legato, by name (each a folder of ``orchestrator.engine``'s
+package data holding one GGUF file, its ``tokenizer.json`` and its manifest)."""
+
+
+def trained_model(name: str = DEFAULT_MODEL) -> Path:
+    """The GGUF file of the shipped trained model ``name``.
+
+    Raises:
+        ModelFileError: no such shipped model, or its file is missing from this installation.
+    """
+    if name not in TRAINED_MODELS:
+        raise ModelFileError(f"no shipped model {name!r}; shipped: {', '.join(TRAINED_MODELS)}")
+    folder = Path(str(importlib.resources.files("orchestrator.engine") / "models" / name))
+    found = sorted(folder.glob("*.gguf"))
+    if len(found) != 1:
+        raise ModelFileError(
+            f"{folder}: the shipped model {name!r} is missing (expected one .gguf file); "
+            "make it with `legato model train --preset demo --out DIR` and pass DIR"
+        )
+    return found[0]
 
 BATCH_POLICIES: dict[str, type[FCFSBatch] | type[PriorityBatch]] = {
     "fcfs": FCFSBatch,
@@ -29,7 +66,10 @@ BATCH_POLICIES: dict[str, type[FCFSBatch] | type[PriorityBatch]] = {
 
 
 def resolve_model(model: str | Path, *, seed: int = 0) -> Path:
-    """The GGUF file for ``model``: a preset name (made and cached on first use) or a path."""
+    """The GGUF file for ``model``: a shipped trained model (``demo``), a preset name (made and
+    cached on first use), or a path (a GGUF file or a folder holding one)."""
+    if isinstance(model, str) and model in TRAINED_MODELS:
+        return trained_model(model)
     if isinstance(model, str) and model in PRESETS:
         return cached_model(model, seed=seed).gguf
     path = Path(model)
@@ -42,7 +82,8 @@ def resolve_model(model: str | Path, *, seed: int = 0) -> Path:
         return found[0]
     if not path.exists():
         raise ModelFileError(
-            f"{model}: no such model file, and not a preset ({', '.join(sorted(PRESETS))})"
+            f"{model}: no such model file, and not a model name "
+            f"({', '.join([*TRAINED_MODELS, *sorted(PRESETS)])})"
         )
     return path
 
@@ -61,7 +102,7 @@ def _policy(policy: str | BatchPolicy) -> BatchPolicy:
 
 
 def build_engine(
-    model: str | Path = "tiny",
+    model: str | Path = DEFAULT_MODEL,
     *,
     seed: int = 0,
     kv_tokens: int = 16384,
@@ -70,7 +111,7 @@ def build_engine(
     max_step_tokens: int = 512,
     policy: str | BatchPolicy = "fcfs",
 ) -> tuple[Engine, str]:
-    """An engine running ``model`` (preset or GGUF path) and the model's name.
+    """An engine running ``model`` (``demo``, a preset or a GGUF path) and the model's name.
 
     ``kv_tokens`` sets the KV cache budget (rounded up to whole blocks).
     """
@@ -89,7 +130,8 @@ def build_engine(
         max_step_tokens=max_step_tokens,
         policy=_policy(policy),
     )
-    name = model if isinstance(model, str) and model in PRESETS else gguf.name
+    named = isinstance(model, str) and (model in PRESETS or model in TRAINED_MODELS)
+    name = model if named else gguf.name
     return engine, str(name)
 
 

@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -49,6 +49,7 @@ __all__ = [
     "gguf_to_hf_qk",
     "make_model",
     "train_tokenizer",
+    "write_model",
 ]
 
 MAKER_VERSION: Final = 2
@@ -80,7 +81,9 @@ F32Array = npt.NDArray[np.float32]
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
-    """Shape of a made model: llama architecture, untied output, RoPE theta 10000, RMS eps 1e-5."""
+    """Shape of a made model: llama architecture, RoPE theta 10000, RMS eps 1e-5; the output
+    matrix is the token embedding when ``tied_embeddings`` (then the GGUF has no
+    ``output.weight``, as llama.cpp allows, and the HF config says ``tie_word_embeddings``)."""
 
     name: str
     vocab_size: int
@@ -92,6 +95,7 @@ class Preset:
     context_length: int = 2048
     rope_theta: float = 10000.0
     rms_eps: float = 1e-5
+    tied_embeddings: bool = False
 
     @property
     def head_dim(self) -> int:
@@ -114,7 +118,9 @@ class Preset:
                 f"blk.{i}.ffn_up.weight": (self.d_ffn, d),
                 f"blk.{i}.ffn_down.weight": (d, self.d_ffn),
             }
-        shapes |= {"output_norm.weight": (d,), "output.weight": (self.vocab_size, d)}
+        shapes["output_norm.weight"] = (d,)
+        if not self.tied_embeddings:
+            shapes["output.weight"] = (self.vocab_size, d)
         return shapes
 
     @property
@@ -173,15 +179,18 @@ def _check_dtype(dtype: str) -> None:
 _SPECIAL_RE = re.compile("|".join(re.escape(t) for t in SPECIAL_TOKENS))
 
 
-def _training_text(seed: int) -> Iterator[str]:
+def _training_text(seed: int, texts: Iterable[str] | None = None) -> Iterator[str]:
     # Special tokens are whole tokens at encode time; keep their spelling out of the merges.
-    for piece in corpus_text(seed).split("\n\n"):
+    pieces = corpus_text(seed).split("\n\n") if texts is None else texts
+    for piece in pieces:
         yield from (part for part in _SPECIAL_RE.split(piece) if part)
 
 
-def train_tokenizer(vocab_size: int, seed: int = 0) -> Tokenizer:
-    """Train the byte-level BPE tokenizer on ``corpus_text(seed)``; the same arguments give the
-    same tokenizer.
+def train_tokenizer(
+    vocab_size: int, seed: int = 0, *, texts: Iterable[str] | None = None
+) -> Tokenizer:
+    """Train the byte-level BPE tokenizer on ``corpus_text(seed)``, or on ``texts`` when given;
+    the same arguments give the same tokenizer.
 
     Ids 0..3 are :data:`SPECIAL_TOKENS`, then the 256 byte symbols of GPT-2's byte-level
     alphabet, then one token per merge.
@@ -196,7 +205,7 @@ def train_tokenizer(vocab_size: int, seed: int = 0) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_training_text(seed), trainer)
+    tokenizer.train_from_iterator(_training_text(seed, texts), trainer)
     if tokenizer.get_vocab_size() != vocab_size:
         raise RuntimeError(
             f"the corpus yields {tokenizer.get_vocab_size()} tokens, fewer than {vocab_size}"
@@ -391,7 +400,7 @@ def _write_hf(
             "attention_dropout": 0.0,
             "mlp_bias": False,
             "initializer_range": _WEIGHT_STD,
-            "tie_word_embeddings": False,
+            "tie_word_embeddings": preset.tied_embeddings,
             "bos_token_id": BOS_ID,
             "eos_token_id": EOS_ID,
             "use_cache": True,
@@ -468,31 +477,63 @@ def make_model(
     """
     spec = _preset(preset)
     _check_dtype(dtype)
+    tokenizer = train_tokenizer(spec.vocab_size, seed)
+    return write_model(spec, tokenizer, _draw_weights(spec, seed), out=out, seed=seed, dtype=dtype)
+
+
+def write_model(
+    preset: Preset,
+    tokenizer: Tokenizer,
+    weights: Mapping[str, F32Array],
+    *,
+    out: Path | str,
+    seed: int,
+    dtype: str = "f32",
+    manifest: Mapping[str, Any] | None = None,
+) -> ModelFiles:
+    """Write a model's files into the folder ``out``: what :func:`make_model` writes, for any
+    weights (a trained model's, say).
+
+    ``weights`` are float32 arrays under GGUF tensor names in GGUF's layout (``(out, in)``,
+    Q and K rows in llama.cpp's order), one per name of ``preset.tensor_shapes()``;
+    ``manifest`` adds entries to the manifest.
+
+    Raises:
+        ValueError: unknown dtype, or tensors missing or of the wrong shape.
+    """
+    _check_dtype(dtype)
+    shapes = preset.tensor_shapes()
+    if set(weights) != set(shapes):
+        missing = sorted(set(shapes) - set(weights)) or sorted(set(weights) - set(shapes))
+        raise ValueError(f"weights do not match the preset {preset.name!r}: {missing[:3]}")
+    for name, shape in shapes.items():
+        if tuple(weights[name].shape) != shape:
+            raise ValueError(f"{name}: shape {weights[name].shape}, the preset says {shape}")
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
-    files = _files(root, spec, seed, dtype)
-
-    tokenizer = train_tokenizer(spec.vocab_size, seed)
+    files = _files(root, preset, seed, dtype)
     tokenizer.save(str(files.tokenizer))
 
     stored: dict[str, tuple[npt.NDArray[Any], Any]] = {}
     values: dict[str, F32Array] = {}
-    for name, w in _draw_weights(spec, seed).items():
+    for name in shapes:
+        w = np.ascontiguousarray(weights[name], dtype=np.float32)
         data, raw_dtype, value = _encode(w, dtype)
         stored[name] = (data, raw_dtype)
         values[name] = value
-    _write_gguf(files.gguf, spec, seed, dtype, tokenizer, stored)
+    _write_gguf(files.gguf, preset, seed, dtype, tokenizer, stored)
     del stored
-    _write_hf(files.hf_dir, spec, files.tokenizer, _hf_tensors(spec, values))
+    _write_hf(files.hf_dir, preset, files.tokenizer, _hf_tensors(preset, values))
     _write_json(
         root / MANIFEST,
         {
             "maker_version": MAKER_VERSION,
-            "preset": spec.name,
+            "preset": preset.name,
             "seed": seed,
             "dtype": dtype,
-            "n_params": spec.n_params,
+            "n_params": preset.n_params,
             "gguf": files.gguf.name,
+            **(manifest or {}),
         },
     )
     return files

@@ -24,6 +24,7 @@ from dsl.plans import (
     TextWithRefs,
     ToolSignature,
     describe_tools,
+    grounding_words,
     joiner_grammar,
     parse_verdict,
     plan_grammar,
@@ -130,11 +131,17 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
     """Plan, run the tasks, join; replan while the joiner asks and replans remain."""
     inputs = {k: dsl.substitute(v, values) for k, v in node.inputs}
     signatures = [ToolSignature.of(run.builder.tools[name]) for name in node.tools]
-    grammar: dsl.Grammar | None = dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks))
     p = node.params
     context = ""
+    takes_grammar = True  # until the engine says it has no field for one
     for attempt in range(node.max_replans + 1):
         last = attempt == node.max_replans
+        words = grounding_words(str(inputs["question"]), context) if node.grounded else None
+        grammar: dsl.Grammar | None = (
+            dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks, words=words))
+            if takes_grammar
+            else None
+        )
         prompt = dsl.render(
             node.planner,
             {**inputs, "tools": describe_tools(signatures), "context": context},
@@ -156,7 +163,7 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
         except GrammarUnsupported:
             # The engine has no field for the plan's grammar: the parser checks each line.
             st.stats.degraded = True
-            grammar = None
+            takes_grammar = False
             request = LLMRequest(
                 messages=request.messages,
                 model=node.model,

@@ -15,6 +15,7 @@ from dsl.plans import (
     TaskRef,
     TextWithRefs,
     ToolSignature,
+    grounding_words,
     parse_verdict,
     plan_grammar,
 )
@@ -66,6 +67,29 @@ def test_the_grammar_bounds_the_tasks() -> None:
     three = '1. search("a")\n2. search("b")\n3. search("c")\n4. join()\n<END_OF_PLAN>'
     with pytest.raises(constrain.Invalid):
         constrain.check(grammar, three)
+
+
+def test_a_grounded_grammar_builds_strings_from_the_question_words_only() -> None:
+    words = grounding_words("What is the total price of Mini Drum and Eco Lamp?")
+    assert {"Mini", "Drum", "max", "min"} <= set(words)
+    grammar = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), words=words))
+    constrain.check(
+        grammar,
+        '1. search("price of Mini Drum")\n2. search("Eco Lamp")\n'
+        '3. search("max($1, $2) - 3.5")\n4. join()\n<END_OF_PLAN>',
+    )
+    for bad in (
+        'search("Mini Speaker")',  # a word the question does not have
+        'search("Mini Dru")',  # a name cut short
+        'search("Drums")',  # a word run on
+    ):
+        with pytest.raises(constrain.Invalid):
+            constrain.check(grammar, f"1. {bad}\n2. join()\n<END_OF_PLAN>")
+    # with no words at all, strings hold no letters
+    bare = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), words=[]))
+    constrain.check(bare, '1. search("2 + 3")\n2. join()\n<END_OF_PLAN>')
+    with pytest.raises(constrain.Invalid):
+        constrain.check(bare, '1. search("a")\n2. join()\n<END_OF_PLAN>')
 
 
 def events(text: str, cuts: list[int]) -> list[object]:

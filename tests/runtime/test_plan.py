@@ -130,6 +130,26 @@ async def test_replan_shows_the_previous_plan_and_results() -> None:
     assert last_grammar is not None and "Replan" not in last_grammar.source
 
 
+async def test_a_grounded_plan_builds_strings_from_the_question_and_earlier_rounds() -> None:
+    @dsl.program
+    async def grounded(question: str) -> str:
+        return await dsl.plan(question, tools=[search], grounded=True, name="plan")
+
+    engine = PlanEngine(
+        [
+            '1. search("Oslo")\n2. join()\n<END_OF_PLAN>',
+            '1. search("Lima")\n2. join()\n<END_OF_PLAN>',
+        ],
+        ["Replan(try Lima)", "Finish(done)"],
+    )
+    async with orchestrator.Orchestrator(engine) as orch:
+        assert await (await orch.submit(grounded, "Weather in Oslo?")).result() == "done"
+    first, second = engine.requests[0].grammar, engine.requests[2].grammar
+    assert first is not None and second is not None
+    assert '"Oslo"' in first.source and '"Lima"' not in first.source
+    assert '"Lima"' in second.source  # the joiner's reason is part of the next round's words
+
+
 async def test_without_grammar_support_a_bad_line_is_named_and_replanned() -> None:
     engine = PlanEngine(
         ['1. search("a")\n2. combine($3, "x")\n3. join()\n<END_OF_PLAN>', PARALLEL],

@@ -1,0 +1,385 @@
+"""``legato bench model``: what the trained demo model can do, on held-out splits of its own
+corpus, through the embedded engine (greedy), with and without grammars.
+
+- **Text-to-SQL** on four held-out splits (``orchestrator.train.SPLITS``): ``seen`` (seen
+  templates, new questions), ``values`` (literal values never in training), ``combos`` (a shape
+  and bindings never combined in training), ``phrasings`` (question frames never in training).
+  Each question is answered twice: without a grammar, and under the grammar built for that
+  question (``orchestrator.train.sql_grammar``: the database's names, spans of the question as
+  literals). Execution accuracy: the query runs (read-only, time-limited) and returns the same
+  multiset of rows as the gold query (floats rounded to 6 places). Also reported: the share
+  that executes at all, and exact matches.
+- **Plans**: the planner prompt of ``dsl.plan`` for held-out questions (``plans_seen``,
+  ``plans_values``), three ways: without a grammar (``off``), under the plan grammar built from
+  the offered tools (``on``), and under the grounded one (``grounded``: also string arguments
+  only from the question's words, ``dsl.plan(..., grounded=True)``); exact match with the gold
+  plan. The plan targets are read from ``grounded``, the way the demo model is meant to plan.
+- **Agreement**: the same greedy generations (no grammar) from the embedded engine, from torch
+  on the same weights, and from llama.cpp's ``llama-server`` if it is built, token for token.
+- **Training time**: with ``--train``, a model is trained here with the recipe (``--minutes``)
+  and that model is measured; otherwise the shipped model is measured and its training time is
+  the one its manifest recorded when it was made.
+
+Targets (issue 8): ``sql_exec_seen`` >= 0.97, ``sql_exec_values`` >= 0.80, ``sql_exec_phrasings``
+>= 0.55 (with the grammar), ``plan_exact_seen`` >= 0.97, ``plan_exact_values`` >= 0.90,
+``sql_executes_with_grammar`` = 1.0, ``train_minutes`` <= 15.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from rich.console import Console
+
+import dsl
+from dsl.plans import grounding_words, plan_grammar
+from orchestrator.backends import LLMRequest, LocalBackend, Message
+from orchestrator.bench._report import Report, Target, progress
+from orchestrator.train import (
+    SPLITS,
+    Example,
+    SqlWorld,
+    heldout_split,
+    make_corpus,
+    sql_grammar,
+)
+
+__all__ = ["Mode", "Outcome", "evaluate", "main", "measure", "same_result"]
+
+Mode = Literal["off", "on", "grounded"]
+"""How a generation was constrained: no grammar, its grammar, or (plans) the grounded one."""
+
+_ROLES: dict[str, Literal["system", "user", "assistant"]] = {
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+}
+SQL_TOKENS = 96
+PLAN_TOKENS = 160
+QUERY_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One generation, judged.
+
+    Attributes:
+        split: the held-out split.
+        grammar: ``off``, ``on`` (its grammar) or ``grounded`` (plans: the grounded grammar).
+        text: what the model wrote.
+        correct: SQL: same result as the gold query; plans: the gold plan exactly.
+        executes: SQL: the query ran without error (plans: True).
+        exact: the text equals the gold answer.
+    """
+
+    split: str
+    grammar: Mode
+    text: str
+    correct: bool
+    executes: bool
+    exact: bool
+
+
+def _rows(con: sqlite3.Connection, sql: str) -> Counter[tuple[Any, ...]] | None:
+    """The result of ``sql`` as a multiset of rows (floats rounded), or None if it fails."""
+    deadline = time.monotonic() + QUERY_SECONDS
+    con.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+    try:
+        rows = con.execute(sql).fetchmany(10_000)
+    except (sqlite3.Error, sqlite3.Warning):
+        return None
+    finally:
+        con.set_progress_handler(None, 0)
+    return Counter(tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows)
+
+
+def same_result(con: sqlite3.Connection, sql: str, gold: str) -> tuple[bool, bool]:
+    """(same rows as ``gold``, ``sql`` executes) on the read-only connection ``con``."""
+    mine = _rows(con, sql)
+    if mine is None:
+        return False, False
+    return mine == _rows(con, gold), True
+
+
+def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
+    g: dsl.Grammar | None = None
+    if mode != "off" and ex.sql is not None:
+        g = dsl.Grammar.lark(sql_grammar(ex.sql.db, ex.sql.question, path=paths[ex.sql.db]))
+    elif mode != "off" and ex.plan is not None:
+        words = grounding_words(ex.plan.question) if mode == "grounded" else None
+        g = dsl.Grammar.lark(plan_grammar([t.signature() for t in ex.plan.tools], words=words))
+    return LLMRequest(
+        messages=tuple(Message(_ROLES[role], content) for role, content in ex.messages),
+        max_tokens=SQL_TOKENS if ex.kind == "sql" else PLAN_TOKENS,
+        temperature=0.0,
+        grammar=g,
+    )
+
+
+async def _generate(
+    backend: LocalBackend,
+    requests: Sequence[LLMRequest],
+    on_done: Any = None,
+    concurrency: int = 16,
+) -> list[str]:
+    out = [""] * len(requests)
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(i: int) -> None:
+        async with limiter:
+            out[i] = (await backend.complete(requests[i])).text
+        if on_done is not None:
+            on_done()
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(requests)):
+            tg.start_soon(one, i)
+    return out
+
+
+def evaluate(
+    model: str | Path,
+    splits: dict[str, list[Example]],
+    world: SqlWorld,
+    *,
+    grammars: Sequence[Mode] = ("off", "on", "grounded"),
+    on_done: Any = None,
+) -> list[Outcome]:
+    """Answer every example of ``splits`` with the model on the embedded engine (greedy), once
+    per entry of ``grammars`` (``grounded`` only for plans), and judge each answer."""
+    cases = [
+        (name, ex, g)
+        for g in grammars
+        for name, exs in splits.items()
+        for ex in exs
+        if g != "grounded" or ex.plan is not None
+    ]
+
+    async def run() -> list[str]:
+        async with LocalBackend(model, max_batch=16, kv_tokens=16384) as backend:
+            requests = [_request(ex, g, world.paths) for _, ex, g in cases]
+            return await _generate(backend, requests, on_done)
+
+    texts = anyio.run(run)
+    cons = {
+        db: sqlite3.connect(f"file:{p}?mode=ro", uri=True, check_same_thread=False)
+        for db, p in world.paths.items()
+    }
+    out = []
+    try:
+        for (name, ex, g), text in zip(cases, texts, strict=True):
+            text = text.strip()
+            if ex.sql is not None:
+                correct, executes = same_result(cons[ex.sql.db], text, ex.sql.sql)
+                exact = text == ex.sql.sql
+            else:
+                exact = correct = text == ex.target.strip()
+                executes = True
+            out.append(Outcome(name, g, text, correct, executes, exact))
+    finally:
+        for con in cons.values():
+            con.close()
+    return out
+
+
+def _share(xs: Sequence[bool]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def _agreement(
+    gguf: Path, examples: Sequence[Example], texts: dict[int, str]
+) -> list[dict[str, Any]]:
+    """Greedy tokens of torch and llama-server against the embedded engine's, per prompt."""
+    import numpy as np
+
+    from orchestrator.engine import EngineTokenizer, load_gguf
+    from orchestrator.train import TorchLlama, preset_of
+
+    loaded = load_gguf(gguf)
+    tok = EngineTokenizer.for_model(loaded)
+    stop = tok.stop_ids()
+    prompts = [tok.encode(tok.render_chat([{"role": r, "content": c} for r, c in ex.messages]))
+               for ex in examples]  # fmt: skip
+    ours = [tok.tk.encode(texts[i], add_special_tokens=False).ids for i in range(len(examples))]
+    rows: list[dict[str, Any]] = []
+    model = TorchLlama(preset_of(loaded))
+    model.load_gguf_weights({k: np.asarray(v) for k, v in loaded.tensors.items()})
+    model.eval()
+    torch_out = []
+    for p, mine in zip(prompts, ours, strict=True):
+        got = model.greedy(p, len(mine) + 1, stop)
+        torch_out.append([t for t in got if t not in stop])
+    rows.append(
+        {
+            "case": "agreement",
+            "engine": "torch",
+            "prompts": len(prompts),
+            "same_greedy": sum(a == b for a, b in zip(ours, torch_out, strict=True)),
+        }
+    )
+    from integrations.llamacpp import LlamaServer, find
+
+    binary = find()
+    if binary is None:
+        missing = "not built (python3 -m integrations.llamacpp build)"
+        rows.append({"case": "agreement", "engine": "llama-server", "same_greedy": missing})
+        return rows
+    import httpx
+
+    same = 0
+    with LlamaServer(gguf, binary=binary, parallel=1, threads=2, ctx=2048) as server:
+        for p, mine in zip(prompts, ours, strict=True):
+            r = httpx.post(
+                f"{server.base}/completion",
+                timeout=120,
+                json={"prompt": p, "n_predict": len(mine) + 1, "temperature": 0,
+                      "return_tokens": True, "cache_prompt": False},
+            )  # fmt: skip
+            r.raise_for_status()
+            theirs = [t for t in r.json()["tokens"] if t not in stop]
+            same += theirs == mine
+    rows.append(
+        {
+            "case": "agreement",
+            "engine": "llama-server",
+            "prompts": len(prompts),
+            "same_greedy": same,
+        }
+    )
+    return rows
+
+
+def measure(
+    *,
+    model: str | Path = "demo",
+    n: int = 200,
+    train_minutes: float | None = None,
+    agreement: int = 40,
+    corpus_size: int | None = None,
+    console: Console | None = None,
+) -> Report:
+    """Evaluate ``model`` (or, with ``train_minutes``, a model trained here first) on ``n``
+    questions per split; the report's rows and targets.
+
+    The held-out questions are drawn against the model's own training corpus, made again from
+    the seed and size its manifest records (``corpus_size`` overrides the size: a smaller
+    corpus is faster to make, and then fewer questions are known to be unseen).
+    """
+    from orchestrator.engine import resolve_model
+    from orchestrator.train import TrainConfig, train_model
+
+    console = console or Console(stderr=True)
+    work = Path(tempfile.mkdtemp(prefix="legato-bench-model-"))
+    world = SqlWorld(work / "databases")
+    train_seconds: float = math.nan
+    if train_minutes is not None:
+        cfg = TrainConfig(minutes=train_minutes)
+        if corpus_size is not None:
+            cfg = dataclasses.replace(cfg, corpus_size=corpus_size)
+        corpus = make_corpus(world, seed=cfg.seed, size=cfg.corpus_size)
+        with progress(console=console, transient=True) as bar:
+            task = bar.add_task("train", total=1000)
+
+            def show(frac: float, step: int, loss: float, tps: float) -> None:
+                bar.update(task, completed=int(frac * 1000), description=f"train loss {loss:.3f}")
+
+            result = train_model(work / "model", cfg, corpus=corpus, progress=show)
+        gguf = result.files.gguf
+        train_seconds = result.seconds["total"]
+        trained = {"steps": result.steps, "last_loss": result.last_loss}
+    else:
+        gguf = resolve_model(model)
+        manifest = json.loads((gguf.parent / "legato-model.json").read_text(encoding="utf-8"))
+        trained = manifest.get("trained", {})
+        cfg_seed = trained.get("config", {}).get("seed", 0)
+        size = corpus_size or trained.get("config", {}).get("corpus_size", 150_000)
+        train_seconds = trained.get("seconds", {}).get("total", math.nan)
+        corpus = make_corpus(world, seed=cfg_seed, size=size)
+    splits = {name: heldout_split(corpus, name, n) for name in SPLITS}
+    total = sum((3 if k.startswith("plans_") else 2) * len(v) for k, v in splits.items())
+    with progress(console=console, transient=True) as bar:
+        task = bar.add_task("generate", total=total)
+        outcomes = evaluate(gguf, splits, world, on_done=lambda: bar.advance(task))
+    rows: list[dict[str, Any]] = []
+    acc: dict[tuple[str, Mode], float] = {}
+    executes_g: list[bool] = []
+    for name in SPLITS:
+        modes: tuple[Mode, ...] = (
+            ("off", "on", "grounded") if name.startswith("plans_") else ("off", "on")
+        )
+        for g in modes:
+            mine = [o for o in outcomes if o.split == name and o.grammar == g]
+            acc[(name, g)] = _share([o.correct for o in mine])
+            if g == "on" and not name.startswith("plans_"):
+                executes_g += [o.executes for o in mine]
+            rows.append(
+                {
+                    "case": name,
+                    "grammar": g,
+                    "n": len(mine),
+                    "accuracy": round(acc[(name, g)], 3),
+                    "executes": round(_share([o.executes for o in mine]), 3),
+                    "exact": round(_share([o.exact for o in mine]), 3),
+                }
+            )
+    if agreement:
+        sample = [ex for name in SPLITS for ex in splits[name][: max(1, agreement // len(SPLITS))]]
+        idx = {id(ex): i for i, ex in enumerate(sample)}
+        texts: dict[int, str] = {}
+        for name in SPLITS:
+            mine = [o for o in outcomes if o.split == name and o.grammar == "off"]
+            for ex, o in zip(splits[name], mine, strict=True):
+                if id(ex) in idx:
+                    texts[idx[id(ex)]] = o.text
+        rows += _agreement(gguf, sample, texts)
+    config = {
+        "model": str(model) if train_minutes is None else "trained in this run",
+        "gguf": gguf.name,
+        "per_split": n,
+        "steps": trained.get("steps"),
+        "last_loss": trained.get("last_loss"),
+    }
+    targets = {
+        "sql_exec_seen": Target(acc[("seen", "on")], 0.97, "higher"),
+        "sql_exec_values": Target(acc[("values", "on")], 0.80, "higher"),
+        "sql_exec_phrasings": Target(acc[("phrasings", "on")], 0.55, "higher"),
+        "plan_exact_seen": Target(acc[("plans_seen", "grounded")], 0.97, "higher"),
+        "plan_exact_values": Target(acc[("plans_values", "grounded")], 0.90, "higher"),
+        "sql_executes_with_grammar": Target(_share(executes_g), 1.0, "higher"),
+        "train_minutes": Target(train_seconds / 60.0, 15.0, "lower"),
+    }
+    return Report("model", config, rows, targets)
+
+
+def main(
+    json_path: str | None,
+    *,
+    model: str = "demo",
+    n: int = 200,
+    quick: bool = False,
+    train_minutes: float | None = None,
+) -> int:
+    """Run the benchmark, print its tables, write ``json_path`` if given; the exit code (0)."""
+    console = Console()
+    report = measure(
+        model=model,
+        n=30 if quick else n,
+        train_minutes=train_minutes,
+        agreement=8 if quick else 40,
+        console=Console(stderr=True),
+    )
+    report.print(console)
+    if json_path is not None:
+        report.write_json(json_path)
+    return 0

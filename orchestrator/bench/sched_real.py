@@ -1,0 +1,165 @@
+"""``legato bench sched --real N``: the scheduling comparison on real hardware, small.
+
+Two ``llama-server`` replicas (llama.cpp, the ``small`` preset with random weights, 2 slots and
+one thread each, on 127.0.0.1) behind ``Replicas`` (the locality balancer), driven by the same
+``drive`` as the virtual-time benchmark: ``N`` programs of a workload (``react`` by default, the
+same seeded generator) arrive as a Poisson process on the wall clock, per policy, through a real
+``Orchestrator`` whose admission queue holds the calls beyond ``max_in_flight`` = 4 (the
+replicas' slots): llama-server takes no priority hint, so the policy acts only on which ready
+call goes next. Generations run to ``max_tokens`` (random weights rarely write the end token),
+the tools sleep on the wall clock as the workload says.
+
+The same arrivals then run in virtual time on two virtual engines shaped like the real ones
+(2 sequences each, the same admission limit), and the report compares the two orderings of the
+policies by mean completion time: the share of policy pairs that both runs order the same way
+(1.0: identical orderings) and whether they agree on the best policy. The virtual engines' step
+costs are the reference model's (an 8B model on one H100), not a CPU's, so the absolute times
+differ; the ordering is what is compared.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+from rich.console import Console
+
+from orchestrator.backends import OpenAICompatible, Replicas
+from orchestrator.bench._report import Report, Target, progress
+from orchestrator.bench.sched import _ratio, drive, simulate
+from orchestrator.bench.workloads import WORKLOADS, make_workload
+from orchestrator.errors import ConfigError
+
+__all__ = ["REAL_POLICIES", "REAL_RATES", "real_run"]
+
+REAL_POLICIES = ("fcfs", "program_fcfs", "plas", "atlas", "mlfq", "adaptive")
+"""Policies the real run compares by default (``slo`` needs a workload with SLOs)."""
+
+REAL_RATES: dict[str, float] = {"react": 1.2, "chat": 1.0, "dag": 0.4}
+"""Programs/s that keep two CPU replicas of ``small`` busy enough for a queue to form
+(measured on 2 cores: fcfs's mean completion time ~1.5-2x a program's alone)."""
+
+SLOTS = 2
+"""Slots (parallel sequences) per replica."""
+
+
+def _pair_agreement(a: dict[str, float], b: dict[str, float]) -> float:
+    """The share of policy pairs that ``a`` and ``b`` order the same way (ties count as
+    agreeing only with ties)."""
+    pairs = list(itertools.combinations(sorted(a), 2))
+    if not pairs:
+        return math.nan
+    same = sum((a[x] > a[y]) - (a[x] < a[y]) == (b[x] > b[y]) - (b[x] < b[y]) for x, y in pairs)
+    return same / len(pairs)
+
+
+def real_run(
+    programs: int = 16,
+    *,
+    workload: str = "react",
+    policies: Sequence[str] = REAL_POLICIES,
+    rate: float | None = None,
+    seed: int = 0,
+    model: str = "small",
+    console: Console | None = None,
+) -> Report:
+    """Run ``programs`` programs of ``workload`` per policy on two real llama-server replicas,
+    then the same arrivals in virtual time; the report's rows (one per policy and clock) and
+    targets (``real_vs_virtual_pair_agreement``, aim 1.0; ``real_best_is_virtual_best``).
+
+    Raises:
+        ConfigError: unknown workload, or llama-server is not built.
+    """
+    from integrations.llamacpp import LlamaServer, find
+    from orchestrator.engine import cached_model
+
+    console = console or Console(stderr=True)
+    if workload not in WORKLOADS:
+        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
+    binary = find()
+    if binary is None:
+        raise ConfigError(
+            "legato bench sched --real needs llama-server: python3 -m integrations.llamacpp build"
+        )
+    rate = REAL_RATES.get(workload, 1.0) if rate is None else rate
+    names = ["fcfs", *[p for p in policies if p != "fcfs"]]
+    arrivals = make_workload(workload, programs=programs, rate=rate, seed=seed)
+    gguf = cached_model(model).gguf
+    in_flight = 2 * SLOTS
+    real: dict[str, dict[str, Any]] = {}
+    servers = [
+        LlamaServer(gguf, binary=binary, parallel=SLOTS, threads=1, ctx=SLOTS * 4096)
+        for _ in range(2)
+    ]
+    with servers[0], servers[1], progress(console=console) as bar:
+        for name in names:
+            task = bar.add_task(f"real {workload} {name}", total=len(arrivals))
+
+            async def one_policy(policy: str = name, task_id: Any = task) -> dict[str, Any]:
+                backends = [OpenAICompatible(s.url, dialect="llamacpp") for s in servers]
+                group = Replicas(backends, balancer="locality")
+                return await drive(
+                    arrivals,
+                    group,
+                    policy=policy,
+                    max_in_flight=in_flight,
+                    on_done=functools.partial(bar.advance, task_id),
+                )
+
+            real[name] = anyio.run(one_policy)
+    virtual: dict[str, dict[str, Any]] = {}
+    with progress(console=console) as bar:
+        for name in names:
+            task = bar.add_task(f"virtual {workload} {name}", total=len(arrivals))
+            virtual[name] = simulate(
+                arrivals,
+                policy=name,
+                replicas=2,
+                max_batch=SLOTS,
+                max_in_flight=in_flight,
+                on_done=functools.partial(bar.advance, task),
+            )
+    rows = []
+    for clock, runs in (("real", real), ("virtual", virtual)):
+        base = runs["fcfs"]
+        for name in names:
+            m = runs[name]
+            rows.append(
+                {
+                    "clock": clock,
+                    "policy": name,
+                    "mean_s": m["mean_s"],
+                    "p50_s": m["p50_s"],
+                    "p99_s": m["p99_s"],
+                    "mean_x": _ratio(m["mean_s"], base["mean_s"]),
+                    "p50_x": _ratio(m["p50_s"], base["p50_s"]),
+                    "failed": m["failed"],
+                }
+            )
+    real_means = {n: float(real[n]["mean_s"]) for n in names}
+    virtual_means = {n: float(virtual[n]["mean_s"]) for n in names}
+    best_real = min(real_means, key=real_means.__getitem__)
+    best_virtual = min(virtual_means, key=virtual_means.__getitem__)
+    config = {
+        "workload": workload,
+        "programs": programs,
+        "rate": rate,
+        "seed": seed,
+        "engine": f"2 x llama-server ({model}, random weights, {SLOTS} slots, 1 thread each)",
+        "balancer": "locality",
+        "max_in_flight": in_flight,
+        "best_real": best_real,
+        "best_virtual": best_virtual,
+        "first_error": next((m["first_error"] for m in real.values() if m["first_error"]), None),
+    }
+    targets = {
+        "real_vs_virtual_pair_agreement": Target(
+            _pair_agreement(real_means, virtual_means), 1.0, "higher"
+        ),
+        "real_best_is_virtual_best": Target(float(best_real == best_virtual), 1.0, "higher"),
+    }
+    return Report("sched-real", config, rows, targets)

@@ -1,0 +1,87 @@
+"""The SQL grammar for one question about one example database (DESIGN.md, "Grammars specialised
+per request"): the Text-to-SQL pipeline's *scoped* grammar (``integrations.text2sql``: every
+``FROM`` clause a table or a foreign-key join, every column one that exists in it, so every query
+it allows runs on the database), with its literals limited to spans copied from the question.
+
+Strings may be any span of one to five consecutive words of the question (a year also as a
+``LIKE`` prefix, ``'2023%'``); numbers may be those written in the question (digits, or words
+such as "three") and 0 to 10. A query under this grammar can still be wrong, but it runs, and it
+cannot name a value the question did not mention.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Final
+
+__all__ = ["example_database", "question_literals", "sql_grammar"]
+
+_NUMBER_WORDS: Final = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10,
+}  # fmt: skip
+_STRIP: Final = '?.,!:;"()'
+_NUMBER: Final = re.compile(r"[0-9]+(\.[0-9]+)?")
+_YEAR: Final = re.compile(r"(19|20)[0-9]{2}")
+MAX_SPAN: Final = 5
+MAX_TABLES: Final = 2
+
+
+def question_literals(question: str) -> tuple[list[str], list[str]]:
+    """The SQL string literals (quoted) and numbers a query about ``question`` may write."""
+    words = [w.strip(_STRIP) for w in question.split()]
+    words = [w for w in words if w]
+    strings: list[str] = []
+    for n in range(1, MAX_SPAN + 1):
+        for i in range(len(words) - n + 1):
+            strings.append(" ".join(words[i : i + n]))
+    strings += [w + "%" for w in words if _YEAR.fullmatch(w)]
+    numbers = [str(i) for i in range(11)]
+    for w in words:
+        if _NUMBER.fullmatch(w):
+            numbers.append(w)
+        elif w.lower() in _NUMBER_WORDS:
+            numbers.append(str(_NUMBER_WORDS[w.lower()]))
+    quoted = ["'" + s.replace("'", "''") + "'" for s in dict.fromkeys(strings)]
+    return quoted, list(dict.fromkeys(numbers))
+
+
+def example_database(name: str) -> Path:
+    """The example database ``name`` (``school``, ``shop``, ``flights``), built from its seeded
+    generator into Legato's cache on first use: no download, the rows come from the generator.
+
+    Raises:
+        LookupError: ``name`` is not an example database.
+    """
+    from integrations.text2sql import build_database
+    from orchestrator.engine._make import cache_root
+
+    path = cache_root() / "text2sql" / f"{name}-s0.sqlite"
+    if not path.exists():
+        build_database(name, path, seed=0)
+    return path
+
+
+@functools.lru_cache(maxsize=16)
+def _schema(path: str) -> object:
+    from integrations.text2sql._database import read_schema
+
+    return read_schema(path)
+
+
+def sql_grammar(db: str, question: str, *, path: str | Path | None = None) -> str:
+    """Lark text of the queries about ``question`` over the example database ``db`` (its file
+    at ``path``, else ``example_database(db)``) that the grammar allows: one table or two
+    joined on a foreign key (aliases ``T1``, ``T2``), its columns, the question's literals.
+
+    Raises:
+        LookupError: ``db`` is not an example database and no ``path`` is given.
+    """
+    from integrations.text2sql._grammar import Literals, scoped_grammar
+
+    schema = _schema(str(path if path is not None else example_database(db)))
+    strings, numbers = question_literals(question)
+    literals = Literals(strings=tuple(strings) or ("''",), numbers=tuple(numbers))
+    return scoped_grammar(schema, max_tables=MAX_TABLES, literals=literals).text  # type: ignore[arg-type]
