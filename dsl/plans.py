@@ -158,28 +158,36 @@ _KIND_RULE: Mapping[ArgKind, str] = {
 
 
 ARITHMETIC_WORDS: tuple[str, ...] = ("max", "min", "abs", "round", "sum")
-"""Words a grounded string argument may always use (functions of arithmetic expressions)."""
+"""Functions a grounded arithmetic argument may call (``"max($1, $2) - min($1, $2)"``)."""
 
-_WORD = re.compile(r"[A-Za-z]+")
+_WORD = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*")
 
 
 def grounding_words(*texts: str) -> list[str]:
-    """The words (runs of ASCII letters) of ``texts``, plus ``ARITHMETIC_WORDS``: what a
-    grounded plan's string arguments may be made of (see ``plan_grammar``)."""
-    words = [w for t in texts for w in _WORD.findall(t)]
-    return list(dict.fromkeys([*words, *ARITHMETIC_WORDS]))
+    """The words of ``texts``: runs of letters and digits, with inner hyphens or apostrophes
+    (``ECHO-88`` is one word). A grounded plan's text arguments are made of them (see
+    ``plan_grammar``)."""
+    return list(dict.fromkeys(w for t in texts for w in _WORD.findall(t)))
 
 
 def _grounded_string(words: Iterable[str]) -> str:
-    """Lark rules for a JSON string whose every run of letters is one of ``words`` (one after
-    another, as in ``"Mini Drum"`` or ``"$1 + $2"``): no letter can start a word that is not
-    there, so a name cannot be misspelt, cut short or swapped for one the text never had."""
+    """Lark rules for a grounded JSON string: either words of ``words`` (and ``$k``) separated
+    by single spaces (``"price of Mini Drum"``), or an arithmetic expression over numbers and
+    ``$k`` (``"($1 + $2) / 2"``, ``"max($1, $2) - min($1, $2)"``). No word can start that the
+    text does not have, nor run on into another, so a name cannot be misspelt, cut inside a
+    word, glued to the next or swapped for one the question never had."""
     allowed = sorted({w for w in words if _WORD.fullmatch(w)}, key=lambda w: (-len(w), w))
-    other = r'/[^"\\\x00-\x1fA-Za-z]|\\["\\\/bfnrt]/'
+    fns = " | ".join(json.dumps(f) for f in ARITHMETIC_WORDS)
+    rules = [
+        f'GFN: ({fns}) "("',
+        r"GEXPR: (GFN | /[-+*\/(),. $0-9]/)+",
+        r"GREF: /\$[1-9][0-9]*/",
+    ]
     if not allowed:
-        return f'STRING: "\\"" GOTHER* "\\""\nGOTHER: {other}\n'
+        return "\n".join(['STRING: "\\"" GEXPR "\\""', *rules]) + "\n"
     alts = " | ".join(json.dumps(w) for w in allowed)
-    return f'STRING: "\\"" (GWORD | GOTHER)* "\\""\nGWORD: {alts}\nGOTHER: {other}\n'
+    rules += [f"GWORD: {alts}", 'GTEXT: (GWORD | GREF) (" " (GWORD | GREF))*']
+    return "\n".join(['STRING: "\\"" (GTEXT | GEXPR) "\\""', *rules]) + "\n"
 
 
 def plan_grammar(

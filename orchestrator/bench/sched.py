@@ -805,12 +805,13 @@ def main(args: SchedArgs) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     notes = Console(stderr=True)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    if getattr(args, "real", None):
+    real_programs: int | None = getattr(args, "real", None)
+    if real_programs:
         from orchestrator.bench.sched_real import REAL_POLICIES, real_run
 
         chosen = REAL_POLICIES if getattr(args, "policies_default", False) else policies
         real = real_run(
-            args.real, workload=args.workload, policies=chosen, rate=args.rate, seed=args.seed,
+            real_programs, workload=args.workload, policies=chosen, rate=args.rate, seed=args.seed,
             console=notes,
         )  # fmt: skip
         real.print(console)

@@ -58,6 +58,7 @@ def trained_model(name: str = DEFAULT_MODEL) -> Path:
         )
     return found[0]
 
+
 BATCH_POLICIES: dict[str, type[FCFSBatch] | type[PriorityBatch]] = {
     "fcfs": FCFSBatch,
     "priority": PriorityBatch,

@@ -157,9 +157,13 @@ def make_corpus(world: SqlWorld, *, seed: int = 0, size: int = 150_000) -> Corpu
             pair = draw_pair(world, rng, "train", synthetic=SYNTHETIC)
             corpus.train.append(_sql_example(pair))
         elif kind == "plan":
-            corpus.train.append(_plan_example(draw_plan(rng, held=False, synthetic=SYNTHETIC_PLANS)))
+            corpus.train.append(
+                _plan_example(draw_plan(rng, held=False, synthetic=SYNTHETIC_PLANS))
+            )
         elif kind == "join":
-            corpus.train.append(_join_example(draw_plan(rng, held=False, synthetic=SYNTHETIC_PLANS)))
+            corpus.train.append(
+                _join_example(draw_plan(rng, held=False, synthetic=SYNTHETIC_PLANS))
+            )
         elif kind == "cml":
             c = draw_cml(rng, synthetic=SYNTHETIC_PLANS)
             corpus.train.append(Example("cml", (("system", c.system), ("user", c.user)), c.pieces))

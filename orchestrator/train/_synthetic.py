@@ -53,9 +53,7 @@ def pseudo_number(rng: random.Random, *, decimals: bool = False) -> str:
     return str(rng.randint(1, 10 ** rng.randint(1, 7)))
 
 
-def unique(
-    make: Callable[[random.Random], str], rng: random.Random, avoid: Container[str]
-) -> str:
+def unique(make: Callable[[random.Random], str], rng: random.Random, avoid: Container[str]) -> str:
     """``make(rng)`` until it is not in ``avoid``."""
     while True:
         value = make(rng)

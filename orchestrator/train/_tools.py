@@ -167,10 +167,7 @@ _MADE_UP: Final[dict[str, Callable[[random.Random], str]]] = {
 }
 
 
-
-def _items(
-    pool: str, rng: random.Random, k: int, held: bool, synthetic: float = 0.0
-) -> list[str]:
+def _items(pool: str, rng: random.Random, k: int, held: bool, synthetic: float = 0.0) -> list[str]:
     """``k`` different items of ``pool``: held-out ones (topped up with seen ones where too
     few) or seen ones, each made up instead with probability ``synthetic``."""
     options = [x for x in POOLS[pool] if held_item(x) == held]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from orchestrator.bench.model import measure
+from orchestrator.train import SPLITS
 
 TARGETS = {
     "sql_exec_seen",
@@ -26,9 +27,10 @@ def test_bench_model_reports_every_target(tmp_path: Path) -> None:
     assert report.targets["sql_executes_with_grammar"].value == 1.0
     assert report.targets["train_minutes"].value == report.targets["train_minutes"].value
     cases = {(r["case"], r.get("grammar")) for r in report.rows}
-    assert ("seen", "on") in cases and ("plans_values", "off") in cases
+    assert ("seen", "on") in cases and ("plans_values", "grounded") in cases
     agreement = [r for r in report.rows if r["case"] == "agreement"]
-    assert agreement[0]["engine"] == "torch" and agreement[0]["same_greedy"] == 1
+    assert agreement[0]["engine"] == "torch"
+    assert agreement[0]["same_greedy"] == agreement[0]["prompts"] == len(SPLITS)
     report.write_json(tmp_path / "model.json")
     data = json.loads((tmp_path / "model.json").read_text())
     assert data["bench"] == "model" and set(data["targets"]) == TARGETS

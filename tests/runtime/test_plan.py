@@ -184,7 +184,7 @@ async def test_on_the_embedded_engine_plans_follow_the_grammar() -> None:
         )
 
     finished = 0
-    async with orchestrator.Orchestrator("local") as orch:
+    async with orchestrator.Orchestrator("local:tiny") as orch:
         for seed in range(3):
             h = await orch.submit(p, seed)
             try:
