@@ -186,8 +186,36 @@ def _cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_sql(ns: argparse.Namespace, extra: list[str]) -> int:
     from integrations.text2sql import _cli
 
+    if ns.sql_command == "eval" and ns.split is not None:
+        return _sql_eval_splits(ns)
+    if ns.sql_command in ("ask", "eval") and ns.db is None:
+        raise ConfigError(f"legato sql {ns.sql_command}: --db FILE is required")
     handler = {"ask": _cli.cmd_ask, "eval": _cli.cmd_eval, "databases": _cli.cmd_databases}
     return handler[ns.sql_command](ns)
+
+
+def _sql_eval_splits(ns: argparse.Namespace) -> int:
+    """``legato sql eval --split S[,S...]``: the trained model on its held-out splits."""
+    from rich.console import Console
+
+    from orchestrator.bench.model import SQL_SPLITS, sql_splits
+
+    if ns.db is not None or ns.questions is not None:
+        raise ConfigError(
+            "legato sql eval: --split evaluates held-out splits; drop --db/--questions"
+        )
+    kind, _, model = ns.backend.partition(":")
+    if kind != "local":
+        raise ConfigError(
+            f"legato sql eval --split: the splits run on the embedded engine; --backend "
+            f"{ns.backend!r} must be local[:MODEL] (a trained model, default demo)"
+        )
+    names = list(SQL_SPLITS) if ns.split == "all" else [x.strip() for x in ns.split.split(",")]
+    report = sql_splits(model or "demo", names, n=ns.limit or 200)
+    report.print(Console() if sys.stdout.isatty() else Console(width=160))
+    if ns.json is not None:
+        report.write_json(ns.json)
+    return 0
 
 
 def _add_sql_parser(sub: Any) -> None:
@@ -195,7 +223,7 @@ def _add_sql_parser(sub: Any) -> None:
     sql = sub.add_parser("sql", help="Text-to-SQL: ask a database, evaluate, make examples")
     cmds = sql.add_subparsers(dest="sql_command", required=True, metavar="{ask,eval,databases}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", required=True, help="the SQLite file (opened read-only)")
+    common.add_argument("--db", default=None, help="the SQLite file (opened read-only)")
     common.add_argument("--backend", default="local", help="local[:MODEL] (default) or a URL")
     common.add_argument("--policy", default="slo", help="scheduling policy (default slo)")
     common.add_argument("--slo", type=float, default=None, help="seconds per question (SLO)")
@@ -227,6 +255,13 @@ def _add_sql_parser(sub: Any) -> None:
         "--questions", default=None, help="JSON/JSONL question file (default: the shipped ones)"
     )
     ev.add_argument("--limit", type=int, default=None, help="evaluate the first N questions")
+    ev.add_argument(
+        "--split",
+        default=None,
+        metavar="S[,S...]|all",
+        help="instead of --db: the trained model's held-out splits (seen, values, combos, "
+        "phrasings), with and without the grammar; --limit questions each (default 200)",
+    )
     ev.add_argument("--concurrency", type=int, default=4, help="questions at once (default 4)")
     ev.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     dbs = cmds.add_parser("databases", help="write the example databases and question files")

@@ -46,8 +46,10 @@ import dsl
 from dsl.plans import grounding_words, plan_grammar
 from orchestrator.backends import LLMRequest, LocalBackend, Message
 from orchestrator.bench._report import Report, Target, progress
+from orchestrator.errors import ConfigError
 from orchestrator.train import (
     SPLITS,
+    Corpus,
     Example,
     SqlWorld,
     heldout_split,
@@ -55,7 +57,16 @@ from orchestrator.train import (
     sql_grammar,
 )
 
-__all__ = ["Mode", "Outcome", "evaluate", "main", "measure", "same_result"]
+__all__ = [
+    "SQL_SPLITS",
+    "Mode",
+    "Outcome",
+    "evaluate",
+    "main",
+    "measure",
+    "same_result",
+    "sql_splits",
+]
 
 Mode = Literal["off", "on", "grounded"]
 """How a generation was constrained: no grammar, its grammar, or (plans) the grounded one."""
@@ -260,6 +271,75 @@ def _agreement(
     return rows
 
 
+def _trained(gguf: Path) -> dict[str, Any]:
+    """What the manifest next to ``gguf`` says of its training (empty for made models)."""
+    manifest = json.loads((gguf.parent / "legato-model.json").read_text(encoding="utf-8"))
+    trained: dict[str, Any] = manifest.get("trained", {})
+    return trained
+
+
+def _own_corpus(world: SqlWorld, trained: dict[str, Any], size: int | None) -> Corpus:
+    """The training corpus a model was trained on, made again from its manifest's seed and
+    size (``size`` overrides it)."""
+    config = trained.get("config", {})
+    return make_corpus(
+        world, seed=config.get("seed", 0), size=size or config.get("corpus_size", 150_000)
+    )
+
+
+def _split_rows(
+    gguf: Path,
+    corpus: Corpus,
+    world: SqlWorld,
+    names: Sequence[str],
+    n: int,
+    agreement: int,
+    console: Console,
+) -> tuple[list[dict[str, Any]], dict[tuple[str, Mode], float], list[bool]]:
+    """Evaluate ``gguf`` on ``n`` questions of each split in ``names``: one row per split and
+    mode, then the agreement rows (``agreement`` prompts across the splits); also the
+    accuracies by (split, mode) and whether each SQL answer under its grammar executed."""
+    splits = {name: heldout_split(corpus, name, n) for name in names}
+    total = sum((3 if k.startswith("plans_") else 2) * len(v) for k, v in splits.items())
+    with progress(console=console, transient=True) as bar:
+        task = bar.add_task("generate", total=total)
+        outcomes = evaluate(gguf, splits, world, on_done=lambda: bar.advance(task))
+    rows: list[dict[str, Any]] = []
+    acc: dict[tuple[str, Mode], float] = {}
+    executes_g: list[bool] = []
+    for name in names:
+        modes: tuple[Mode, ...] = (
+            ("off", "on", "grounded") if name.startswith("plans_") else ("off", "on")
+        )
+        for g in modes:
+            mine = [o for o in outcomes if o.split == name and o.grammar == g]
+            acc[(name, g)] = _share([o.correct for o in mine])
+            if g == "on" and not name.startswith("plans_"):
+                executes_g += [o.executes for o in mine]
+            rows.append(
+                {
+                    "case": name,
+                    "grammar": g,
+                    "n": len(mine),
+                    "accuracy": round(acc[(name, g)], 3),
+                    "executes": round(_share([o.executes for o in mine]), 3),
+                    "exact": round(_share([o.exact for o in mine]), 3),
+                }
+            )
+    if agreement:
+        per = max(1, agreement // len(names))
+        sample = [ex for name in names for ex in splits[name][:per]]
+        idx = {id(ex): i for i, ex in enumerate(sample)}
+        texts: dict[int, str] = {}
+        for name in names:
+            mine = [o for o in outcomes if o.split == name and o.grammar == "off"]
+            for ex, o in zip(splits[name], mine, strict=True):
+                if id(ex) in idx:
+                    texts[idx[id(ex)]] = o.text
+        rows += _agreement(gguf, sample, texts)
+    return rows, acc, executes_g
+
+
 def measure(
     *,
     model: str | Path = "demo",
@@ -297,52 +377,13 @@ def measure(
             result = train_model(work / "model", cfg, corpus=corpus, progress=show)
         gguf = result.files.gguf
         train_seconds = result.seconds["total"]
-        trained = {"steps": result.steps, "last_loss": result.last_loss}
+        trained: dict[str, Any] = {"steps": result.steps, "last_loss": result.last_loss}
     else:
         gguf = resolve_model(model)
-        manifest = json.loads((gguf.parent / "legato-model.json").read_text(encoding="utf-8"))
-        trained = manifest.get("trained", {})
-        cfg_seed = trained.get("config", {}).get("seed", 0)
-        size = corpus_size or trained.get("config", {}).get("corpus_size", 150_000)
+        trained = _trained(gguf)
         train_seconds = trained.get("seconds", {}).get("total", math.nan)
-        corpus = make_corpus(world, seed=cfg_seed, size=size)
-    splits = {name: heldout_split(corpus, name, n) for name in SPLITS}
-    total = sum((3 if k.startswith("plans_") else 2) * len(v) for k, v in splits.items())
-    with progress(console=console, transient=True) as bar:
-        task = bar.add_task("generate", total=total)
-        outcomes = evaluate(gguf, splits, world, on_done=lambda: bar.advance(task))
-    rows: list[dict[str, Any]] = []
-    acc: dict[tuple[str, Mode], float] = {}
-    executes_g: list[bool] = []
-    for name in SPLITS:
-        modes: tuple[Mode, ...] = (
-            ("off", "on", "grounded") if name.startswith("plans_") else ("off", "on")
-        )
-        for g in modes:
-            mine = [o for o in outcomes if o.split == name and o.grammar == g]
-            acc[(name, g)] = _share([o.correct for o in mine])
-            if g == "on" and not name.startswith("plans_"):
-                executes_g += [o.executes for o in mine]
-            rows.append(
-                {
-                    "case": name,
-                    "grammar": g,
-                    "n": len(mine),
-                    "accuracy": round(acc[(name, g)], 3),
-                    "executes": round(_share([o.executes for o in mine]), 3),
-                    "exact": round(_share([o.exact for o in mine]), 3),
-                }
-            )
-    if agreement:
-        sample = [ex for name in SPLITS for ex in splits[name][: max(1, agreement // len(SPLITS))]]
-        idx = {id(ex): i for i, ex in enumerate(sample)}
-        texts: dict[int, str] = {}
-        for name in SPLITS:
-            mine = [o for o in outcomes if o.split == name and o.grammar == "off"]
-            for ex, o in zip(splits[name], mine, strict=True):
-                if id(ex) in idx:
-                    texts[idx[id(ex)]] = o.text
-        rows += _agreement(gguf, sample, texts)
+        corpus = _own_corpus(world, trained, corpus_size)
+    rows, acc, executes_g = _split_rows(gguf, corpus, world, SPLITS, n, agreement, console)
     config = {
         "model": str(model) if train_minutes is None else "trained in this run",
         "gguf": gguf.name,
@@ -360,6 +401,55 @@ def measure(
         "train_minutes": Target(train_seconds / 60.0, 15.0, "lower"),
     }
     return Report("model", config, rows, targets)
+
+
+SQL_SPLITS: tuple[str, ...] = tuple(s for s in SPLITS if not s.startswith("plans_"))
+"""The Text-to-SQL held-out splits (``legato sql eval --split``)."""
+
+
+def sql_splits(
+    model: str | Path = "demo",
+    splits: Sequence[str] = SQL_SPLITS,
+    *,
+    n: int = 200,
+    agreement: int = 8,
+    console: Console | None = None,
+) -> Report:
+    """``legato sql eval --split``: execution accuracy of a trained model on held-out
+    Text-to-SQL splits of its own corpus, with and without the grammar, and whether torch and
+    llama-server (if built) write the same greedy SQL as the embedded engine on ``agreement``
+    of the questions.
+
+    Raises:
+        ConfigError: an unknown split, or a model with no training manifest.
+    """
+    from orchestrator.engine import resolve_model
+
+    unknown = [s for s in splits if s not in SQL_SPLITS]
+    if unknown or not splits:
+        raise ConfigError(
+            f"--split {','.join(unknown) or '(none)'}: the Text-to-SQL splits are "
+            f"{', '.join(SQL_SPLITS)}"
+        )
+    gguf = resolve_model(model)
+    trained = _trained(gguf)
+    if not trained:
+        raise ConfigError(
+            f"{gguf.name} was not trained here (its manifest has no training record): the "
+            "held-out splits are drawn against a trained model's own corpus"
+        )
+    console = console or Console(stderr=True)
+    world = SqlWorld(Path(tempfile.mkdtemp(prefix="legato-sql-eval-")) / "databases")
+    corpus = _own_corpus(world, trained, None)
+    rows, acc, executes_g = _split_rows(gguf, corpus, world, splits, n, agreement, console)
+    targets = {
+        f"sql_exec_{s}": Target(acc[(s, "on")], aim, "higher")
+        for s, aim in (("seen", 0.97), ("values", 0.80), ("phrasings", 0.55))
+        if s in splits
+    }
+    targets["sql_executes_with_grammar"] = Target(_share(executes_g), 1.0, "higher")
+    config = {"model": str(model), "gguf": gguf.name, "per_split": n}
+    return Report("sql-eval", config, rows, targets)
 
 
 def main(

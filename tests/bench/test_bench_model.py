@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from orchestrator.bench.model import measure
 from orchestrator.train import SPLITS
 
@@ -34,3 +36,38 @@ def test_bench_model_reports_every_target(tmp_path: Path) -> None:
     report.write_json(tmp_path / "model.json")
     data = json.loads((tmp_path / "model.json").read_text())
     assert data["bench"] == "model" and set(data["targets"]) == TARGETS
+
+
+def test_sql_eval_runs_the_held_out_splits_with_and_without_the_grammar(tmp_path: Path) -> None:
+    from orchestrator.cli import main
+
+    out = tmp_path / "splits.json"
+    argv = ["sql", "eval", "--split", "seen,phrasings", "--limit", "2", "--json", str(out)]
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    cases = {(r["case"], r.get("grammar")) for r in data["rows"]}
+    assert cases >= {(s, g) for s in ("seen", "phrasings") for g in ("off", "on")}
+    assert set(data["targets"]) == {
+        "sql_exec_seen",
+        "sql_exec_phrasings",
+        "sql_executes_with_grammar",
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--split", "plans_seen"], "the Text-to-SQL splits are seen, values"),
+        (["--split", "seen", "--backend", "http://127.0.0.1:9/v1"], "must be local[:MODEL]"),
+        (["--split", "seen", "--backend", "local:tiny"], "was not trained here"),
+        (["--split", "seen", "--db", "x.sqlite"], "drop --db"),
+        ([], "--db FILE is required"),
+    ],
+)
+def test_sql_eval_splits_reject_bad_arguments(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    assert main(["sql", "eval", *argv]) != 0
+    assert message in capsys.readouterr().err
