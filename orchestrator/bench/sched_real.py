@@ -2,12 +2,12 @@
 
 Two ``llama-server`` replicas (llama.cpp, the ``small`` preset with random weights, 2 slots and
 one thread each, on 127.0.0.1) behind ``Replicas`` (the locality balancer), driven by the same
-``drive`` as the virtual-time benchmark: ``N`` programs of a workload (``react`` by default, the
-same seeded generator) arrive as a Poisson process on the wall clock, per policy, through a real
-``Orchestrator`` whose admission queue holds the calls beyond ``max_in_flight`` = 4 (the
-replicas' slots): llama-server takes no priority hint, so the policy acts only on which ready
-call goes next. Generations run to ``max_tokens`` (random weights rarely write the end token),
-the tools sleep on the wall clock as the workload says.
+``drive`` as the virtual-time benchmark: ``N`` programs of the ``react`` workload (the same
+seeded generator, prompt text scaled by ``PROMPT_SCALE``) arrive as a Poisson process on the
+wall clock, per policy, through a real ``Orchestrator`` whose admission queue holds the calls
+beyond ``max_in_flight`` = 4 (the replicas' slots): llama-server takes no priority hint, so
+the policy acts only on which ready call goes next. Generations run to ``max_tokens`` (random
+weights rarely write the end token), the tools sleep on the wall clock as the workload says.
 
 The same arrivals then run in virtual time on two virtual engines shaped like the real ones
 (2 sequences each, the same admission limit), and the report compares the two orderings of the
@@ -34,14 +34,24 @@ from orchestrator.bench.sched import _ratio, drive, simulate
 from orchestrator.bench.workloads import WORKLOADS, make_workload
 from orchestrator.errors import ConfigError
 
-__all__ = ["REAL_POLICIES", "REAL_RATES", "real_run"]
+__all__ = ["PROMPT_SCALE", "REAL_POLICIES", "REAL_RATE", "real_run"]
 
 REAL_POLICIES = ("fcfs", "program_fcfs", "plas", "atlas", "mlfq", "adaptive")
 """Policies the real run compares by default (``slo`` needs a workload with SLOs)."""
 
-REAL_RATES: dict[str, float] = {"react": 1.2, "chat": 1.0, "dag": 0.4}
-"""Programs/s that keep two CPU replicas of ``small`` busy enough for a queue to form
-(measured on 2 cores: fcfs's mean completion time ~1.5-2x a program's alone)."""
+REAL_RATE = 1.2
+"""Programs/s that keep two CPU replicas of ``small`` busy enough for a queue to form."""
+
+PROMPT_SCALE = 0.1
+"""The real run's ``react`` prompts are a tenth of the virtual ones' words: the made-up words
+cost ~7.5 tokens each in the ``small`` model's tokenizer, so full-length prompts (~720 words a
+call on average, up to ~1,600: ~5,400 and ~12,000 tokens) would make a CPU run of prefills.
+Steps, decode lengths and tool durations are the workload's."""
+
+CONTEXT = 8192
+"""Tokens per slot: the ``small`` model says 2,048 (its GGUF's ``context_length``), which the
+longest scaled programs (40 steps) pass; the servers are told 8,192 (``--override-kv``). Its
+weights are random, so positions past its nominal context cost nothing in meaning."""
 
 SLOTS = 2
 """Slots (parallel sequences) per replica."""
@@ -78,21 +88,31 @@ def real_run(
     from orchestrator.engine import cached_model
 
     console = console or Console(stderr=True)
-    if workload not in WORKLOADS:
-        raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
+    if workload != "react":
+        known = "react" if workload in WORKLOADS else f"unknown workload {workload!r}; react"
+        raise ConfigError(f"legato bench sched --real runs the react workload ({known})")
     binary = find()
     if binary is None:
         raise ConfigError(
             "legato bench sched --real needs llama-server: python3 -m integrations.llamacpp build"
         )
-    rate = REAL_RATES.get(workload, 1.0) if rate is None else rate
+    rate = REAL_RATE if rate is None else rate
     names = ["fcfs", *[p for p in policies if p != "fcfs"]]
-    arrivals = make_workload(workload, programs=programs, rate=rate, seed=seed)
+    arrivals = make_workload(
+        workload, programs=programs, rate=rate, seed=seed, prompt_scale=PROMPT_SCALE
+    )
     gguf = cached_model(model).gguf
     in_flight = 2 * SLOTS
     real: dict[str, dict[str, Any]] = {}
     servers = [
-        LlamaServer(gguf, binary=binary, parallel=SLOTS, threads=1, ctx=SLOTS * 4096)
+        LlamaServer(
+            gguf,
+            binary=binary,
+            parallel=SLOTS,
+            threads=1,
+            ctx=SLOTS * CONTEXT,
+            extra_args=("--override-kv", f"llama.context_length=int:{CONTEXT}"),
+        )
         for _ in range(2)
     ]
     with servers[0], servers[1], progress(console=console) as bar:

@@ -26,6 +26,7 @@ Sizes are in words (= tokens); each ``Arrival.calls`` lists the calls its progra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -288,19 +289,27 @@ class ReactTurn:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReactSpec:
-    """A ReAct task: ``task`` program-unique words after the shared system prompt, then steps."""
+    """A ReAct task: ``task`` program-unique words after the shared system prompt of
+    ``system`` words, then steps."""
 
     tag: str
     task: int
     turns: tuple[ReactTurn, ...]
+    system: int = REACT_SYSTEM_WORDS
+    carry: float = 1.0
+
+    def carried(self, turn: ReactTurn) -> int:
+        """Words of ``turn``'s own text that later prompts repeat: its decode length, times
+        ``carry`` (1 but in a scaled workload)."""
+        return turn.decode if self.carry == 1.0 else max(1, round(turn.decode * self.carry))
 
     def calls(self) -> tuple[CallShape, ...]:
         """The task's calls (see ``react``)."""
         out: list[CallShape] = []
-        context = REACT_SYSTEM_WORDS + self.task
+        context = self.system + self.task
         for turn in self.turns:
             out.append(CallShape(stage="step", prefill=context, decode=turn.decode))
-            context += turn.decode + (turn.observation if turn.tool else 0)
+            context += self.carried(turn) + (turn.observation if turn.tool else 0)
         return tuple(out)
 
 
@@ -308,10 +317,10 @@ class ReactSpec:
 async def react(spec: ReactSpec) -> int:
     """A ReAct tool loop: think and act, run the tool, read the observation, repeat. Each
     prompt is the previous one plus the step's own text and the tool's observation."""
-    parts = [_words("react.sys", REACT_SYSTEM_WORDS), _words(f"{spec.tag}t", spec.task)]
+    parts = [_words("react.sys", spec.system), _words(f"{spec.tag}t", spec.task)]
     for k, turn in enumerate(spec.turns):
         await dsl.gen("{{c}}", c=" ".join(parts), max_tokens=turn.decode, name="step")
-        parts.append(_words(f"{spec.tag}a{k}.", turn.decode))
+        parts.append(_words(f"{spec.tag}a{k}.", spec.carried(turn)))
         if turn.tool is not None:
             await REACT_TOOLS[turn.tool][0](turn.seconds)
             parts.append(_words(f"{spec.tag}o{k}.", turn.observation))
@@ -341,7 +350,24 @@ def _react_spec(rng: random.Random, tag: str) -> ReactSpec:
     return ReactSpec(tag=tag, task=_count(rng, 100.0, 0.4, 10, 800), turns=tuple(turns))
 
 
-def react_workload(programs: int, rate: float, seed: int) -> list[Arrival]:
+def _scaled(spec: ReactSpec, scale: float) -> ReactSpec:
+    """``spec`` with its prompt text (system prompt, task, observations, the earlier steps'
+    text it repeats) ``scale`` times as long (at least one word each); decode lengths, steps
+    and tools unchanged."""
+
+    def words(n: int) -> int:
+        return max(1, round(n * scale))
+
+    turns = tuple(
+        dataclasses.replace(t, observation=words(t.observation) if t.tool else 0)
+        for t in spec.turns
+    )
+    return dataclasses.replace(spec, task=words(spec.task), system=words(spec.system), turns=turns)
+
+
+def react_workload(
+    programs: int, rate: float, seed: int, *, prompt_scale: float = 1.0
+) -> list[Arrival]:
     """ReAct tool loops, BFCL-like (the ``react`` workload of issue 5, with the figures it gives
     for BFCL agent traces, the kind Continuum evaluates on): ~10.8 LLM calls per program, ~735
     prefill tokens (growing each turn), ~34 decode tokens per call, a tool call between
@@ -357,11 +383,19 @@ def react_workload(programs: int, rate: float, seed: int) -> list[Arrival]:
       sigma 0.8), ``call_api`` (p=0.3, mean 1.0 s, sigma 1.0: heavy tail). Each is its own
       tool, so a per-tool duration history (the KV TTL predictor) has something to learn;
     - no SLO.
+
+    ``prompt_scale`` shortens (or lengthens) the prompt text of every program, for engines
+    whose tokenizers spend several tokens on each of these made-up words (the real-hardware
+    run, ``orchestrator.bench.sched_real``); the draws are the same.
     """
+    if not prompt_scale > 0:
+        raise ValueError(f"prompt_scale must be > 0, not {prompt_scale!r}")
     gaps, rng = _streams("react", seed)
     out = []
     for i, t in enumerate(_arrival_times(gaps, programs, rate)):
         spec = _react_spec(rng, f"r{seed}n{i}")
+        if prompt_scale != 1.0:
+            spec = _scaled(spec, prompt_scale)
         out.append(
             Arrival(time=t, program=react, args=(spec,), slo=None, kind="react", calls=spec.calls())
         )
