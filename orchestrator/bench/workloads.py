@@ -362,7 +362,9 @@ def _scaled(spec: ReactSpec, scale: float) -> ReactSpec:
         dataclasses.replace(t, observation=words(t.observation) if t.tool else 0)
         for t in spec.turns
     )
-    return dataclasses.replace(spec, task=words(spec.task), system=words(spec.system), turns=turns)
+    return dataclasses.replace(
+        spec, task=words(spec.task), system=words(spec.system), turns=turns, carry=scale
+    )
 
 
 def react_workload(

@@ -230,3 +230,20 @@ def test_balance_compares_the_rules_on_two_replicas() -> None:
         assert row["failed"] == 0 and 0.0 <= row["prefix_hits"] <= 1.0
         assert all(int(n) > 0 for n in row["calls_per_replica"].split("/"))
     assert set(report.targets) == {"balancer_speedup_vs_round_robin", "prefix_hits_within_program"}
+
+
+def test_a_scaled_react_workload_keeps_its_steps_and_shortens_its_prompts() -> None:
+    full = make_workload("react", programs=6, rate=1.0, seed=2)
+    short = make_workload("react", programs=6, rate=1.0, seed=2, prompt_scale=0.1)
+    assert [a.time for a in full] == [a.time for a in short]
+    assert [[c.decode for c in a.calls] for a in full] == [
+        [c.decode for c in a.calls] for a in short
+    ]
+    ratio = sum(c.prefill for c in _calls(short)) / sum(c.prefill for c in _calls(full))
+    assert 0.07 < ratio < 0.16
+    # the engine sees exactly the scaled prompts
+    m = simulate(short, policy="fcfs")
+    assert m["failed"] == 0
+    assert m["prompt_tokens"] == sum(c.prefill + 1 for c in _calls(short))
+    with pytest.raises(ValueError, match="prompt_scale"):
+        make_workload("react", programs=1, rate=1.0, seed=0, prompt_scale=0.0)
