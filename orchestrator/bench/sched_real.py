@@ -10,11 +10,13 @@ the policy acts only on which ready call goes next. Generations run to ``max_tok
 weights rarely write the end token), the tools sleep on the wall clock as the workload says.
 
 The same arrivals then run in virtual time on two virtual engines shaped like the real ones
-(2 sequences each, the same admission limit), and the report compares the two orderings of the
-policies by mean completion time: the share of policy pairs that both runs order the same way
-(1.0: identical orderings) and whether they agree on the best policy. The virtual engines' step
-costs are the reference model's (an 8B model on one H100), not a CPU's, so the absolute times
-differ; the ordering is what is compared.
+(2 sequences each, the same admission limit, batches in arrival order since llama-server takes
+no hint), with step costs fitted to the real replicas (``fit_cost``: llama-server's own prefill
+and decode timings on a prompt of the workload's kind of words), and the report compares the
+two orderings of the policies by mean completion time: the share of policy pairs that both
+runs order the same way (1.0: identical orderings) and whether they agree on the best policy.
+The fit is coarse (a decode step costs the same at batch 1 and 2; prefill is linear in tokens),
+so the absolute times differ somewhat; the ordering is what is compared.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from orchestrator.backends import OpenAICompatible, Replicas
 from orchestrator.bench._report import Report, Target, progress
 from orchestrator.bench.sched import _ratio, drive, simulate
 from orchestrator.bench.workloads import WORKLOADS, make_workload
+from orchestrator.engine import CostModel
 from orchestrator.errors import ConfigError
 
-__all__ = ["PROMPT_SCALE", "REAL_POLICIES", "REAL_RATE", "real_run"]
+__all__ = ["PROMPT_SCALE", "REAL_POLICIES", "REAL_RATE", "fit_cost", "real_run"]
 
 REAL_POLICIES = ("fcfs", "program_fcfs", "plas", "atlas", "mlfq", "adaptive")
 """Policies the real run compares by default (``slo`` needs a workload with SLOs)."""
@@ -65,6 +68,42 @@ def _pair_agreement(a: dict[str, float], b: dict[str, float]) -> float:
         return math.nan
     same = sum((a[x] > a[y]) - (a[x] < a[y]) == (b[x] > b[y]) - (b[x] < b[y]) for x, y in pairs)
     return same / len(pairs)
+
+
+def fit_cost(
+    base_url: str, *, words: int = 80, decode: int = 32
+) -> tuple[CostModel, dict[str, float]]:
+    """A virtual-time cost model fitted to the llama-server at ``base_url``, in the virtual
+    engine's units (one token per word): a prompt of ``words`` made-up words like the
+    workload's, decoded for ``decode`` tokens after a warm-up, timed by the server itself
+    (``timings`` of ``/completion``). A step costs ``max(decode step, new tokens x prefill time
+    per word)``. Also returns the measured figures."""
+    import httpx
+
+    prompt = " ".join(f"fit{i}.{i % 7}" for i in range(words))
+    body = {"prompt": prompt, "n_predict": decode, "temperature": 0, "cache_prompt": False}
+    with httpx.Client(timeout=120, trust_env=False) as client:
+        client.post(f"{base_url}/completion", json=body).raise_for_status()  # warm-up
+        r = client.post(f"{base_url}/completion", json=body)
+        r.raise_for_status()
+    t = r.json()["timings"]
+    per_word = t["prompt_ms"] / 1000.0 / words
+    step = t["predicted_ms"] / 1000.0 / max(1, t["predicted_n"])
+    cost = CostModel(
+        params=1.0,
+        weight_bytes=step,
+        kv_bytes_per_token=0.0,
+        hbm_bytes_per_s=1.0,
+        flops_per_s=2.0 / per_word,
+        utilisation=1.0,
+        step_overhead_s=0.0,
+    )
+    figures = {
+        "prefill_tokens_per_word": t["prompt_n"] / words,
+        "prefill_ms_per_word": per_word * 1000.0,
+        "decode_ms_per_token": step * 1000.0,
+    }
+    return cost, figures
 
 
 def real_run(
@@ -116,6 +155,7 @@ def real_run(
         for _ in range(2)
     ]
     with servers[0], servers[1], progress(console=console) as bar:
+        cost, fitted = fit_cost(servers[0].base)
         for name in names:
             task = bar.add_task(f"real {workload} {name}", total=len(arrivals))
 
@@ -140,6 +180,8 @@ def real_run(
                 policy=name,
                 replicas=2,
                 max_batch=SLOTS,
+                cost=cost,
+                engine_policy="fcfs",
                 max_in_flight=in_flight,
                 on_done=functools.partial(bar.advance, task),
             )
@@ -172,6 +214,7 @@ def real_run(
         "engine": f"2 x llama-server ({model}, random weights, {SLOTS} slots, 1 thread each)",
         "balancer": "locality",
         "max_in_flight": in_flight,
+        "virtual_cost": {k: round(v, 3) for k, v in fitted.items()},
         "best_real": best_real,
         "best_virtual": best_virtual,
         "first_error": next((m["first_error"] for m in real.values() if m["first_error"]), None),
