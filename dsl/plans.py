@@ -200,9 +200,9 @@ def plan_grammar(
     from 1, each calling a known tool with an allowed number of arguments of its kinds or
     ``$k`` for an earlier task ``k``, then ``N. join()`` and ``<END_OF_PLAN>``.
 
-    With ``words`` (a grounded plan; see ``grounding_words``), every run of letters in a string
-    argument must be one of ``words``: arguments are built from the question's own words, and
-    the model cannot invent or misspell a name."""
+    With ``words`` (a grounded plan; see ``grounding_words``), every string argument is either
+    some of ``words`` and ``$k`` one space apart, or arithmetic over numbers and ``$k`` (with
+    ``ARITHMETIC_WORDS``): the model cannot invent, misspell or run together a name."""
     if not signatures:
         raise ProgramError("a plan needs at least one tool")
     lines = ["start: t1"]
@@ -536,10 +536,10 @@ def plan(
         joiner: the joiner's template with ``{{question}}`` and ``{{results}}``.
         max_replans: how many new plans the joiner may ask for.
         max_tasks: the most tasks in one plan (the grammar enforces it).
-        grounded: build string arguments only from the words of the question and of previous
-            rounds (and ``ARITHMETIC_WORDS``): a small model then cannot misspell a name it
-            copies, cut it short, or write a name the question never had. Leave it off when a
-            tool needs words the question does not contain.
+        grounded: string arguments are words of the question and of previous rounds, one
+            space apart, or arithmetic over numbers and ``$k`` (``ARITHMETIC_WORDS``): a small
+            model then cannot misspell a name it copies, cut it inside a word, or write a name
+            the question never had. Leave it off when a tool needs other words or punctuation.
         max_tokens, temperature, seed, model: settings of the planner and joiner calls.
         name, timeout, retries: as for ``dsl.gen``.
     """
