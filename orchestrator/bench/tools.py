@@ -76,11 +76,10 @@ import math
 import random
 import re
 import statistics
-import tempfile
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -743,35 +742,44 @@ class _Recorder:
         await self.inner.aclose()
 
 
-@dsl.tool
-async def _lookup(query: str) -> str:
-    """Look a fact up."""
-    return f"facts about {query}"
+@dsl.tool(name="search")
+async def _search(query: str) -> str:
+    """Search the web; the snippet that answers ``query``."""
+    return f"{query}: {100 + zlib.crc32(query.encode()) % 900} units"
 
 
-@dsl.tool
-async def _calculate(expression: str) -> str:
-    """Compute an expression."""
-    return f"value of {expression}"
+@dsl.tool(name="math")
+async def _math(expression: str) -> str:
+    """Evaluate an arithmetic expression (numbers may carry units)."""
+    return f"{expression} = (computed)"
+
+
+REAL_QUESTIONS = (
+    "What is the total population of Paris and Rome?",
+    "What is the average length of Nile and Danube?",
+    "What is the combined elevation of Everest, Fuji and Etna?",
+)
+"""The real case's questions, one per run: the ParallelQA shape (look-ups, then arithmetic on
+their results) in the words the demo model was trained on."""
 
 
 @dsl.program
-async def _real_plan(question: str, seed: int) -> str:
+async def _real_plan(question: str) -> str:
     return await dsl.plan(
         question,
-        tools=[_lookup, _calculate],
+        tools=[_search, _math],
         name="plan",
         max_replans=0,
-        max_tasks=4,
-        seed=seed,
-        temperature=1.0,
+        max_tasks=6,
+        grounded=True,
+        temperature=0.0,
     )
 
 
 async def _real_runs(url: str, seeds: list[int]) -> list[dict[str, Any]]:
     from orchestrator.backends import OpenAICompatible
 
-    signatures = {s.name: s for s in (ToolSignature.of(t) for t in (_lookup, _calculate))}
+    signatures = {s.name: s for s in (ToolSignature.of(t) for t in (_search, _math))}
     rows: list[dict[str, Any]] = []
     recorder = _Recorder(OpenAICompatible(url, dialect="llamacpp"))
     try:
@@ -779,9 +787,8 @@ async def _real_runs(url: str, seeds: list[int]) -> list[dict[str, Any]]:
             for seed in seeds:
                 del recorder.replies[:]
                 start = time.perf_counter()
-                h = await orch.submit(
-                    _real_plan, "What is the total population of Paris and Rome?", seed
-                )
+                question = REAL_QUESTIONS[seed % len(REAL_QUESTIONS)]
+                h = await orch.submit(_real_plan, question)
                 outcome = "finished"
                 try:
                     await h.result()
@@ -798,7 +805,7 @@ async def _real_runs(url: str, seeds: list[int]) -> list[dict[str, Any]]:
                 rows.append(
                     {
                         "part": "a-real",
-                        "case": f"llama-server plan seed={seed}",
+                        "case": f"llama-server plan: {question}",
                         "wall_s": wall,
                         "planner_s": plans[0][2] if plans else math.nan,
                         "plan_parsed": bool(plans) and not errors and parser.joined,
@@ -809,6 +816,7 @@ async def _real_runs(url: str, seeds: list[int]) -> list[dict[str, Any]]:
                             if k.startswith("plan_") and s.status == "ok"
                         ),
                         "outcome": outcome,
+                        "plan": " | ".join(plans[0][1].strip().splitlines()) if plans else "",
                     }
                 )
     finally:
@@ -817,11 +825,12 @@ async def _real_runs(url: str, seeds: list[int]) -> list[dict[str, Any]]:
 
 
 def real_plan(*, seeds: list[int], console: Console | None = None) -> list[dict[str, Any]]:
-    """The real case: ``dsl.plan`` programs on ``llama-server`` serving a made tiny model (random
-    weights) through the llamacpp dialect (the plan grammar as GBNF); a row per seed, or one
-    row saying why it was skipped."""
+    """The real case: grounded ``dsl.plan`` programs on ``llama-server`` serving the trained
+    demo model through the llamacpp dialect (the plan grammar as GBNF), greedy; a row per entry
+    of ``seeds`` (which picks the question from ``REAL_QUESTIONS``), or one row saying why it
+    was skipped."""
     from integrations.llamacpp import LlamaServer, find
-    from orchestrator.engine import make_model
+    from orchestrator.engine import trained_model
 
     binary = find()
     if binary is None:
@@ -833,10 +842,8 @@ def real_plan(*, seeds: list[int], console: Console | None = None) -> list[dict[
                 "build)",
             }
         ]
-    with tempfile.TemporaryDirectory() as tmp:
-        model = make_model("tiny", seed=0, out=Path(tmp))
-        with LlamaServer(model.gguf, ctx=4096, parallel=2, threads=2, binary=binary) as server:
-            rows: list[dict[str, Any]] = anyio.run(_real_runs, server.url, seeds)
+    with LlamaServer(trained_model(), ctx=4096, parallel=2, threads=2, binary=binary) as server:
+        rows: list[dict[str, Any]] = anyio.run(_real_runs, server.url, seeds)
     for row in rows:
         row["binary"] = str(binary)
     return rows

@@ -48,7 +48,12 @@ def test_quick_run_writes_the_report(tmp_path: Path) -> None:
         assert row["react_s"] > row["seq_s"] > 0  # thoughts cost decoding time
         assert row["failed"] == 0
     assert targets["plan_makespan_vs_critical_path"]["value"] >= 1 - 1e-9
-    assert [r for r in report["rows"] if r["part"] == "a-real"]  # ran, or says why not
+    real = [r for r in report["rows"] if r["part"] == "a-real"]
+    assert real  # ran, or says why not
+    if not str(real[0]["outcome"]).startswith("skipped"):
+        # the demo model plans the first question on llama-server under the grounded grammar
+        assert real[0]["plan_parsed"] and real[0]["outcome"] == "finished", real[0]
+        assert real[0]["tasks_ok"] == real[0]["tasks"] == 3
     assert [r for r in report["rows"] if r["part"] == "b"]  # merged, or says why not
 
 
