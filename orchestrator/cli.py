@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -445,15 +447,29 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``legato`` console script."""
+    """Entry point of the ``legato`` console script.
+
+    While a command runs, SIGTERM exits the way Ctrl-C does (``SystemExit`` in the main
+    thread): ``with`` blocks and ``finally`` clauses run, so servers the command started
+    (llama-server replicas, engines) and tools' child processes are stopped, not orphaned."""
     own, extra = _split_args(sys.argv[1:] if argv is None else argv)
     ns = _parser().parse_args(own)
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         code: int = ns.fn(ns, extra)
     except LegatoError as exc:
         print(f"legato: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return code
 
 

@@ -1,0 +1,83 @@
+"""``legato`` stops what it started when it is terminated (SIGTERM), as on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PROGRAM = '''
+import os
+import subprocess
+
+import anyio
+
+import dsl
+
+
+@dsl.tool
+async def hold() -> str:
+    """Start a child process and wait; stop the child however the wait ends."""
+    child = subprocess.Popen(["sleep", "300"])
+    with open(os.environ["LEGATO_TEST_PIDFILE"], "w") as f:
+        f.write(str(child.pid))
+    try:
+        await anyio.sleep(300)
+    finally:
+        child.kill()
+        child.wait()
+    return "done"
+
+
+@dsl.program
+async def main() -> str:
+    return await hold()
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_runs_the_cleanup_of_a_running_command(tmp_path: Path) -> None:
+    program = tmp_path / "hold.py"
+    program.write_text(PROGRAM, encoding="utf-8")
+    pidfile = tmp_path / "child.pid"
+    env = {**os.environ, "LEGATO_TEST_PIDFILE": str(pidfile)}
+    log = tmp_path / "legato.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "run", f"{program}:main"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text()):
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the tool never started"
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        assert _alive(child)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 128 + signal.SIGTERM, log.read_text()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child), "the tool's child process was orphaned"
