@@ -4,8 +4,6 @@ a tool and checked against a reference query; the program's graph and a timeline
 
 from __future__ import annotations
 
-import sqlite3
-from collections import Counter
 from typing import Any
 
 import anyio
@@ -13,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 import dsl
+from integrations.text2sql import execute, same_result
 from orchestrator.runtime import NodeStats, Orchestrator
 
 __all__ = ["DB", "QUESTIONS", "ask", "main"]
@@ -38,18 +37,14 @@ QUESTIONS: tuple[tuple[str, str], ...] = (
 """The demo's questions and the reference queries their answers are checked against."""
 
 
-def _read_only(db_path: str) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-
-
 @dsl.tool(expected_duration=0.01)
 def run_sql(db_path: str, sql: str) -> list[list[Any]]:
-    """Run one SELECT on the SQLite file ``db_path``, read-only; its rows (at most 10)."""
-    con = _read_only(db_path)
-    try:
-        return [list(row) for row in con.execute(sql).fetchmany(10)]
-    finally:
-        con.close()
+    """Run one SELECT on the SQLite file ``db_path`` under the Text-to-SQL executor's guards
+    (read-only, time-limited); its rows (at most 10)."""
+    result = execute(db_path, sql, max_rows=10)
+    if not result.ok:
+        raise ValueError(f"the query did not run ({result.status}): {result.error}")
+    return [list(row) for row in result.rows]
 
 
 @dsl.program
@@ -78,14 +73,8 @@ async def ask(db: str, db_path: str, questions: list[str]) -> list[dict[str, Any
 
 
 def _same(db_path: str, sql: str, gold: str) -> bool:
-    con = _read_only(db_path)
-    try:
-        mine = Counter(map(tuple, con.execute(sql).fetchall()))
-        return mine == Counter(map(tuple, con.execute(gold).fetchall()))
-    except sqlite3.Error:
-        return False
-    finally:
-        con.close()
+    """Execution accuracy as the Text-to-SQL evaluation judges it (``same_result``)."""
+    return same_result(execute(db_path, gold), execute(db_path, sql), gold_sql=gold)
 
 
 def _timeline(stats: dict[str, NodeStats], width: int = 24) -> Table:

@@ -33,8 +33,6 @@ import math
 import sqlite3
 import sys
 import tempfile
-import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +43,7 @@ from rich.console import Console
 
 import dsl
 from dsl.plans import grounding_words, plan_grammar
+from integrations.text2sql import connect_read_only, execute, result_key
 from orchestrator.backends import LLMRequest, LocalBackend, Message
 from orchestrator.bench._report import Report, Target, progress
 from orchestrator.errors import ConfigError
@@ -80,6 +79,7 @@ _ROLES: dict[str, Literal["system", "user", "assistant"]] = {
 SQL_TOKENS = 96
 PLAN_TOKENS = 160
 QUERY_SECONDS = 2.0
+QUERY_ROWS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,25 +103,16 @@ class Outcome:
     exact: bool
 
 
-def _rows(con: sqlite3.Connection, sql: str) -> Counter[tuple[Any, ...]] | None:
-    """The result of ``sql`` as a multiset of rows (floats rounded), or None if it fails."""
-    deadline = time.monotonic() + QUERY_SECONDS
-    con.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
-    try:
-        rows = con.execute(sql).fetchmany(10_000)
-    except (sqlite3.Error, sqlite3.Warning):
-        return None
-    finally:
-        con.set_progress_handler(None, 0)
-    return Counter(tuple(round(v, 6) if isinstance(v, float) else v for v in row) for row in rows)
-
-
 def same_result(con: sqlite3.Connection, sql: str, gold: str) -> tuple[bool, bool]:
-    """(same rows as ``gold``, ``sql`` executes) on the read-only connection ``con``."""
-    mine = _rows(con, sql)
-    if mine is None:
+    """(``sql`` returns the same rows as ``gold``, ``sql`` executes) on ``con``, a connection
+    from ``connect_read_only``. Both run under the Text-to-SQL executor's guards (read-only,
+    ``QUERY_SECONDS`` each); rows compare as multisets with floats to 6 places
+    (``result_key``)."""
+    mine = execute(con, sql, time_limit=QUERY_SECONDS, max_rows=QUERY_ROWS)
+    if not mine.ok:
         return False, False
-    return mine == _rows(con, gold), True
+    want = execute(con, gold, time_limit=QUERY_SECONDS, max_rows=QUERY_ROWS)
+    return want.ok and result_key(mine.rows) == result_key(want.rows), True
 
 
 def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
@@ -184,10 +175,7 @@ def evaluate(
             return await _generate(backend, requests, on_done)
 
     texts = anyio.run(run)
-    cons = {
-        db: sqlite3.connect(f"file:{p}?mode=ro", uri=True, check_same_thread=False)
-        for db, p in world.paths.items()
-    }
+    cons = {db: connect_read_only(p) for db, p in world.paths.items()}
     out = []
     try:
         for (name, ex, g), text in zip(cases, texts, strict=True):

@@ -134,14 +134,16 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
     p = node.params
     context = ""
     takes_grammar = True  # until the engine says it has no field for one
+    # A grounded grammar takes the words of the question and of earlier rounds: one per round.
+    fixed = None if node.grounded else dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks))
     for attempt in range(node.max_replans + 1):
         last = attempt == node.max_replans
-        words = grounding_words(str(inputs["question"]), context) if node.grounded else None
-        grammar: dsl.Grammar | None = (
-            dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks, words=words))
-            if takes_grammar
-            else None
-        )
+        grammar: dsl.Grammar | None = None
+        if takes_grammar and fixed is not None:
+            grammar = fixed
+        elif takes_grammar:
+            words = grounding_words(str(inputs["question"]), context)
+            grammar = dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks, words=words))
         prompt = dsl.render(
             node.planner,
             {**inputs, "tools": describe_tools(signatures), "context": context},
