@@ -426,7 +426,7 @@ def _parser() -> argparse.ArgumentParser:
         "--fail-rate", type=float, default=None, help="text2sql: share of failing candidates"
     )
     b.add_argument(
-        "--no-search", action="store_true", help="text2sql: skip finding fcfs's 50% load"
+        "--no-search", action="store_true", help="text2sql: skip finding fcfs's 50%% load"
     )
     b.add_argument(
         "--real",
