@@ -59,12 +59,13 @@ Targets (DESIGN.md section 6 names):
   (sequential pays every call, the plan pays the slowest search and the math call): ~2x is the
   honest figure; it is reported as measured, not tuned.
 
-Also: ``dsl.plan`` programs (one per seed: 3, or 1 with ``--quick``) on a real
-``llama-server`` (if ``integrations.llamacpp.find()`` returns a binary) running a made tiny model
-with random weights, through ``OpenAICompatible(url, dialect="llamacpp")``: the plan's grammar
-travels as GBNF, so the noise the model writes is still a well-formed plan; reported: wall time,
-whether the plan parsed, its tasks, and how the joiner ended (with random weights the joiner's
-free text usually runs out of ``max_tokens`` before closing ``Finish(...)``).
+Also: grounded ``dsl.plan`` programs (one per seed: 3, or 1 with ``--quick``; the questions
+are ``REAL_QUESTIONS``) on a real ``llama-server`` (if ``integrations.llamacpp.find()`` returns a
+binary) serving the trained demo model, greedy, through ``OpenAICompatible(url,
+dialect="llamacpp")``: the plan's grammar travels as GBNF. Reported: wall time, whether the plan
+parsed, its tasks and how many ran ``ok``, how the joiner ended, and the plan's text (whether it
+names the right look-ups is for the reader to see: the demo model repeats or skips list items
+now and then).
 """
 
 from __future__ import annotations
@@ -792,7 +793,7 @@ async def _real_runs(url: str, seeds: list[int]) -> list[dict[str, Any]]:
                 outcome = "finished"
                 try:
                     await h.result()
-                except Exception as exc:  # reported: random weights may run out of tokens
+                except Exception as exc:  # reported: a small model may run out of tokens
                     why = str(getattr(exc, "reason", exc)).split(" (")[0]
                     why = "".join(c if c.isprintable() else "?" for c in why)
                     outcome = f"{type(exc).__name__}: {why[:70]}"

@@ -222,36 +222,75 @@ def _bucket(index: float) -> int:
     return 1 + max(0, min(98, int(4 * (10 - math.log2(max(index, 1e-12))))))
 
 
+@dataclass(slots=True)
+class _Sizes:
+    """Running mean and variance of a kind's call sizes (Welford)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        d = x - self.mean
+        self.mean += d / self.n
+        self.m2 += d * (x - self.mean)
+
+    def cv(self) -> float:
+        return math.sqrt(self.m2 / self.n) / self.mean if self.n and self.mean > 0 else 0.0
+
+
+_POOL = "\0all"
+"""History key of the pooled distribution of every kind's programs."""
+
+
 @dataclass
 class Adaptive(_Base):
-    """Legato's adaptive policy: the Gittins index of each program, computed from the observed
-    distribution of total service of finished programs of the same kind.
+    """Legato's adaptive policy: Gittins indices from what the runtime has measured, at the
+    level (program or call) where the workload's structure says delay is paid.
 
     Why: no fixed rule wins everywhere. PLAS (least attained service) is optimal for
-    heavy-tailed program lengths (chat) but delays long programs and hurts tails; program-level
-    FCFS wins when programs are alike (tool loops), where finishing the program that is furthest
-    along is best. The Gittins index is the optimal single-server rule for a known service
-    distribution and reduces to each of them where each is optimal: with a decreasing hazard
-    rate it orders like least-attained-service, with near-deterministic sizes like
-    shortest-remaining (which, for identical programs, is oldest-first). Where the compiled graph
-    knows the program's remaining work (static DAGs), the index is at least the reciprocal of
-    the known remaining work (shortest remaining first).
+    heavy-tailed program lengths but delays long programs and hurts tails; program-level FCFS
+    wins when programs are alike (tool loops), where finishing the program that is furthest
+    along is best; request-level shortest-first (MLFQ with known sizes) wins on multi-turn chat.
+    The Gittins index is the optimal single-server rule for a known service distribution and
+    reduces to each of them where each is optimal: with a decreasing hazard rate it orders like
+    least-attained-service, with near-deterministic sizes like shortest-remaining (which, for
+    identical programs, is oldest-first), and for a job of known size it is one over the size.
 
-    Measured predictability decides how the index is used. For a kind whose programs are alike
-    (coefficient of variation of their total service below ``predictable_cv``), attained
-    service is a poor measure of progress (a map-reduce program attains service fast in its
-    parallel phase and still has its critical path ahead), so the kind's index at the start
-    places the kind among the others and, within the kind, the oldest program goes first
-    (program-level FCFS). Without history (fewer than ``min_samples`` finished programs of the
-    kind) it also runs oldest first. Priorities sent to engines are ``class * 10**6 +
-    program_seq``: the Gittins class (a factor of 2**0.25 apart), then program age, so an engine
-    that breaks ties by request arrival still keeps programs in order.
+    Which index, decided per kind from measurements:
 
-    Evidence (``legato bench sched``, one run each, mean completion time over the best fixed
-    policy): dag 1.004, text2sql 1.011, react 0.999, mixed 1.042 (PLAS best), chat 1.14 (MLFQ,
-    request-level, best: chat's programs are alike in total service, ~6.7 calls, while single
-    calls are heavy-tailed, which a program-level index does not see). Anti-starvation as in
-    the module docstring.
+    - **Chains of calls of varied, known size** (every program of the kind had at most one call
+      in flight, and the graph's size estimates of its calls vary with a coefficient of
+      variation above ``call_cv``; multi-turn chat): between its calls the program waits on the
+      user or a tool, so each second a waiting call waits adds a second to its program and the
+      mean completion time is the sum of the calls' response times. The Gittins index of a call
+      of known size is ``1 / size``: shortest call first, the program's age breaking ties. Below
+      ``call_cv`` (tool loops, CV ~0.4), keeping a program's calls together (and its KV cache
+      warm) is worth more than ordering by size.
+    - **Alike programs** (coefficient of variation of the kind's total service below
+      ``predictable_cv``): attained service is a poor measure of progress (a map-reduce program
+      attains service fast in its parallel phase and still has its critical path ahead), so the
+      kind's index at the start places the kind among the others and, within the kind, the
+      oldest program goes first (program-level FCFS).
+    - **Otherwise**: the program's Gittins index over its kind's distribution of total service
+      at its attained service; where the compiled graph knows the program's remaining work
+      (static DAGs), at least the reciprocal of that work (shortest remaining first).
+    - **A kind without history** (fewer than ``min_samples`` finished programs): the Gittins
+      index over the pooled distribution of every kind's programs at the program's attained
+      service. A new kind is placed by what is known of programs in general rather than ahead
+      of every kind that has history. Before any program has finished, oldest program first.
+
+    Priorities sent to engines are ``class * 10**6 + program_seq``: the Gittins class (a factor
+    of 2**0.25 apart), then program age, so an engine that breaks ties by request arrival still
+    keeps programs in order. Anti-starvation as in the module docstring.
+
+    Evidence (``legato bench sched --workload W``, default rates, one run each, adaptive's mean
+    completion time over the best other policy's): chat 1.006 (MLFQ best; 1.14 before the chain
+    rule), react 0.998, dag 1.000, text2sql 0.987 and mixed 0.997 (adaptive best), tree 1.083
+    (request-level FCFS best: a program's deeper levels should not overtake other programs'
+    roots; not captured here). ``call_cv = 0.6`` sits between react's call sizes (CV ~0.43; size
+    order there measured 1.04 of program-level FCFS) and chat's (~0.9).
     """
 
     name = "adaptive"
@@ -263,35 +302,67 @@ class Adaptive(_Base):
     """Bumped when a kind's distribution is refreshed: every queued key may have moved."""
     _sorted: dict[str, list[float]] = field(default_factory=dict)
     _unsorted: dict[str, int] = field(default_factory=dict)
-    _index: dict[str, tuple[float, int, float]] = field(default_factory=dict)
+    _index: dict[tuple[str, str], tuple[float, int, float]] = field(default_factory=dict)
     _cv: dict[str, float] = field(default_factory=dict)
     predictable_cv: float = 0.5
     """Below this coefficient of variation of a kind's program service, its programs are
     alike and run oldest first (the Gittins index would say the same, less exactly)."""
+    call_cv: float = 0.6
+    """Above this coefficient of variation of a chain kind's call sizes, its calls go shortest
+    first (see the class docstring)."""
+    min_calls: int = 20
+    """Calls of a kind measured before its call sizes are trusted to vary."""
+    _in_flight: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _width: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _kind_width: dict[str, int] = field(default_factory=dict)
+    _sizes: dict[str, _Sizes] = field(default_factory=lambda: defaultdict(_Sizes))
+    _chains: set[str] = field(default_factory=set)
 
     def _gittins(self, program: str, kind: str, attained: float) -> float | None:
         samples = self._sorted.get(kind)
         if samples is None or len(samples) < self.min_samples:
             return None
-        cached = self._index.get(program)
+        cached = self._index.get((program, kind))
         if cached is not None and cached[0] == attained and cached[1] == len(samples):
             return cached[2]
         index = gittins_index(samples, attained)
-        self._index[program] = (attained, len(samples), index)
+        self._index[(program, kind)] = (attained, len(samples), index)
         return index
+
+    def _update_chain(self, kind: str) -> None:
+        """Decide again whether ``kind``'s programs are chains of calls whose sizes vary (see
+        the class docstring); a change re-keys every queued call."""
+        sizes = self._sizes.get(kind)
+        chain = (
+            self._kind_width.get(kind) == 1
+            and sizes is not None
+            and sizes.n >= self.min_calls
+            and sizes.cv() > self.call_cv
+        )
+        if chain != (kind in self._chains):
+            if chain:
+                self._chains.add(kind)
+            else:
+                self._chains.discard(kind)
+            self.epoch += 1
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
         if self._starved(call, now):
             return (0, -math.inf, call.arrival, call.seq)
+        if call.expected_service > 0.0 and call.kind in self._chains:
+            return (1, _bucket(1.0 / call.expected_service), call.program_arrival, call.seq)
         p = self.programs.get(call.program)
         attained = p.service if p else 0.0
         samples = self._sorted.get(call.kind)
         if samples is None or len(samples) < self.min_samples:
-            return (1, 0, call.program_arrival, call.seq)  # no history: program-level FCFS
+            pooled = self._gittins(call.program, _POOL, attained)
+            if pooled is None:
+                return (1, 0, call.program_arrival, call.seq)  # nothing known: oldest first
+            return (1, _bucket(pooled), call.program_arrival, call.seq)
         if self._cv.get(call.kind, math.inf) < self.predictable_cv:
             # Alike programs: the kind's index at the start places it among other kinds; within
             # the kind, oldest program first (progress in service is not progress in a DAG).
-            start = self._gittins(f"\0kind:{call.kind}", call.kind, 0.0)
+            start = self._gittins("\0start", call.kind, 0.0)
             assert start is not None
             return (1, _bucket(start), call.program_arrival, call.seq)
         index = self._gittins(call.program, call.kind, attained)
@@ -301,30 +372,50 @@ class Adaptive(_Base):
         return (1, _bucket(index), call.program_arrival, call.seq)
 
     def priority(self, call: CallInfo, now: float) -> int:
-        """0 for starved calls; then by Gittins bucket (higher index, lower value) and, within
-        a bucket, by program age (``bucket * 10**6 + program_seq``), so an engine that breaks
-        ties by request arrival still keeps programs in order; kinds without history after
-        every indexed call, oldest program first."""
+        """0 for starved calls; then by Gittins class (higher index, lower value) and, within
+        a class, by program age (``class * 10**6 + program_seq``), so an engine that breaks
+        ties by request arrival still keeps programs in order."""
         k = self.key(call, now)
         if k[0] == 0:
             return 0
         return (1 + int(k[1])) * _PROGRAMS + call.program_seq % _PROGRAMS
 
+    def on_admit(self, call: CallInfo, now: float) -> None:
+        super().on_admit(call, now)
+        n = self._in_flight[call.program] = self._in_flight[call.program] + 1
+        self._width[call.program] = max(self._width[call.program], n)
+
+    def on_finish(self, call: CallInfo, now: float, service: float) -> None:
+        super().on_finish(call, now, service)
+        self._in_flight[call.program] -= 1
+        self._sizes[call.kind].add(call.expected_service)
+        self._update_chain(call.kind)
+
+    def _learn(self, kind: str, service: float) -> None:
+        recent = self.history.setdefault(kind, deque(maxlen=self.window))
+        recent.append(service)  # the recent past only: the workload may shift
+        # Refresh the distribution when it has grown by a tenth (or reached min_samples):
+        # each refresh re-keys every queued call, so not on every program's end.
+        fresh = self._unsorted.get(kind, 0) + 1
+        known = len(self._sorted.get(kind, ()))
+        if known < self.min_samples or fresh >= max(self.min_samples, known // 10):
+            self._sorted[kind] = sorted(recent)
+            self._cv[kind] = _cv(recent)
+            self._unsorted[kind] = 0
+            self.epoch += 1
+        else:
+            self._unsorted[kind] = fresh
+
     def on_program_end(self, program: str, kind: str, now: float) -> None:
         p = self.programs.get(program)
         if p is not None and p.calls:
-            recent = self.history.setdefault(kind, deque(maxlen=self.window))
-            recent.append(p.service)  # the recent past only: the workload may shift
-            # Refresh the distribution when it has grown by a tenth (or reached min_samples):
-            # each refresh re-keys every queued call, so not on every program's end.
-            fresh = self._unsorted.get(kind, 0) + 1
-            known = len(self._sorted.get(kind, ()))
-            if known < self.min_samples or fresh >= max(self.min_samples, known // 10):
-                self._sorted[kind] = sorted(recent)
-                self._cv[kind] = _cv(recent)
-                self._unsorted[kind] = 0
-                self.epoch += 1
-            else:
-                self._unsorted[kind] = fresh
-        self._index.pop(program, None)
+            self._learn(kind, p.service)
+            self._learn(_POOL, p.service)
+        width = self._width.pop(program, 0)
+        self._in_flight.pop(program, None)
+        if width:
+            self._kind_width[kind] = max(self._kind_width.get(kind, 0), width)
+            self._update_chain(kind)
+        self._index.pop((program, kind), None)
+        self._index.pop((program, _POOL), None)
         super().on_program_end(program, kind, now)

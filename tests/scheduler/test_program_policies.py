@@ -183,6 +183,55 @@ def test_adaptive_orders_alike_programs_by_age_and_heavy_tails_by_gittins() -> N
     assert order(tails, [old, new], now=6.0) == ["new", "long"]
 
 
+def _run_calls(a: Adaptive, program: str, kind: str, sizes: list[float], width: int = 1) -> None:
+    """Admit and finish ``program``'s calls of ``sizes`` (``width`` at a time), then end it."""
+    for i in range(0, len(sizes), width):
+        batch = [call(program, kind=kind, expected=x) for x in sizes[i : i + width]]
+        for c in batch:
+            a.on_admit(c, 0.0)
+        for c in batch:
+            a.on_finish(c, 0.0, c.expected_service)
+    a.on_program_end(program, kind, 0.0)
+
+
+def test_adaptive_runs_the_shortest_call_first_in_chains_of_varied_sizes() -> None:
+    a = Adaptive()
+    epoch = a.epoch
+    rng = random.Random(0)
+    for i in range(10):  # one call at a time, sizes lognormal with sigma 1 (cv ~1.3)
+        _run_calls(a, f"c{i}", "chat", [rng.lognormvariate(0.0, 1.0) for _ in range(4)])
+    assert a.epoch > epoch  # the decision re-keys queued calls
+    old_long = call("old", 1.0, kind="chat", expected=8.0, program_arrival=0.0)
+    new_short = call("new", 2.0, kind="chat", expected=0.5, program_arrival=2.0)
+    assert order(a, [old_long, new_short], now=3.0) == ["new", "old"]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "width"),
+    [([1.0, 1.1, 0.9, 1.0], 1), ([0.1, 5.0, 0.3, 9.0], 2)],
+    ids=["alike-sizes", "parallel-calls"],
+)
+def test_adaptive_keeps_programs_together_unless_chains_of_varied_sizes(
+    sizes: list[float], width: int
+) -> None:
+    a = Adaptive()
+    for i in range(10):
+        _run_calls(a, f"p{i}", "k", sizes, width)
+    old_long = call("old", 1.0, kind="k", expected=8.0, program_arrival=0.0)
+    new_short = call("new", 2.0, kind="k", expected=0.5, program_arrival=2.0)
+    assert order(a, [new_short, old_long], now=3.0) == ["old", "new"]  # oldest program first
+
+
+def test_adaptive_places_a_kind_without_history_by_every_kind_s_history() -> None:
+    a = Adaptive(min_samples=4)
+    for i, size in enumerate([1.0, 1.0, 1.0, 100.0]):  # heavy tail, another kind
+        _run_calls(a, f"t{i}", "known", [size])
+    a.on_finish(call("long", kind="fresh"), 0.0, 3.0)  # 3 s attained: past the short mass
+    old = call("long", 5.0, kind="fresh", program_arrival=0.0)
+    new = call("new", 4.0, kind="fresh", program_arrival=1.0)
+    assert order(a, [old, new], now=6.0) == ["new", "long"]
+
+
 @given(st.lists(st.floats(0.0, 100.0), min_size=1, max_size=40), st.sampled_from(sorted(POLICIES)))
 def test_every_policy_keeps_fcfs_among_identical_calls(arrivals: list[float], name: str) -> None:
     policy = make_policy(name)
