@@ -133,9 +133,21 @@ def _cmd_engine_serve(ns: argparse.Namespace, extra: list[str]) -> int:
     from orchestrator.engine import build_engine
     from orchestrator.engine._server import create_app
 
+    policy: Any = ns.policy
+    if ns.preempt_threshold is not None:
+        if ns.policy != "priority":
+            raise ConfigError(
+                f"--preempt-threshold applies to --policy priority, not {ns.policy!r}"
+            )
+        from orchestrator.scheduler import PriorityBatch
+
+        try:
+            policy = PriorityBatch(ns.preempt_threshold)
+        except ValueError as exc:
+            raise ConfigError(f"--preempt-threshold: {exc}") from exc
     try:
         engine, name = build_engine(
-            ns.model, seed=ns.seed, kv_tokens=ns.kv_tokens, max_batch=ns.max_batch, policy=ns.policy
+            ns.model, seed=ns.seed, kv_tokens=ns.kv_tokens, max_batch=ns.max_batch, policy=policy
         )
     except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from exc
@@ -343,6 +355,13 @@ def _parser() -> argparse.ArgumentParser:
         default="fcfs",
         help="batch policy: fcfs, priority (follow priority hints), or a program-level policy "
         "run in the batcher (plas, atlas, mlfq, slo, adaptive, program_fcfs)",
+    )
+    sv.add_argument(
+        "--preempt-threshold",
+        type=int,
+        default=None,
+        help="priority: preempt a running sequence only for a priority better by more than this "
+        "(default 0; with Legato's adaptive policy, 999999: only a better class preempts)",
     )
     sv.add_argument("--max-batch", type=int, default=16, help="most sequences per step")
     sv.add_argument("--kv-tokens", type=int, default=16384, help="KV cache budget in tokens")

@@ -101,11 +101,24 @@ class FCFSBatch:
 
 class PriorityBatch:
     """Admit by priority (lower first, then arrival); when the best waiting sequence does not
-    fit, preempt running sequences of strictly worse priority (recompute) to make room, as vLLM's
-    priority scheduling does."""
+    fit, preempt running sequences of worse priority (recompute) to make room.
+
+    Args:
+        preempt_threshold: a running sequence yields only to one whose priority is better by
+            more than this (SGLang's priority-scheduling preemption threshold). 0, the default,
+            preempts for any strictly better priority, as vLLM's priority scheduling does. A
+            policy whose hints put a tie-break below a class (``Adaptive``: ``class * 10**6 +
+            program age``) sets it so that only a better class preempts: throwing away a
+            running call's work to serve a slightly older program costs more than it saves.
+    """
 
     name = "priority"
     preempts = True
+
+    def __init__(self, preempt_threshold: int = 0) -> None:
+        if preempt_threshold < 0:
+            raise ValueError(f"preempt_threshold must be >= 0, got {preempt_threshold}")
+        self.preempt_threshold = preempt_threshold
 
     def rank(self, s: SeqView, now: float) -> tuple[float, ...]:
         """Order of a sequence: lower goes first (here: its priority hint, then arrival)."""
@@ -136,8 +149,8 @@ class PriorityBatch:
         for v in sorted(running, key=lambda s: self.rank(s, now), reverse=True):
             if room >= 1 and free >= head.blocks_needed:
                 break
-            if self.rank(v, now)[:1] <= head_rank[:1]:  # only a strictly worse class yields
-                break
+            if self.rank(v, now)[0] - head_rank[0] <= self.preempt_threshold:
+                break  # only a sequence worse by more than the threshold yields
             victims.append((v.id, "recompute"))
             room += 1
             free += v.blocks_needed
@@ -159,6 +172,7 @@ class PolicyBatch(PriorityBatch):
     """
 
     def __init__(self, policy: Policy) -> None:
+        super().__init__()
         self.policy = policy
         self.name = policy.name
         self._program_first: dict[str, tuple[float, int]] = {}

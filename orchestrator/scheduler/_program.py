@@ -283,7 +283,9 @@ class Adaptive(_Base):
 
     Priorities sent to engines are ``class * 10**6 + program_seq``: the Gittins class (a factor
     of 2**0.25 apart), then program age, so an engine that breaks ties by request arrival still
-    keeps programs in order. Anti-starvation as in the module docstring.
+    keeps programs in order; ``preempt_threshold`` tells an engine that honours one (the
+    embedded engine, SGLang) to preempt for a better class only. Anti-starvation as in the
+    module docstring.
 
     Evidence (``legato bench sched --workload W``, default rates, one run each, adaptive's mean
     completion time over the best other policy's): chat 1.006 (MLFQ best; 1.14 before the chain
@@ -295,6 +297,10 @@ class Adaptive(_Base):
 
     name = "adaptive"
     uses_kv_ttl = True
+    preempt_threshold = _PROGRAMS - 1
+    """For the engine's batcher (``PriorityBatch(preempt_threshold=...)``): only a better
+    Gittins class preempts a running call; program age alone orders admissions but does not
+    preempt (on ``tree``, 1,400 preemptions for age cost 8% of mean completion time)."""
     min_samples: int = 8
     window: int = 500
     history: dict[str, deque[float]] = field(default_factory=dict)

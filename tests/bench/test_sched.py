@@ -195,6 +195,12 @@ def test_main_writes_json_and_skips_the_plot_without_matplotlib(
     data = json.loads(out.read_text())
     assert data["bench"] == "sched" and data["config"]["workload"] == "chat"
     assert {"chat_p50_speedup_vs_fcfs", "chat_p99_ratio_vs_fcfs"} <= set(data["targets"])
+    # running alone bounds every policy's p50 from below
+    alone = data["config"]["chat_p50_alone_s"]
+    assert 0 < alone <= min(r["p50_s"] for r in data["rows"]) + 1e-9
+    assert data["targets"]["chat_p50_speedup_vs_fcfs"]["value"] <= (
+        data["config"]["chat_p50_speedup_bound"] + 1e-9
+    )
     for t in data["targets"].values():
         assert set(t) == {"value", "aim", "better", "met"}
 
