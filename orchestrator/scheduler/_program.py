@@ -65,8 +65,8 @@ class _Base:
         """When ``call``'s key changes by time alone: when it starves (see the module
         docstring); ``inf`` if it cannot."""
         p = self.programs.get(call.program)
-        if p is None or p.service <= 0.0:
-            return math.inf
+        if p is None or p.service <= 0.0 or self._starved(call, now):
+            return math.inf  # never starves, or already has: time alone changes nothing now
         return call.arrival + self.config.beta * p.service - p.waited
 
     def on_admit(self, call: CallInfo, now: float) -> None:

@@ -17,7 +17,9 @@ times). A policy without ``expires`` is taken to have time-invariant keys.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -41,8 +43,11 @@ class ReadyQueue(Generic[T]):
     """Calls waiting for admission, best first by ``policy.key``."""
 
     policy: Policy
-    _heap: list[tuple[tuple[float, ...], int, int, _Entry[T]]] = field(default_factory=list)
-    _expiry: list[tuple[float, int, int, _Entry[T]]] = field(default_factory=list)
+    _heap: list[tuple[tuple[float, ...], int, int, int, _Entry[T]]] = field(default_factory=list)
+    _expiry: list[tuple[float, int, int, int, _Entry[T]]] = field(default_factory=list)
+    _ticks: Iterator[int] = field(default_factory=itertools.count)
+    """Breaks ties between heap entries with equal keys and seq (the same call queued again),
+    so the heap never compares entries."""
     _by_program: dict[str, dict[str, _Entry[T]]] = field(default_factory=dict)
     _by_call: dict[str, _Entry[T]] = field(default_factory=dict)
     _epoch: int = 0
@@ -62,7 +67,7 @@ class ReadyQueue(Generic[T]):
             self._compact(now)
         e.gen += 1  # older heap entries of this call are now dead
         key = self.policy.key(e.call, now)
-        heapq.heappush(self._heap, (key, e.call.seq, e.gen, e))
+        heapq.heappush(self._heap, (key, e.call.seq, next(self._ticks), e.gen, e))
         expires = getattr(self.policy, "expires", None)
         if expires is not None:
             when = expires(e.call, now)
@@ -70,7 +75,7 @@ class ReadyQueue(Generic[T]):
                 # A time at or before ``now`` (float rounding at the boundary) is looked at again
                 # at the next later decision, never again within this one.
                 when = max(when, math.nextafter(now, math.inf))
-                heapq.heappush(self._expiry, (when, e.call.seq, e.gen, e))
+                heapq.heappush(self._expiry, (when, e.call.seq, next(self._ticks), e.gen, e))
 
     def push(self, call: CallInfo, item: T, now: float) -> None:
         """Queue ``call`` (with ``item``, e.g. its waiter)."""
@@ -105,11 +110,11 @@ class ReadyQueue(Generic[T]):
             self._epoch = epoch
             self._compact(now)
         while self._expiry and self._expiry[0][0] <= now:
-            _, _, gen, e = heapq.heappop(self._expiry)
+            _, _, _, gen, e = heapq.heappop(self._expiry)
             if e.live and gen == e.gen:
                 self._key(e, now)  # time changed its key (e.g. it starved)
         while self._heap:
-            _, _, gen, e = self._heap[0]
+            _, _, _, gen, e = self._heap[0]
             heapq.heappop(self._heap)
             if not e.live or gen != e.gen:
                 continue

@@ -253,3 +253,14 @@ def test_a_scaled_react_workload_keeps_its_steps_and_shortens_its_prompts() -> N
     assert m["prompt_tokens"] == sum(c.prefill + 1 for c in _calls(short))
     with pytest.raises(ValueError, match="prompt_scale"):
         make_workload("react", programs=1, rate=1.0, seed=0, prompt_scale=0.0)
+
+
+def test_micro_times_every_policy_on_a_small_queue() -> None:
+    from orchestrator.bench.sched_micro import measure_micro
+    from orchestrator.scheduler import POLICIES
+
+    report = measure_micro(queued=400, programs=40, repeats=30)
+    assert {r["policy"] for r in report.rows} == set(POLICIES)
+    assert all(r["decision_us"] > 0 for r in report.rows)
+    worst = report.targets["decision_us_at_10k_queued"].value
+    assert worst == pytest.approx(max(r["decision_us"] for r in report.rows), abs=0.1)

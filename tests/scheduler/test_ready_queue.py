@@ -92,3 +92,38 @@ def test_re_keying_does_not_grow_the_heap_without_bound() -> None:
     for r in range(5000):
         q.touched(f"p{r % 10}", 10.0)
     assert len(q._heap) <= 4 * len(q) + 64 + 1
+
+
+def test_starved_calls_are_not_re_keyed_at_every_later_decision() -> None:
+    from orchestrator.scheduler import PLAS, QueueConfig
+
+    class Counting(PLAS):
+        keys = 0
+
+        def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+            Counting.keys += 1
+            return super().key(call, now)
+
+    policy = Counting(config=QueueConfig(beta=1.0))
+    q: ReadyQueue[int] = ReadyQueue(policy)
+    for p in range(50):  # every program has 1 s of service and its call has waited since 0
+        c = info(1000 + p, p, 0.0)
+        policy.on_admit(c, 0.0)
+        policy.on_finish(c, 1.0, 1.0)
+        q.push(info(p, p, 0.0), p, 0.5)
+    q.pop(2.0)  # all have starved by now: re-keyed once each
+    before = Counting.keys
+    for r in range(20):
+        q.pop(3.0 + r)
+    assert Counting.keys - before <= 20  # not 20 decisions x the whole queue
+
+
+def test_a_call_popped_and_queued_again_is_popped_again() -> None:
+    policy = make_policy("plas")
+    a = info(1, 0, 1.0)
+    policy.on_admit(info(9, 0, 0.0), 0.0)
+    policy.on_finish(info(9, 0, 0.0), 1.0, 5.0)  # service: the call's starvation time is finite
+    q: ReadyQueue[str] = ReadyQueue(policy)
+    for r in range(3):  # its dead expiry entries tie with the new ones on time, seq and gen
+        q.push(a, f"round {r}", 2.0)
+        assert q.pop(2.0) == (a, f"round {r}")
