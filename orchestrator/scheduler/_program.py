@@ -393,7 +393,8 @@ class Adaptive(_Base):
 
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
         super().on_finish(call, now, service)
-        self._in_flight[call.program] -= 1
+        if self._in_flight.get(call.program):  # a batcher reports finishes without admissions
+            self._in_flight[call.program] -= 1
         self._sizes[call.kind].add(call.expected_service)
         self._update_chain(call.kind)
 
