@@ -127,3 +127,45 @@ def test_a_call_popped_and_queued_again_is_popped_again() -> None:
     for r in range(3):  # its dead expiry entries tie with the new ones on time, seq and gen
         q.push(a, f"round {r}", 2.0)
         assert q.pop(2.0) == (a, f"round {r}")
+
+
+@settings(max_examples=int(os.environ.get("LEGATO_HYPOTHESIS_EXAMPLES", "60")), deadline=None)
+@given(
+    name=st.sampled_from(["plas", "atlas", "mlfq", "adaptive"]),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["push", "pop", "finish"]), st.integers(0, 4), st.floats(0.0, 3.0)
+        ),
+        max_size=80,
+    ),
+)
+def test_no_call_overtakes_a_starved_call_that_arrived_before_it(
+    name: str, ops: list[tuple[str, int, float]]
+) -> None:
+    """Anti-starvation as an invariant: once a call has waited ``beta`` times its program's
+    service, no call that became ready after it is admitted before it, so its wait is bounded
+    by the calls ahead of it when it starved."""
+    policy = make_policy(name)
+    queue: ReadyQueue[int] = ReadyQueue(policy)
+    waiting: dict[str, CallInfo] = {}
+    now = 0.0
+    for i, (op, program, x) in enumerate(ops):
+        now += 2.0  # long steps: calls starve within a few operations
+        if op == "push":
+            c = info(i, program, now)
+            waiting[c.call] = c
+            queue.push(c, i, now)
+        elif op == "finish":
+            c = info(10_000 + i, program, now)
+            policy.on_admit(c, now)
+            policy.on_finish(c, now, x)
+            queue.touched(c.program, now)
+        elif waiting:
+            starved = [c for c in waiting.values() if policy._starved(c, now)]  # type: ignore[attr-defined]
+            got = queue.pop(now)
+            assert got is not None
+            admitted = got[0]
+            for s in starved:
+                assert (admitted.arrival, admitted.seq) <= (s.arrival, s.seq), (admitted, s)
+            del waiting[admitted.call]
+            policy.on_admit(admitted, now)
