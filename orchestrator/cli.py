@@ -335,7 +335,15 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--dtype", default="f16", choices=["f32", "f16", "q8_0"])
-    tr.add_argument("--threads", type=int, default=None, help="torch threads (default: probe)")
+    tr.add_argument(
+        "--threads", type=int, default=None, help="torch threads per process (default: probe)"
+    )
+    tr.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="training processes, data parallel (default: one per core)",
+    )
     tr.add_argument("--corpus-size", type=int, default=None, help="training examples drawn")
     tr.add_argument("--out", required=True, help="the folder to write")
     tr.set_defaults(fn=_cmd_model_train)

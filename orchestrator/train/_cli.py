@@ -26,6 +26,7 @@ def train_main(ns: argparse.Namespace) -> int:
         steps=ns.steps,
         dtype=ns.dtype,
         threads=ns.threads,
+        workers=ns.workers,
     )
     if ns.corpus_size is not None:
         cfg = dataclasses.replace(cfg, corpus_size=ns.corpus_size)

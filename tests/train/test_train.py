@@ -29,6 +29,7 @@ from orchestrator.engine import (
     load_gguf,
     trained_model,
 )
+from orchestrator.engine._make import train_tokenizer
 from orchestrator.train import (
     SPLITS,
     SqlWorld,
@@ -44,6 +45,7 @@ from orchestrator.train import (
     write_loss_png,
 )
 from orchestrator.train._sql import FRAMES, held_combo, held_value
+from orchestrator.train._train import _epoch, batch_loss, encode_examples
 
 SMALL = Preset(
     name="demo",
@@ -234,3 +236,51 @@ def test_legato_model_train_writes_the_files_and_the_curve(tmp_path: Path) -> No
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list(out.glob("*.gguf"))) == 1
     assert (out / "tokenizer.json").is_file() and (out / "hf" / "model.safetensors").is_file()
+
+
+def test_the_processes_shares_of_a_batch_add_up_to_its_loss_and_gradient(
+    world: SqlWorld,
+) -> None:
+    corpus = make_corpus(world, seed=0, size=200)
+    tokenizer = train_tokenizer(SMALL.vocab_size, 0, texts=corpus.texts())
+    encoded = [e for e in encode_examples(tokenizer, corpus.train) if len(e[0]) <= 512]
+    cfg = TrainConfig(preset=SMALL, steps=1)
+    batch = next(b for b in _epoch(encoded, random.Random(0)) if len(b.ids) >= 3)
+    model = TorchLlama(SMALL, seed=0)
+
+    def grads(rank: int, world_size: int) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad()
+        loss = batch_loss(model, batch, cfg, rank, world_size)
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in model.parameters()]
+
+    whole, g = grads(0, 1)
+    parts = [grads(r, 3) for r in range(3)]
+    assert sum(loss for loss, _ in parts) == pytest.approx(whole, rel=1e-5)
+    for i, full in enumerate(g):
+        torch.testing.assert_close(sum(p[1][i] for p in parts), full, rtol=1e-4, atol=1e-6)
+
+
+def test_two_training_processes_compute_what_one_computes(tmp_path: Path, world: SqlWorld) -> None:
+    corpus = make_corpus(world, seed=0, size=600)
+    runs = []
+    for workers in (1, 2):
+        cfg = TrainConfig(
+            preset=SMALL, steps=40, warmup=5, lr=1e-2, workers=workers, threads=1, dtype="f32"
+        )
+        runs.append(train_model(tmp_path / str(workers), cfg, corpus=corpus))
+    one, two = runs
+    assert two.steps == 40 and two.tokens == one.tokens
+    assert two.last_loss < two.first_loss - 0.3
+    assert [c[2] for c in two.curve] == pytest.approx([c[2] for c in one.curve], rel=1e-3)
+    manifest = json.loads((two.files.root / "legato-model.json").read_text())
+    assert manifest["trained"]["workers"] == 2
+    a, b = load_gguf(one.files.gguf), load_gguf(two.files.gguf)
+    for name, w in a.tensors.items():
+        np.testing.assert_allclose(np.asarray(b.tensors[name]), np.asarray(w), atol=1e-3)
+
+
+@pytest.mark.parametrize("field", ["workers", "threads", "steps"])
+def test_a_recipe_with_no_processes_threads_or_steps_is_refused(field: str) -> None:
+    with pytest.raises(ValueError, match=f"TrainConfig.{field} must be at least 1"):
+        TrainConfig(**{field: 0})  # type: ignore[arg-type]
