@@ -341,8 +341,8 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--workers",
         type=int,
-        default=None,
-        help="training processes, data parallel (default: one per core)",
+        default=1,
+        help="training processes, data parallel (default 1)",
     )
     tr.add_argument("--corpus-size", type=int, default=None, help="training examples drawn")
     tr.add_argument("--out", required=True, help="the folder to write")
