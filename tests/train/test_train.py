@@ -284,3 +284,31 @@ def test_two_training_processes_compute_what_one_computes(tmp_path: Path, world:
 def test_a_recipe_with_no_processes_threads_or_steps_is_refused(field: str) -> None:
     with pytest.raises(ValueError, match=f"TrainConfig.{field} must be at least 1"):
         TrainConfig(**{field: 0})  # type: ignore[arg-type]
+
+
+def _training_processes() -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # the process ended while we looked
+            continue
+        if "orchestrator.train._worker" in text:
+            found.append(text)
+    return found
+
+
+def test_a_run_that_fails_leaves_no_training_process_behind(
+    tmp_path: Path, world: SqlWorld
+) -> None:
+    corpus = make_corpus(world, seed=0, size=300)
+
+    def stop(done: float, step: int, loss: float, tokens_per_s: float) -> None:
+        if step == 3:
+            raise RuntimeError("stopped at step 3")
+
+    cfg = TrainConfig(preset=SMALL, steps=40, warmup=5, workers=2, threads=1, dtype="f32")
+    with pytest.raises(RuntimeError, match="stopped at step 3"):
+        train_model(tmp_path, cfg, corpus=corpus, progress=stop)
+    assert _training_processes() == []
+    assert not list(tmp_path.glob("*.gguf"))
