@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -19,17 +20,21 @@ __all__ = ["train_main"]
 def train_main(ns: argparse.Namespace) -> int:
     """Train with the command line's settings; print where the files are and the figures."""
     console = Console(stderr=True)
-    cfg = TrainConfig(
-        preset=DEMO,
-        seed=ns.seed,
-        minutes=ns.minutes,
-        steps=ns.steps,
-        dtype=ns.dtype,
-        threads=ns.threads,
-        workers=ns.workers,
-    )
-    if ns.corpus_size is not None:
-        cfg = dataclasses.replace(cfg, corpus_size=ns.corpus_size)
+    try:  # a bad setting is refused before anything is made or written
+        cfg = TrainConfig(
+            preset=DEMO,
+            seed=ns.seed,
+            minutes=ns.minutes,
+            steps=ns.steps,
+            dtype=ns.dtype,
+            threads=ns.threads,
+            workers=ns.workers,
+        )
+        if ns.corpus_size is not None:
+            cfg = dataclasses.replace(cfg, corpus_size=ns.corpus_size)
+    except ValueError as exc:
+        print(f"legato model train: error: {exc}", file=sys.stderr)
+        return 2
     out = Path(ns.out)
     with Progress(
         TextColumn("[bold]{task.description}"),

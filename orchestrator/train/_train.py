@@ -116,7 +116,7 @@ class TrainConfig:
     workers: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("threads", "workers", "steps"):
+        for name in ("threads", "workers", "steps", "corpus_size"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"TrainConfig.{name} must be at least 1, got {value}")

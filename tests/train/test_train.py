@@ -280,7 +280,7 @@ def test_two_training_processes_compute_what_one_computes(tmp_path: Path, world:
         np.testing.assert_allclose(np.asarray(b.tensors[name]), np.asarray(w), atol=1e-3)
 
 
-@pytest.mark.parametrize("field", ["workers", "threads", "steps"])
+@pytest.mark.parametrize("field", ["workers", "threads", "steps", "corpus_size"])
 def test_a_recipe_with_no_processes_threads_or_steps_is_refused(field: str) -> None:
     with pytest.raises(ValueError, match=f"TrainConfig.{field} must be at least 1"):
         TrainConfig(**{field: 0})  # type: ignore[arg-type]
@@ -312,3 +312,22 @@ def test_a_run_that_fails_leaves_no_training_process_behind(
         train_model(tmp_path, cfg, corpus=corpus, progress=stop)
     assert _training_processes() == []
     assert not list(tmp_path.glob("*.gguf"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "TrainConfig.workers must be at least 1, got 0"),
+        (["--minutes", "0"], "TrainConfig.minutes must be positive, got 0.0"),
+        (["--corpus-size", "-5"], "TrainConfig.corpus_size must be at least 1, got -5"),
+    ],
+)
+def test_the_train_command_refuses_bad_settings_before_making_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from orchestrator.cli import main
+
+    out = tmp_path / "model"
+    assert main(["model", "train", *args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
