@@ -291,10 +291,7 @@ def train_model(
     workers = config.workers
     with _Group(workers, config, encoded) as group:
         t = time.perf_counter()
-        if workers == 1:
-            threads = config.threads or _probe_threads(config, encoded)
-        else:
-            threads = config.threads or max(1, _cores() // workers)
+        threads = _threads(config, workers) or _probe_threads(config, encoded)
         seconds["threads_probe"] = time.perf_counter() - t
         group.connect()
         run = _optimise(config, encoded, 0, workers, threads, progress)
@@ -345,6 +342,14 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _threads(config: TrainConfig, workers: int) -> int | None:
+    """Torch threads per process: the recipe's, else the cores shared out among several
+    processes; None for one process, which probes."""
+    if config.threads is not None or workers == 1:
+        return config.threads
+    return max(1, _cores() // workers)
 
 
 @dataclass(slots=True)
@@ -567,7 +572,7 @@ def worker(folder: str, rank: int, world: int) -> None:
     encoded = [(ids[e - n : e], mask[e - n : e]) for e, n in zip(ends, lengths, strict=True)]
     _join(rank, world, folder, _Group.TIMEOUT_S)
     try:
-        threads = config.threads or max(1, _cores() // world)
+        threads = _threads(config, world) or 1
         _optimise(config, encoded, rank, world, threads, None)
         dist.barrier()
     finally:
