@@ -36,6 +36,7 @@ from dsl.errors import ProgramError
 
 __all__ = [
     "ARITHMETIC_WORDS",
+    "CONNECTIVES",
     "DEFAULT_JOINER",
     "DEFAULT_PLANNER",
     "END_OF_PLAN",
@@ -47,7 +48,7 @@ __all__ = [
     "TextWithRefs",
     "ToolSignature",
     "describe_tools",
-    "grounding_words",
+    "grounding_runs",
     "joiner_grammar",
     "parse_verdict",
     "plan",
@@ -162,31 +163,77 @@ ARITHMETIC_WORDS: tuple[str, ...] = ("max", "min", "abs", "round", "sum")
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*")
 
-
-def grounding_words(*texts: str) -> list[str]:
-    """The words of ``texts``: runs of letters and digits, with inner hyphens or apostrophes
-    (``ECHO-88`` is one word). A grounded plan's text arguments are made of them (see
-    ``plan_grammar``)."""
-    return list(dict.fromkeys(w for t in texts for w in _WORD.findall(t)))
+CONNECTIVES: tuple[str, ...] = ("of", "in", "for", "the", "and", "to", "on", "at")
+"""Words that join quoted runs in a grounded text argument: they tie a name to what is asked of
+it (``"stock of Pro Camera"`` for "the difference in stock between Pro Camera and ...", whose
+question has no "of") and cannot make up a name."""
 
 
-def _grounded_string(words: Iterable[str]) -> str:
-    """Lark rules for a grounded JSON string: either words of ``words`` (and ``$k``) separated
-    by single spaces (``"price of Mini Drum"``), or an arithmetic expression over numbers and
-    ``$k`` (``"($1 + $2) / 2"``, ``"max($1, $2) - min($1, $2)"``). No word can start that the
-    text does not have, nor run on into another, so a name cannot be misspelt, cut inside a
-    word, glued to the next or swapped for one the question never had."""
-    allowed = sorted({w for w in words if _WORD.fullmatch(w)}, key=lambda w: (-len(w), w))
+def grounding_runs(*texts: str) -> list[tuple[str, ...]]:
+    """The runs of consecutive words of ``texts``, broken at any punctuation: a word is letters
+    and digits, with inner hyphens or apostrophes (``ECHO-88`` is one word). A grounded plan's
+    text arguments quote them (see ``plan_grammar``).
+
+    ``"Price of Mini Drum, Eco Lamp."`` gives ``[("Price", "of", "Mini", "Drum"), ("Eco",
+    "Lamp")]``."""
+    runs: list[tuple[str, ...]] = []
+    for text in texts:
+        run: list[str] = []
+        end = 0
+        for m in _WORD.finditer(text):
+            if run and text[end : m.start()].strip():
+                runs.append(tuple(run))
+                run = []
+            run.append(m.group())
+            end = m.end()
+        if run:
+            runs.append(tuple(run))
+    return list(dict.fromkeys(runs))
+
+
+_SPAN_WORDS = 6
+"""The most consecutive words one quote takes: a name is shorter, and the grammar grows with the
+square of it (a 100-word replan context compiles in about half a second at 6)."""
+
+
+def _span_terminal(runs: Sequence[Sequence[str]]) -> str | None:
+    """A Lark terminal matching any stretch of one to ``_SPAN_WORDS`` consecutive words of a
+    run (one space apart), or None when there are no words."""
+    alts: dict[str, None] = {}
+    for run in runs:
+        for i, first in enumerate(run):
+            tail = ""
+            for w in reversed(run[i + 1 : i + _SPAN_WORDS]):
+                inner = json.dumps(" " + w) + (f" {tail}" if tail else "")
+                tail = f"({inner})?"
+            alts[json.dumps(first) + (f" {tail}" if tail else "")] = None
+    return " | ".join(alts) or None
+
+
+def _grounded_string(runs: Sequence[Sequence[str]]) -> str:
+    """Lark rules for a grounded JSON string: either quotes of ``runs`` (stretches of a run's
+    consecutive words) and ``$k``, each joined to the next by one of ``CONNECTIVES``
+    (``"price of Mini Drum"``, ``"invoice of $1"``), or an arithmetic expression over numbers
+    and ``$k`` (``"($1 + $2) / 2"``, ``"max($1, $2) - min($1, $2)"``). A name is written as the
+    question has it: it cannot be misspelt, cut inside a word, glued to another, repeated
+    (``"Robot Robot"``) or swapped for one the question never had."""
+    runs = [[w for w in run if _WORD.fullmatch(w)] for run in runs]
+    span = _span_terminal([r for r in runs if r])
     fns = " | ".join(json.dumps(f) for f in ARITHMETIC_WORDS)
     rules = [
         f'GFN: ({fns}) "("',
         r"GEXPR: (GFN | /[-+*\/(),. $0-9]/)+",
         r"GREF: /\$[1-9][0-9]*/",
     ]
-    if not allowed:
+    if span is None:
         return "\n".join(['STRING: "\\"" GEXPR "\\""', *rules]) + "\n"
-    alts = " | ".join(json.dumps(w) for w in allowed)
-    rules += [f"GWORD: {alts}", 'GTEXT: (GWORD | GREF) (" " (GWORD | GREF))*']
+    conns = " | ".join(json.dumps(w) for w in CONNECTIVES)
+    rules += [
+        f"GSPAN: {span}",
+        f"GCONN: {conns}",
+        "GATOM: GSPAN | GREF",
+        'GTEXT: GATOM (" " GCONN " " GATOM)*',
+    ]
     return "\n".join(['STRING: "\\"" (GTEXT | GEXPR) "\\""', *rules]) + "\n"
 
 
@@ -194,15 +241,16 @@ def plan_grammar(
     signatures: Sequence[ToolSignature],
     max_tasks: int = 8,
     *,
-    words: Iterable[str] | None = None,
+    runs: Sequence[Sequence[str]] | None = None,
 ) -> str:
     """A Lark grammar of the plans over ``signatures``: at most ``max_tasks`` tasks numbered
     from 1, each calling a known tool with an allowed number of arguments of its kinds or
     ``$k`` for an earlier task ``k``, then ``N. join()`` and ``<END_OF_PLAN>``.
 
-    With ``words`` (a grounded plan; see ``grounding_words``), every string argument is either
-    some of ``words`` and ``$k`` one space apart, or arithmetic over numbers and ``$k`` (with
-    ``ARITHMETIC_WORDS``): the model cannot invent, misspell or run together a name."""
+    With ``runs`` (a grounded plan; see ``grounding_runs``), every string argument either
+    quotes the runs' consecutive words and ``$k``, joined by ``CONNECTIVES``, or is arithmetic
+    over numbers and ``$k`` (with ``ARITHMETIC_WORDS``): the model cannot invent, misspell,
+    repeat or run together a name."""
     if not signatures:
         raise ProgramError("a plan needs at least one tool")
     lines = ["start: t1"]
@@ -225,11 +273,11 @@ def plan_grammar(
         lines.append(f"call{i}: " + "\n    | ".join(calls))
     lines.append(f"j{max_tasks + 1}: " + f'"{max_tasks + 1}. join()\\n{END_OF_PLAN}"')
     literals = _LITERALS
-    if words is not None:
+    if runs is not None:
         literals = "\n".join(
             line for line in _LITERALS.splitlines() if not line.startswith("STRING:")
         )
-        literals += "\n" + _grounded_string(words)
+        literals += "\n" + _grounded_string(runs)
     return "\n".join(lines) + "\n" + literals
 
 
@@ -536,10 +584,12 @@ def plan(
         joiner: the joiner's template with ``{{question}}`` and ``{{results}}``.
         max_replans: how many new plans the joiner may ask for.
         max_tasks: the most tasks in one plan (the grammar enforces it).
-        grounded: string arguments are words of the question and of previous rounds, one
-            space apart, or arithmetic over numbers and ``$k`` (``ARITHMETIC_WORDS``): a small
-            model then cannot misspell a name it copies, cut it inside a word, or write a name
-            the question never had. Leave it off when a tool needs other words or punctuation.
+        grounded: string arguments quote the question and previous rounds (stretches of
+            consecutive words, and ``$k``, joined by ``CONNECTIVES``: ``"price of Mini Drum"``)
+            or are arithmetic over numbers and ``$k`` (``ARITHMETIC_WORDS``): a small model
+            then cannot misspell a name it copies, cut it inside a word, repeat a word of it or
+            write a name the question never had. Leave it off when a tool needs other words or
+            punctuation.
         max_tokens, temperature, seed, model: settings of the planner and joiner calls.
         name, timeout, retries: as for ``dsl.gen``.
     """

@@ -42,7 +42,7 @@ import anyio
 from rich.console import Console
 
 import dsl
-from dsl.plans import grounding_words, plan_grammar
+from dsl.plans import grounding_runs, plan_grammar
 from integrations.text2sql import connect_read_only, execute, result_key
 from orchestrator.backends import LLMRequest, LocalBackend, Message
 from orchestrator.bench._report import Report, Target, progress
@@ -120,8 +120,8 @@ def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
     if mode != "off" and ex.sql is not None:
         g = dsl.Grammar.lark(sql_grammar(ex.sql.db, ex.sql.question, path=paths[ex.sql.db]))
     elif mode != "off" and ex.plan is not None:
-        words = grounding_words(ex.plan.question) if mode == "grounded" else None
-        g = dsl.Grammar.lark(plan_grammar([t.signature() for t in ex.plan.tools], words=words))
+        runs = grounding_runs(ex.plan.question) if mode == "grounded" else None
+        g = dsl.Grammar.lark(plan_grammar([t.signature() for t in ex.plan.tools], runs=runs))
     return LLMRequest(
         messages=tuple(Message(_ROLES[role], content) for role, content in ex.messages),
         max_tokens=SQL_TOKENS if ex.kind == "sql" else PLAN_TOKENS,

@@ -24,7 +24,7 @@ from dsl.plans import (
     TextWithRefs,
     ToolSignature,
     describe_tools,
-    grounding_words,
+    grounding_runs,
     joiner_grammar,
     parse_verdict,
     plan_grammar,
@@ -134,7 +134,7 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
     p = node.params
     context = ""
     takes_grammar = True  # until the engine says it has no field for one
-    # A grounded grammar takes the words of the question and of earlier rounds: one per round.
+    # A grounded grammar quotes the question and earlier rounds: one per round.
     fixed = None if node.grounded else dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks))
     for attempt in range(node.max_replans + 1):
         last = attempt == node.max_replans
@@ -142,8 +142,8 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
         if takes_grammar and fixed is not None:
             grammar = fixed
         elif takes_grammar:
-            words = grounding_words(str(inputs["question"]), context)
-            grammar = dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks, words=words))
+            runs = grounding_runs(str(inputs["question"]), context)
+            grammar = dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks, runs=runs))
         prompt = dsl.render(
             node.planner,
             {**inputs, "tools": describe_tools(signatures), "context": context},

@@ -15,7 +15,7 @@ from dsl.plans import (
     TaskRef,
     TextWithRefs,
     ToolSignature,
-    grounding_words,
+    grounding_runs,
     parse_verdict,
     plan_grammar,
 )
@@ -69,10 +69,17 @@ def test_the_grammar_bounds_the_tasks() -> None:
         constrain.check(grammar, three)
 
 
-def test_a_grounded_grammar_builds_strings_from_the_question_words_only() -> None:
-    words = grounding_words("What is the total price of Mini Drum and Eco Lamp?")
-    assert {"Mini", "Drum", "price"} <= set(words)
-    grammar = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), words=words))
+def test_grounding_runs_break_at_punctuation() -> None:
+    assert grounding_runs("Price of Mini Drum, Eco Lamp and ECHO-88?", "Mini Drum.") == [
+        ("Price", "of", "Mini", "Drum"),
+        ("Eco", "Lamp", "and", "ECHO-88"),
+        ("Mini", "Drum"),
+    ]
+
+
+def test_a_grounded_grammar_quotes_the_question() -> None:
+    runs = grounding_runs("What is the total price of Classic Jacket, Mini Drum and Eco Lamp?")
+    grammar = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), runs=runs))
     constrain.check(
         grammar,
         '1. search("price of Mini Drum")\n2. search("Eco Lamp")\n'
@@ -85,24 +92,33 @@ def test_a_grounded_grammar_builds_strings_from_the_question_words_only() -> Non
         'search("DrumDrum")',  # words glued together
         'search("Mini(Drum")',  # words joined by anything but one space
         'search("Mini Drum 3.5")',  # a number that is not the question's
+        'search("Mini Mini")',  # a word repeated
+        'search("Mini Drum in in Eco Lamp")',  # connectives in a row
+        'search("Drum Mini")',  # words out of the question's order
+        'search("Jacket Mini")',  # a quote across a comma
+        'search("price Mini Drum")',  # two quotes with no connective between
         'search("")',  # nothing
     ):
         with pytest.raises(constrain.Invalid):
             constrain.check(grammar, f"1. {bad}\n2. join()\n<END_OF_PLAN>")
-    # names with digits and hyphens are one word; $k may stand among words
-    ids = grounding_words("Find the invoice of ECHO-88.")
-    assert "ECHO-88" in ids
-    g = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), words=ids))
+    # names with digits and hyphens are one word; $k stands where a quote may
+    ids = grounding_runs("Find the invoice of ECHO-88.")
+    g = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), runs=ids))
     constrain.check(
         g, '1. search("invoice of ECHO-88")\n2. search("invoice of $1")\n3. join()\n<END_OF_PLAN>'
     )
     with pytest.raises(constrain.Invalid):
         constrain.check(g, '1. search("ECHO-8")\n2. join()\n<END_OF_PLAN>')
+    # connectives join a name to what is asked of it, even where the question has none
+    between = grounding_runs("What is the difference in stock between Pro Camera and Eco Lamp?")
+    g = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), runs=between))
+    constrain.check(g, '1. search("stock of Pro Camera")\n2. join()\n<END_OF_PLAN>')
     # with no words at all, strings hold no letters
-    bare = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), words=[]))
+    bare = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), runs=[]))
     constrain.check(bare, '1. search("2 + 3")\n2. join()\n<END_OF_PLAN>')
-    with pytest.raises(constrain.Invalid):
-        constrain.check(bare, '1. search("a")\n2. join()\n<END_OF_PLAN>')
+    for word in ("a", "of", "Paris"):
+        with pytest.raises(constrain.Invalid):
+            constrain.check(bare, f'1. search("{word}")\n2. join()\n<END_OF_PLAN>')
 
 
 def events(text: str, cuts: list[int]) -> list[object]:
