@@ -66,6 +66,10 @@ class LLMRequest:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     grammar: Grammar | None = None
+    distinct_lines: bool = False
+    """No two lines of the output the same (list markers aside): the embedded engine rewinds
+    a repeated line and decodes it again (``EngineRequest.distinct_lines``); other engines
+    have no such field and ignore it."""
     hints: Hints = field(default_factory=lambda: Hints(program="-", thread="-"))
     node: str = "-"
 

@@ -127,6 +127,7 @@ class LocalBackend:
             program=hints.program,
             thread=hints.thread,
             kv_ttl=hints.kv_ttl,
+            distinct_lines=request.distinct_lines,
         )
         try:
             self.engine.check(req)

@@ -249,7 +249,13 @@ class OpenAICompatible:
         dialect, model = await self._ensure(need_model=request.model is None)
         model = request.model or model
         assert model is not None
-        headers, body = _dialect_extras(dialect, request.hints, request.grammar, self.name)
+        headers, body = _dialect_extras(
+            dialect,
+            request.hints,
+            request.grammar,
+            self.name,
+            distinct_lines=request.distinct_lines,
+        )
         max_tokens: int | Omit = omit
         max_completion_tokens: int | Omit = omit
         if request.max_tokens is not None:
@@ -383,14 +389,21 @@ def _message_param(m: Message) -> ChatCompletionMessageParam:
 
 
 def _dialect_extras(
-    dialect: Dialect, hints: Hints, grammar: Grammar | None, name: str
+    dialect: Dialect,
+    hints: Hints,
+    grammar: Grammar | None,
+    name: str,
+    *,
+    distinct_lines: bool = False,
 ) -> tuple[dict[str, str], dict[str, object]]:
-    """The headers and extra body fields ``dialect`` needs for ``hints`` and ``grammar``."""
+    """The headers and extra body fields ``dialect`` needs for ``hints``, ``grammar`` and
+    ``distinct_lines`` (read by the embedded engine's server alone)."""
     headers = hints.headers()
     body: dict[str, object] = {}
     match dialect:
         case "legato":  # the embedded engine's server reads the X-Legato-* headers
-            pass
+            if distinct_lines:
+                body["distinct_lines"] = True
         case "vllm":
             headers["X-Vllm-Priority"] = str(hints.priority)
         case "sglang":

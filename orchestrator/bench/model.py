@@ -13,7 +13,9 @@ corpus, through the embedded engine (greedy), with and without grammars.
   ``plans_values``), three ways: without a grammar (``off``), under the plan grammar built from
   the offered tools (``on``), and under the grounded one (``grounded``: also string arguments
   only from the question's words, ``dsl.plan(..., grounded=True)``); exact match with the gold
-  plan. The plan targets are read from ``grounded``, the way the demo model is meant to plan.
+  plan. Under either grammar the task lines are also kept distinct, as ``dsl.plan`` asks
+  (``LLMRequest.distinct_lines``: a repeated line is rewound and decoded again). The plan
+  targets are read from ``grounded``, the way the demo model is meant to plan.
 - **Agreement**: the same greedy generations (no grammar) from the embedded engine, from torch
   on the same weights, and from llama.cpp's ``llama-server`` if it is built, token for token.
 - **Training time**: with ``--train``, a model is trained here with the recipe (``--minutes``)
@@ -127,6 +129,8 @@ def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
         max_tokens=SQL_TOKENS if ex.kind == "sql" else PLAN_TOKENS,
         temperature=0.0,
         grammar=g,
+        # As dsl.plan decodes a plan: under a grammar, its task lines distinct.
+        distinct_lines=ex.plan is not None and mode != "off",
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,6 +43,18 @@ __all__ = ["Engine", "EngineRequest", "Event", "FinishEvent", "RequestRejected",
 
 FinishReason = Literal["stop", "length", "abort"]
 
+MAX_REWINDS = 16
+"""Rewinds a ``distinct_lines`` sequence may make in all; past them a repeat stands."""
+
+_LIST_MARK = re.compile(r"\s*(?:\d+[.)]|[-*])\s*")
+
+
+def line_key(line: str) -> str:
+    """What ``EngineRequest.distinct_lines`` compares: the line without its list marker
+    (``3.``, ``3)``, ``-``, ``*``) and surrounding space. ``'2. f("a")'`` -> ``'f("a")'``."""
+    m = _LIST_MARK.match(line)
+    return line[m.end() if m else 0 :].strip()
+
 
 class RequestRejected(ValueError):
     """The request can never run on this engine (e.g. its prompt exceeds the context)."""
@@ -63,6 +76,13 @@ class EngineRequest:
         pause: strings after which the sequence pauses (AsyncLM's ``[TRAP][END]``): once its
             output contains one, it keeps its place in the batch and its KV blocks but samples
             nothing until ``Engine.append_tokens`` adds to its context.
+        distinct_lines: no two lines of the output may be the same (``line_key``: list markers
+            aside), as in a plan whose tasks are numbered lines. When a line ends as a repeat
+            of an earlier one, the sequence rewinds to the token of that line the model chose
+            by the smallest margin over an alternative that writes other text, bans there the
+            tokens ranked above that alternative, and decodes on (at most ``MAX_REWINDS``
+            times in all). Text is sent a whole line at a time, so a rewound line is
+            never seen; the token events of rewound tokens carry no text. Not with ``pause``.
     """
 
     prompt: Sequence[int]
@@ -73,6 +93,7 @@ class EngineRequest:
     kv_ttl: float | None = None
     constraint: constrain.TokenMatcher | None = None
     pause: tuple[str, ...] = ()
+    distinct_lines: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +151,14 @@ class _Seq:
     blocks_hint: int | None = None  # blocks to join, estimated when it (re)entered the queue
     held: bool = False  # paused after a pause string until tokens are appended
     pause_from: int = 0  # pause strings before this text offset have been acted on
+    # distinct_lines: each generated token's logit and its best ALTERNATIVES allowed then, the
+    # tokens banned after
+    # a given output prefix, the keys of the finished lines, where the unfinished line starts.
+    choices: list[tuple[float, tuple[tuple[int, float], ...]]] = field(default_factory=list)
+    bans: dict[tuple[int, ...], set[int]] = field(default_factory=dict)
+    line_keys: set[str] = field(default_factory=set)
+    line_from: int = 0
+    rewinds: int = 0
 
     @property
     def prompt_len(self) -> int:
@@ -193,6 +222,7 @@ class Engine:
             "preemptions": 0,
             "steps": 0,
             "aborted": 0,
+            "rewinds": 0,
         }
 
     # -- public ------------------------------------------------------------------------------
@@ -220,6 +250,8 @@ class Engine:
             raise RequestRejected(
                 f"the request needs {need} KV blocks but the engine has {self.pool.num_blocks}"
             )
+        if req.distinct_lines and req.pause:
+            raise RequestRejected("distinct_lines cannot be combined with pause strings")
         if self.model is not None:
             vocab = self.model.config.vocab_size
             bad = next((t for t in req.prompt if not 0 <= t < vocab), None)
@@ -523,8 +555,12 @@ class Engine:
             if logits is None:
                 self._accept(s, Sampled(0, 0.0))
             else:
-                sampled = sample(logits[row], s.req.params, s.rng, banned=self._banned(s))
-                self._accept(s, sampled)
+                banned = self._banned(s)
+                sampled = sample(logits[row], s.req.params, s.rng, banned=banned)
+                choice = None
+                if s.req.distinct_lines:
+                    choice = _choice(logits[row], banned, sampled.token)
+                self._accept(s, sampled, choice)
 
     def _mask(self, logits: npt.NDArray[np.float32], work: list[tuple[_Seq, int]]) -> None:
         """Fill one bitmask row per constrained sequence about to sample, and forbid the
@@ -548,14 +584,23 @@ class Engine:
 
     # -- tokens, text and endings ------------------------------------------------------------
     def _banned(self, s: _Seq) -> frozenset[int]:
-        """End tokens are banned before ``min_tokens`` or with ``ignore_eos``; never under a
-        grammar, which alone says when the text may end."""
+        """End tokens are banned before ``min_tokens`` or with ``ignore_eos`` (never under a
+        grammar, which alone says when the text may end), and after a rewound prefix the tokens
+        ``distinct_lines`` banned there."""
         p = s.req.params
-        if s.req.constraint is not None or (not p.ignore_eos and len(s.generated) >= p.min_tokens):
-            return frozenset()
-        return self._stop_ids
+        out: frozenset[int] = frozenset()
+        if s.req.constraint is None and (p.ignore_eos or len(s.generated) < p.min_tokens):
+            out = self._stop_ids
+        if s.bans:
+            out |= s.bans.get(tuple(s.generated), frozenset())
+        return out
 
-    def _accept(self, s: _Seq, sampled: Sampled) -> None:
+    def _accept(
+        self,
+        s: _Seq,
+        sampled: Sampled,
+        choice: tuple[float, tuple[tuple[int, float], ...]] | None = None,
+    ) -> None:
         p = s.req.params
         tok = sampled.token
         matcher = s.req.constraint
@@ -569,6 +614,10 @@ class Engine:
         s.tokens.append(tok)
         s.generated.append(tok)
         self.counters["generated_tokens"] += 1
+        if s.req.distinct_lines and self.tokenizer is not None:
+            s.choices.append(choice or (0.0, ()))
+            if self._repeats(s):
+                return  # rewound: the next step samples again where the repeat began
         text, stopped = self._text(s)
         if s.req.pause and not stopped:
             self._check_pause(s)
@@ -585,6 +634,71 @@ class Engine:
             self._finish(s, "stop")
         elif len(s.generated) >= p.max_tokens or len(s.tokens) >= self.context_length:
             self._finish(s, "length")
+
+    def _repeats(self, s: _Seq) -> bool:
+        """Check the lines ``s``'s latest token finished; on a repeat, rewind ``s`` (True)."""
+        full = self._full_text(s)
+        while (end := full.find("\n", s.line_from)) >= 0:
+            line = full[s.line_from : end]
+            key = line_key(line)
+            if key and key in s.line_keys and self._rewind(s, full, s.line_from):
+                return True
+            s.line_keys.add(key)
+            s.line_from = end + 1
+        return False
+
+    def _rewind(self, s: _Seq, full: str, start: int) -> bool:
+        """Take ``s`` back into the line at ``start``, to the token whose best alternative that
+        writes other text (not the same text cut another way) came closest, and ban there that
+        token and every other ranked above the alternative. Only tokens that write the line's
+        content (not its list marker) are candidates. False when there is none or the rewinds
+        are spent."""
+        if s.rewinds >= MAX_REWINDS:
+            return False
+        line = full[start:].split("\n", 1)[0]
+        m = _LIST_MARK.match(line)
+        key_from = start + (m.end() if m else 0)
+        best: tuple[float, int, set[int]] | None = None
+        end = len(full)
+        for j in range(len(s.generated) - 1, -1, -1):
+            begin = len(self._decode(s.generated[:j]))
+            if begin < start:
+                break
+            if end > key_from:
+                rest = full[begin : start + len(line) + 1]
+                chosen, alternatives = s.choices[j]
+                above = {s.generated[j]}
+                for token, logit in alternatives:
+                    other = self._decode([token])
+                    if not (rest.startswith(other) or other.startswith(rest)):
+                        if best is None or chosen - logit <= best[0]:
+                            best = (chosen - logit, j, above)
+                        break
+                    above.add(token)
+            end = begin
+        if best is None:
+            return False
+        _, j, banned = best
+        s.bans.setdefault(tuple(s.generated[:j]), set()).update(banned)
+        drop = len(s.generated) - j
+        if s.req.constraint is not None:
+            s.req.constraint.rollback(drop)
+        del s.generated[j:]
+        del s.choices[j:]
+        del s.tokens[len(s.tokens) - drop :]
+        s.rewinds += 1
+        self.counters["rewinds"] += 1
+        # The table's last blocks hold the rewound tokens: give them up and take the prefix
+        # again (its full blocks are still cached, so only the last partial one is computed).
+        assert s.table is not None
+        self.pool.free(s.table)
+        try:
+            s.table, s.num_computed = self.pool.allocate(s.tokens, anyio.current_time())
+        except OutOfBlocks:
+            s.table, s.num_computed, s.blocks_hint = None, 0, None
+            self._running.remove(s)
+            self._waiting.append(s)
+        return True
 
     def _check_pause(self, s: _Seq) -> None:
         """Pause ``s`` if a pause string has appeared in its output since the last one."""
@@ -616,6 +730,8 @@ class Engine:
         safe = len(full)
         if full.endswith("\ufffd"):
             safe -= 1  # an incomplete multi-byte character
+        if s.req.distinct_lines:
+            safe = min(safe, s.line_from)  # a line is sent once it is known not to repeat
         for stop in s.req.params.stop:
             for k in range(min(len(stop) - 1, safe - s.sent), 0, -1):
                 if full[safe - k : safe] == stop[:k]:
@@ -687,3 +803,23 @@ class Engine:
         )
         with s.send, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             s.send.send_nowait(event)  # suppressed: the client has gone
+
+
+ALTERNATIVES = 8
+"""Tokens kept per step of a ``distinct_lines`` sequence, best first, to rewind to."""
+
+
+def _choice(
+    row: npt.NDArray[np.float32], banned: frozenset[int], token: int
+) -> tuple[float, tuple[tuple[int, float], ...]]:
+    """``token``'s logit in ``row`` (already masked by the grammar) and the best
+    ``ALTERNATIVES`` other tokens allowed there (not ``banned``), best first, with theirs."""
+    x = row.astype(np.float64)
+    if banned:
+        x[list(banned)] = -np.inf
+    chosen = float(x[token])
+    x[token] = -np.inf
+    k = min(ALTERNATIVES, x.size - 1)
+    top = np.argpartition(-x, k - 1)[:k]
+    top = top[np.argsort(-x[top])]
+    return chosen, tuple((int(t), float(x[t])) for t in top if np.isfinite(x[t]))

@@ -5,7 +5,9 @@ Routes: ``GET /health``, ``GET /metrics`` (Prometheus text), ``GET /v1/models``,
 ``usage``). Request hints come from the ``X-Legato-*`` headers, vLLM's ``X-Vllm-Priority`` header
 or a body ``priority`` (all: lower = sooner). A grammar is read from vLLM's
 ``structured_outputs`` (``grammar`` in Lark, ``regex``, ``json`` or ``choice``) and held as a token
-mask. Bad requests get a 400 naming the field; an unknown model a 404.
+mask. A body ``distinct_lines: true`` (Legato's own field) keeps the output's lines distinct
+(``EngineRequest.distinct_lines``). Bad requests get a 400 naming the field; an unknown model a
+404.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class _Common(BaseModel):
     n: int = Field(default=1, ge=1, le=1)
     structured_outputs: dict[str, Any] | None = None
     logit_bias: dict[int, float] | None = None
+    distinct_lines: bool = False
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -279,6 +282,7 @@ def create_app(
             program=request.headers.get("x-legato-program"),
             thread=request.headers.get("x-legato-thread"),
             kv_ttl=ttl,
+            distinct_lines=body.distinct_lines,
         )
 
     async def run(

@@ -156,6 +156,7 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
             seed=p.seed,
             stop=(END_OF_PLAN,) if grammar is None else (),
             grammar=grammar,
+            distinct_lines=True,  # a plan never needs the same call twice: $k reuses a result
             hints=Hints(program=run.id, thread=node.thread),
             node=node.id,
         )
@@ -173,6 +174,7 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
                 temperature=p.temperature,
                 seed=p.seed,
                 stop=(END_OF_PLAN,),
+                distinct_lines=True,
                 hints=request.hints,
                 node=node.id,
             )

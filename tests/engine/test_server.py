@@ -255,3 +255,32 @@ def test_hints_reach_the_engine_and_examples_run_over_http(server: EngineServer)
 def test_echo_is_refused_not_ignored(server: EngineServer) -> None:
     r = httpx.post(f"{server.url}/completions", json={"prompt": "x", "echo": True})
     assert r.status_code == 400 and r.json()["error"]["param"] == "echo"
+
+
+def test_distinct_lines_reach_the_engine_from_the_backend(server: EngineServer) -> None:
+    """``LLMRequest.distinct_lines`` travels as the body field of the ``legato`` dialect; the
+    engine rewinds repeated lines (random weights repeat a letter in most of these walks)."""
+    import dsl
+    from orchestrator.backends import LLMRequest
+
+    letters = dsl.Grammar.lark('start: "1." L "\\n2." L "\\n3." L "\\n"\nL: "x" | "y" | "z"')
+
+    async def main() -> list[str]:
+        async with OpenAICompatible(server.url) as backend:
+            out = []
+            for seed in range(8):
+                req = LLMRequest(
+                    prompt=f"walk {seed}:",
+                    max_tokens=40,
+                    temperature=1.0,
+                    seed=seed,
+                    grammar=letters,
+                    distinct_lines=True,
+                )
+                out.append((await backend.complete(req)).text)
+            return out
+
+    before = metrics(server).get("legato_engine_rewinds_total", 0.0)
+    for text in anyio.run(main):
+        assert sorted(line[2:] for line in text.splitlines()) == ["x", "y", "z"], text
+    assert metrics(server)["legato_engine_rewinds_total"] > before

@@ -99,8 +99,10 @@ async def test_tasks_run_as_lines_arrive_and_independent_ones_overlap() -> None:
     assert len(combine_node.deps) == 2  # $1 and $2 are data edges: typed values, not text
     joiner_prompt = engine.requests[-1].text
     assert "3. combine($1, $2)" in joiner_prompt and '-> "<a>+<b>"' in joiner_prompt
-    # the planner's request carried the grammar built from the tools
+    # the planner's request carried the grammar built from the tools, and asked for distinct
+    # task lines (the joiner's did not)
     assert engine.requests[0].grammar is not None
+    assert engine.requests[0].distinct_lines and not engine.requests[-1].distinct_lines
     assert "combine(a: str, b: str)" in engine.requests[0].text
 
 
