@@ -172,7 +172,11 @@ question has no "of") and cannot make up a name."""
 def grounding_runs(*texts: str) -> list[tuple[str, ...]]:
     """The runs of consecutive words of ``texts``, broken at any punctuation: a word is letters
     and digits, with inner hyphens or apostrophes (``ECHO-88`` is one word). A grounded plan's
-    text arguments quote them (see ``plan_grammar``).
+    text arguments quote them (see ``plan_grammar``, which keeps names whole).
+
+    A sentence's first word may or may not belong to a name after it (``"Compare Mini Drum"``,
+    ``"Mini Drum is sold out"``): where a capitalised word follows it, the run without it is
+    given too.
 
     ``"Price of Mini Drum, Eco Lamp."`` gives ``[("Price", "of", "Mini", "Drum"), ("Eco",
     "Lamp")]``."""
@@ -180,15 +184,29 @@ def grounding_runs(*texts: str) -> list[tuple[str, ...]]:
     for text in texts:
         run: list[str] = []
         end = 0
+        sentence = False  # the run begins a sentence
         for m in _WORD.finditer(text):
-            if run and text[end : m.start()].strip():
-                runs.append(tuple(run))
+            gap = text[end : m.start()]
+            if run and gap.strip():
+                runs += _with_sentence_start(run, sentence)
                 run = []
+            if not run:
+                sentence = end == 0 or any(c in gap for c in ".?!")
             run.append(m.group())
             end = m.end()
         if run:
-            runs.append(tuple(run))
+            runs += _with_sentence_start(run, sentence)
     return list(dict.fromkeys(runs))
+
+
+def _with_sentence_start(run: list[str], sentence: bool) -> list[tuple[str, ...]]:
+    if sentence and len(run) > 1 and _capital(run[0]) and _capital(run[1]):
+        return [tuple(run), tuple(run[1:])]
+    return [tuple(run)]
+
+
+def _capital(word: str) -> bool:
+    return word[:1].isupper()
 
 
 _SPAN_WORDS = 6
@@ -198,14 +216,20 @@ square of it (a 100-word replan context compiles in about half a second at 6).""
 
 def _span_terminal(runs: Sequence[Sequence[str]]) -> str | None:
     """A Lark terminal matching any stretch of one to ``_SPAN_WORDS`` consecutive words of a
-    run (one space apart), or None when there are no words."""
+    run (one space apart) that keeps names whole: it neither starts nor ends between two
+    capitalised words (``"Mini Drum"``, never ``"Mini"`` or ``"Drum"`` alone; a name longer
+    than the cap may be cut at it). None when there are no words."""
     alts: dict[str, None] = {}
     for run in runs:
+        # glued[k]: word k continues a name begun before it
+        glued = [k > 0 and _capital(run[k - 1]) and _capital(run[k]) for k in range(len(run))]
         for i, first in enumerate(run):
+            if glued[i]:
+                continue
             tail = ""
-            for w in reversed(run[i + 1 : i + _SPAN_WORDS]):
-                inner = json.dumps(" " + w) + (f" {tail}" if tail else "")
-                tail = f"({inner})?"
+            for k in range(min(len(run), i + _SPAN_WORDS) - 1, i, -1):
+                inner = json.dumps(" " + run[k]) + (f" {tail}" if tail else "")
+                tail = f"({inner})" if glued[k] else f"({inner})?"  # glued: no end before it
             alts[json.dumps(first) + (f" {tail}" if tail else "")] = None
     return " | ".join(alts) or None
 
@@ -216,7 +240,9 @@ def _grounded_string(runs: Sequence[Sequence[str]]) -> str:
     (``"price of Mini Drum"``, ``"invoice of $1"``), or an arithmetic expression over numbers
     and ``$k`` (``"($1 + $2) / 2"``, ``"max($1, $2) - min($1, $2)"``). A name is written as the
     question has it: it cannot be misspelt, cut inside a word, glued to another, repeated
-    (``"Robot Robot"``) or swapped for one the question never had."""
+    (``"Robot Robot"``) or swapped for one the question never had, and it is quoted whole
+    (``"Mini Drum"``, never ``"Mini"``: a quote neither starts nor ends between two capitalised
+    words)."""
     runs = [[w for w in run if _WORD.fullmatch(w)] for run in runs]
     span = _span_terminal([r for r in runs if r])
     fns = " | ".join(json.dumps(f) for f in ARITHMETIC_WORDS)

@@ -650,9 +650,10 @@ class Engine:
     def _rewind(self, s: _Seq, full: str, start: int) -> bool:
         """Take ``s`` back into the line at ``start``, to the token whose best alternative that
         writes other text (not the same text cut another way) came closest, and ban there that
-        token and every other ranked above the alternative. Only tokens that write the line's
-        content (not its list marker) are candidates. False when there is none or the rewinds
-        are spent."""
+        token and every other ranked above the alternative. Candidates write the line's content
+        (not its list marker) and come before its last letter or digit, so that the new line
+        differs in its words, not in what follows them (``f("a b")`` is not redone as
+        ``f("a b and a b")``). False when there is none or the rewinds are spent."""
         if s.rewinds >= MAX_REWINDS:
             return False
         line = full[start:].split("\n", 1)[0]
@@ -664,8 +665,8 @@ class Engine:
             begin = len(self._decode(s.generated[:j]))
             if begin < start:
                 break
-            if end > key_from:
-                rest = full[begin : start + len(line) + 1]
+            rest = full[begin : start + len(line) + 1]
+            if end > key_from and any(c.isalnum() for c in rest):
                 chosen, alternatives = s.choices[j]
                 above = {s.generated[j]}
                 for token, logit in alternatives:

@@ -70,11 +70,37 @@ def test_the_grammar_bounds_the_tasks() -> None:
 
 
 def test_grounding_runs_break_at_punctuation() -> None:
-    assert grounding_runs("Price of Mini Drum, Eco Lamp and ECHO-88?", "Mini Drum.") == [
+    assert grounding_runs("Price of Mini Drum, Eco Lamp and ECHO-88?", "Price of Eco Lamp.") == [
         ("Price", "of", "Mini", "Drum"),
         ("Eco", "Lamp", "and", "ECHO-88"),
-        ("Mini", "Drum"),
+        ("Price", "of", "Eco", "Lamp"),
     ]
+    # a sentence's first word before a capitalised one may or may not begin a name
+    assert grounding_runs("Compare Mini Drum and Eco Lamp. Then Pro Camera? how") == [
+        ("Compare", "Mini", "Drum", "and", "Eco", "Lamp"),
+        ("Mini", "Drum", "and", "Eco", "Lamp"),
+        ("Then", "Pro", "Camera"),
+        ("Pro", "Camera"),
+        ("how",),
+    ]
+
+
+def test_a_grounded_quote_keeps_names_whole() -> None:
+    runs = grounding_runs("Compare the price of Mini Drum and Smart Robot in New York City.")
+    grammar = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), runs=runs))
+    whole = ("Mini Drum", "price of Smart Robot", "New York City", "Smart Robot in New York City")
+    for good in whole:
+        constrain.check(grammar, f'1. search("{good}")\n2. join()\n<END_OF_PLAN>')
+    for bad in ("Mini", "Drum", "Smart", "price of Mini", "New York", "York City"):
+        with pytest.raises(constrain.Invalid):
+            constrain.check(grammar, f'1. search("{bad}")\n2. join()\n<END_OF_PLAN>')
+    # a sentence's first word: part of a name, or not
+    lead = grounding_runs("Compare Mini Drum and Smart Robot.")
+    g = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), runs=lead))
+    for good in ("Mini Drum", "Compare Mini Drum"):
+        constrain.check(g, f'1. search("{good}")\n2. join()\n<END_OF_PLAN>')
+    with pytest.raises(constrain.Invalid):
+        constrain.check(g, '1. search("Compare")\n2. join()\n<END_OF_PLAN>')
 
 
 def test_a_grounded_grammar_quotes_the_question() -> None:
