@@ -7,18 +7,19 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
 import grammars
-from integrations.text2sql._database import Schema, quote_name, sql_string
+from integrations.text2sql._database import Schema, connect_read_only, quote_name, sql_string
 
 __all__ = [
     "ALIASES",
     "Literals",
     "Scope",
     "SqlGrammar",
+    "link_values",
     "literals_for",
     "names_grammar",
     "scoped_grammar",
@@ -46,14 +47,62 @@ _STRFTIME_FORMATS = ("'%Y'", "'%m'", "'%Y-%m'", "'%d'")
 # -- literals ---------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Literals:
-    """The literals a query may write: SQL string literals (quoted) and numbers (as text)."""
+    """The literals a query may write: SQL string literals (quoted) and numbers (as text).
+
+    ``columns`` links values to columns (``link_values``): for each text column
+    (``"table.column"``), the quoted strings that are among its values. With it, a text column
+    compared by ``=``, ``!=`` or ``IN`` takes only those (``semester = 'Spring 2024'``, never
+    ``semester = 'Count'``; a column with none takes no string there); ``<``, ``LIKE`` and the
+    rest stay free. None: no linking."""
 
     strings: tuple[str, ...]
     numbers: tuple[str, ...]
+    columns: Mapping[str, tuple[str, ...]] | None = None
+
+
+def _is_text(declared: str) -> bool:
+    """SQLite's text affinity: the declared type names CHAR, CLOB or TEXT."""
+    t = declared.upper()
+    return any(k in t for k in ("CHAR", "CLOB", "TEXT"))
+
+
+def link_values(schema: Schema, strings: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """For each text column of ``schema`` (``"table.column"``), the quoted SQL string literals
+    of ``strings`` that are values in it: one read-only query per column on ``schema.path``.
+    ``LIKE`` patterns (with ``%``) are never linked."""
+    plain: dict[str, str] = {}
+    for q in strings:
+        if len(q) >= 2 and q[0] == q[-1] == "'" and "%" not in q:
+            plain[q[1:-1].replace("''", "'")] = q
+    out: dict[str, tuple[str, ...]] = {}
+    con = connect_read_only(schema.path)
+    try:
+        for t in schema.tables:
+            for c in t.columns:
+                if not _is_text(c.type):
+                    continue
+                found: set[str] = set()
+                values = list(plain)
+                for i in range(0, len(values), 500):  # under SQLite's bound on parameters
+                    chunk = values[i : i + 500]
+                    sql = (
+                        f"SELECT DISTINCT {quote_name(c.name)} FROM {quote_name(t.name)} "
+                        f"WHERE {quote_name(c.name)} IN ({', '.join('?' * len(chunk))})"
+                    )
+                    found.update(str(v) for (v,) in con.execute(sql, chunk))
+                out[f"{t.name}.{c.name}"] = tuple(plain[v] for v in plain if v in found)
+    finally:
+        con.close()
+    return out
 
 
 def literals_for(
-    question: str, schema: Schema, *, max_span: int = 3, max_strings: int = 600
+    question: str,
+    schema: Schema,
+    *,
+    max_span: int = 3,
+    max_strings: int = 600,
+    link: bool = True,
 ) -> Literals:
     """The literals a query about ``question`` may need, per DESIGN.md ("literals limited to
     spans copied from the question"):
@@ -61,7 +110,9 @@ def literals_for(
     - strings: every span of 1 to ``max_span`` words of the question as written, the values of
       the database's categorical text columns, ``LIKE`` patterns (``'%word%'``, ``'YYYY%'``
       for a year, ``'YYYY-MM%'`` for a month named with a year), and ``strftime`` formats;
-    - numbers: those written in the question (digits or words such as ``three``), and 0 to 10.
+    - numbers: those written in the question (digits or words such as ``three``), and 0 to 10;
+    - with ``link``, which strings are values of which text column (``link_values``: it reads
+      ``schema.path``), so that ``scoped_grammar`` compares a column only to its own values.
     """
     words = _WORD.findall(question)
     strings: list[str] = []
@@ -93,6 +144,7 @@ def literals_for(
     return Literals(
         strings=tuple(dict.fromkeys([*quoted, *_STRFTIME_FORMATS])),
         numbers=tuple(dict.fromkeys(numbers)),
+        columns=link_values(schema, quoted) if link else None,
     )
 
 
@@ -298,7 +350,9 @@ def scoped_grammar(
       ``INTERSECT``/``EXCEPT``) return one column and nest one level;
     - literals are ``literals`` (e.g. ``literals_for(question, schema)``: spans of the
       question), or with None any string of up to 40 characters and any number (then the
-      grammar depends on the database only, so it is compiled once per database);
+      grammar depends on the database only, so it is compiled once per database); where
+      ``literals.columns`` links values to columns, a text column compared by ``=``, ``!=``
+      or ``IN`` takes only its own values;
     - lists are bounded (at most 3 result columns, 3 ``WHERE`` conditions), so every sentence
       is finite.
 
@@ -331,6 +385,8 @@ def scoped_grammar(
         "sub": [(_r(f"s{i}"),) for i in range(len(all_scopes))],
         "setop": _choice((" UNION ", " UNION ALL ", " INTERSECT ", " EXCEPT ")),
         "cmp": _choice((" = ", " != ", " < ", " <= ", " > ", " >= ")),
+        "eq": _choice((" = ", " != ")),
+        "ord": _choice((" < ", " <= ", " > ", " >= ")),
         "arith": _choice((" + ", " - ", " * ", " / ")),
         "logic": _choice((" AND ", " OR ")),
         "dir": _choice((" ASC", " DESC")),
@@ -344,12 +400,17 @@ def scoped_grammar(
         "distinct": [("DISTINCT ",)],
         "limit": [(" LIMIT ", _r("count"))],
     }
+    linked = literals.columns if literals is not None and literals.columns is not None else None
+    values: dict[str, str] = {}  # "table.column" -> the rule of its linked values
+    for key, quoted in (linked or {}).items():
+        if quoted:
+            values[key] = f"lv{len(values)}"
+            rules[values[key]] = _choice(quoted)
     for i, scope in enumerate(all_scopes):
         c, v, a = _r(f"c{i}"), _r(f"v{i}"), _r(f"a{i}")
         p, sp = _r(f"p{i}"), _r(f"sp{i}")
         rules[f"c{i}"] = _choice(scope.columns)
-        rules[f"v{i}"] = [
-            (c,),
+        exprs: list[_Alt] = [
             (c, _r("arith"), c),
             (c, _r("arith"), _r("num")),
             (_r("fn1"), "(", c, ")"),
@@ -357,6 +418,22 @@ def scoped_grammar(
             ("SUBSTR(", c, ", ", _r("digit"), ", ", _r("digit"), ")"),
             ("STRFTIME(", _r("fmt"), ", ", c, ")"),
         ]
+        rules[f"v{i}"] = [(c,), *exprs]
+        # With linking, a bare text column is compared to strings through its own values.
+        cols = [(t, col) for t in scope.tables for col in schema.table(t).columns]
+        keys = [f"{t}.{col.name}" for t, col in cols]
+        is_linked = [linked is not None and k in linked for k in keys]
+        vk = v
+        if any(is_linked):
+            free = [ref for ref, lk in zip(scope.columns, is_linked, strict=True) if not lk]
+            vk = _r(f"vk{i}")
+            rules[f"vk{i}"] = [*([(_r(f"k{i}"),)] if free else []), *exprs]
+            if free:
+                rules[f"k{i}"] = _choice(free)
+            # the text columns, which a linked one may equal (T1.city = T2.city)
+            texts = [ref for ref, (_, col) in zip(scope.columns, cols, strict=True)]
+            texts = [r for r, (_, col) in zip(texts, cols, strict=True) if _is_text(col.type)]
+            rules[f"tc{i}"] = _choice(texts)
         rules[f"a{i}"] = [("COUNT(*)",), (_r("aggf"), "(", _opt(_r("distinct")), v, ")")]
         rules[f"i{i}"] = [(v,), (a,)]
         rules[f"r{i}"] = [("*",), (_r(f"i{i}"), _rep(0, 2, ", ", _r(f"i{i}")))]
@@ -364,13 +441,26 @@ def scoped_grammar(
         for name, sub in ((f"p{i}", True), (f"sp{i}", False)):
             rhs: list[_Alt] = [(_r("lit"),), (c,)]
             alts: list[_Alt] = [
-                (_opt("NOT "), v, _r("cmp"), _r(f"{name}rhs")),
+                (_opt("NOT "), vk, _r("cmp"), _r(f"{name}rhs")),
                 (v, " IS NULL"),
                 (v, " IS NOT NULL"),
                 (v, _opt(_r("not")), " LIKE ", _r("str")),
-                (v, _opt(_r("not")), " BETWEEN ", _r("lit"), " AND ", _r("lit")),
-                (v, _opt(_r("not")), " IN (", _r("lit"), _rep(0, 3, ", ", _r("lit")), ")"),
+                (vk, _opt(_r("not")), " BETWEEN ", _r("lit"), " AND ", _r("lit")),
+                (vk, _opt(_r("not")), " IN (", _r("lit"), _rep(0, 3, ", ", _r("lit")), ")"),
             ]
+            for ref, key, lk in zip(scope.columns, keys, is_linked, strict=True):
+                if not lk:
+                    continue
+                own = [(_r(values[key]),)] if key in values else []
+                eq = [*own, (_r(f"tc{i}"),), *([("(", _r("sub"), ")")] if sub else [])]
+                alts += [(_opt("NOT "), ref, _r("eq"), *e) for e in eq]
+                alts += [
+                    (_opt("NOT "), ref, _r("ord"), _r(f"{name}rhs")),
+                    (ref, _opt(_r("not")), " BETWEEN ", _r("lit"), " AND ", _r("lit")),
+                ]
+                if own:
+                    lv = _r(values[key])
+                    alts.append((ref, _opt(_r("not")), " IN (", lv, _rep(0, 3, ", ", lv), ")"))
             if sub:
                 rhs.append(("(", _r("sub"), ")"))
                 alts.append((v, _opt(_r("not")), " IN (", _r("sub"), ")"))

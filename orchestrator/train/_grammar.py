@@ -3,10 +3,14 @@ per request"): the Text-to-SQL pipeline's *scoped* grammar (``integrations.text2
 ``FROM`` clause a table or a foreign-key join, every column one that exists in it, so every query
 it allows runs on the database), with its literals limited to spans copied from the question.
 
-Strings may be any span of one to five consecutive words of the question (a year also as a
-``LIKE`` prefix, ``'2023%'``); numbers may be those written in the question (digits, or words
-such as "three") and 0 to 10. A query under this grammar can still be wrong, but it runs, and it
-cannot name a value the question did not mention.
+Strings may be any span of one to five consecutive words of the question that keeps names whole
+(it neither starts nor ends between two capitalised words, but for a sentence's first word:
+``'Tara Fischer'``, never ``'Fischer'``), a year also as a ``LIKE`` prefix (``'2023%'``);
+numbers may be those written in the question (digits, or words such as "three") and 0 to 10.
+Values are linked to columns (``link_values``): a text column compared by ``=``, ``!=`` or
+``IN`` takes only those of the question's strings that are values in it. A query under this
+grammar can still be wrong, but it runs, and it cannot name a value the question did not
+mention, nor look a value up in a column that does not hold it.
 """
 
 from __future__ import annotations
@@ -31,12 +35,21 @@ MAX_TABLES: Final = 2
 
 def question_literals(question: str) -> tuple[list[str], list[str]]:
     """The SQL string literals (quoted) and numbers a query about ``question`` may write."""
-    words = [w.strip(_STRIP) for w in question.split()]
-    words = [w for w in words if w]
+    raw = question.split()
+    words = [w.strip(_STRIP) for w in raw]
+    # glued[k]: word k continues a name begun before it (not after a sentence's first word)
+    glued = [False] * (len(words) + 1)
+    for k in range(1, len(words)):
+        first = k == 1 or raw[k - 2][-1:] in (".", "?", "!")
+        glued[k] = (
+            not first and words[k - 1][:1].isupper() and words[k][:1].isupper() and bool(words[k])
+        )
     strings: list[str] = []
     for n in range(1, MAX_SPAN + 1):
         for i in range(len(words) - n + 1):
-            strings.append(" ".join(words[i : i + n]))
+            span = words[i : i + n]
+            if all(span) and not glued[i] and not glued[i + n]:
+                strings.append(" ".join(span))
     strings += [w + "%" for w in words if _YEAR.fullmatch(w)]
     numbers = [str(i) for i in range(11)]
     for w in words:
@@ -79,9 +92,13 @@ def sql_grammar(db: str, question: str, *, path: str | Path | None = None) -> st
     Raises:
         LookupError: ``db`` is not an example database and no ``path`` is given.
     """
-    from integrations.text2sql._grammar import Literals, scoped_grammar
+    from integrations.text2sql._grammar import Literals, link_values, scoped_grammar
 
     schema = _schema(str(path if path is not None else example_database(db)))
     strings, numbers = question_literals(question)
-    literals = Literals(strings=tuple(strings) or ("''",), numbers=tuple(numbers))
+    literals = Literals(
+        strings=tuple(strings) or ("''",),
+        numbers=tuple(numbers),
+        columns=link_values(schema, strings),  # type: ignore[arg-type]
+    )
     return scoped_grammar(schema, max_tables=MAX_TABLES, literals=literals).text  # type: ignore[arg-type]

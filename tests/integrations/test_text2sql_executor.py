@@ -205,6 +205,41 @@ def _ex(rows: list[tuple[object, ...]], status: str = "ok", sql: str = "SELECT x
     return Execution(sql=sql, status=status, rows=tuple(rows), columns=("a",))  # type: ignore[arg-type]
 
 
+def test_values_are_linked_to_their_columns(dbs: dict[str, Path]) -> None:
+    schema = text2sql.read_schema(dbs["shop"])
+    lits = text2sql.literals_for("How many customers from Paris have delivered orders?", schema)
+    assert lits.columns is not None
+    assert "'Paris'" in lits.columns["customers.city"]
+    assert "'Paris'" not in lits.columns["orders.status"]
+    assert sorted(lits.columns["orders.status"]) == ["'cancelled'", "'delivered'", "'pending'",
+                                                     "'returned'", "'shipped'"]  # fmt: skip
+    assert "customers.id" not in lits.columns  # numbers are not linked
+    parser = lark_parser(text2sql.scoped_grammar(schema, max_tables=1, literals=lits).text)
+    for ok in (
+        "SELECT COUNT(*) FROM customers WHERE city = 'Paris'",
+        "SELECT COUNT(*) FROM customers WHERE city != 'Paris' AND name > 'Paris'",  # < is free
+        "SELECT COUNT(*) FROM customers WHERE city IN ('Paris', 'Paris')",
+        "SELECT COUNT(*) FROM customers WHERE city = country",  # a text column
+        "SELECT COUNT(*) FROM orders WHERE status = 'delivered'",
+        "SELECT COUNT(*) FROM orders WHERE LOWER(status) = 'Paris'",  # an expression is free
+        "SELECT COUNT(*) FROM orders WHERE status LIKE '%Paris%'",
+    ):
+        parser.parse(ok)
+    for bad in (
+        "SELECT COUNT(*) FROM orders WHERE status = 'Paris'",  # not a status
+        "SELECT COUNT(*) FROM customers WHERE city = 'delivered'",  # not a city
+        "SELECT COUNT(*) FROM customers WHERE name = 'Paris'",  # no name in the question
+        "SELECT COUNT(*) FROM customers WHERE city IN ('Paris', 'shipped')",
+        "SELECT COUNT(*) FROM customers WHERE city = id",  # a number column
+    ):
+        with pytest.raises(Exception, match=r"Unexpected|No terminal"):
+            parser.parse(bad)
+    unlinked = text2sql.literals_for("from Paris", schema, link=False)
+    assert unlinked.columns is None
+    free = lark_parser(text2sql.scoped_grammar(schema, max_tables=1, literals=unlinked).text)
+    free.parse("SELECT COUNT(*) FROM orders WHERE status = 'Paris'")
+
+
 def test_vote_picks_the_majority_result() -> None:
     v = text2sql.vote(
         [_ex([(1,)]), _ex([(2,)]), _ex([(2.0,)]), _ex([], "error"), _ex([(2,)], "timeout")]
