@@ -16,8 +16,8 @@ Answering::
   latency per stage (``EvalReport``).
 - The database side: ``read_schema`` (``Schema``), ``execute`` (read-only, time-limited; an
   ``Execution``), ``DatabaseError``; grammars: ``scoped_grammar`` (every query runs),
-  ``names_grammar`` (``sqlite_select`` specialised), ``literals_for``; selection: ``vote``,
-  ``same_result``.
+  ``names_grammar`` (``sqlite_select`` specialised), ``literals_for``, ``link_values``;
+  selection: ``vote``, ``same_result``.
 
 Example data (for demos, evaluation, and training corpora over the same schemas):
 
@@ -49,6 +49,7 @@ from integrations.text2sql._grammar import (
     Literals,
     Scope,
     SqlGrammar,
+    link_values,
     literals_for,
     names_grammar,
     scoped_grammar,
@@ -129,6 +130,7 @@ __all__ = [
     "evaluate",
     "execute",
     "extract_sql",
+    "link_values",
     "literals_for",
     "load_questions",
     "names_grammar",
