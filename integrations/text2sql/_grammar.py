@@ -431,8 +431,7 @@ def scoped_grammar(
             if free:
                 rules[f"k{i}"] = _choice(free)
             # the text columns, which a linked one may equal (T1.city = T2.city)
-            texts = [ref for ref, (_, col) in zip(scope.columns, cols, strict=True)]
-            texts = [r for r, (_, col) in zip(texts, cols, strict=True) if _is_text(col.type)]
+            texts = [r for r, (_, c2) in zip(scope.columns, cols, strict=True) if _is_text(c2.type)]
             rules[f"tc{i}"] = _choice(texts)
         rules[f"a{i}"] = [("COUNT(*)",), (_r("aggf"), "(", _opt(_r("distinct")), v, ")")]
         rules[f"i{i}"] = [(v,), (a,)]

@@ -614,11 +614,13 @@ class Engine:
         s.tokens.append(tok)
         s.generated.append(tok)
         self.counters["generated_tokens"] += 1
+        full = None
         if s.req.distinct_lines and self.tokenizer is not None:
             s.choices.append(choice or (0.0, ()))
-            if self._repeats(s):
+            full = self._full_text(s)
+            if self._repeats(s, full):
                 return  # rewound: the next step samples again where the repeat began
-        text, stopped = self._text(s)
+        text, stopped = self._text(s, full)
         if s.req.pause and not stopped:
             self._check_pause(s)
         event = TokenEvent(tok, text, sampled.logprob, sampled.top)
@@ -635,9 +637,9 @@ class Engine:
         elif len(s.generated) >= p.max_tokens or len(s.tokens) >= self.context_length:
             self._finish(s, "length")
 
-    def _repeats(self, s: _Seq) -> bool:
-        """Check the lines ``s``'s latest token finished; on a repeat, rewind ``s`` (True)."""
-        full = self._full_text(s)
+    def _repeats(self, s: _Seq, full: str) -> bool:
+        """Check the lines ``s``'s latest token finished (``full``: its whole text); on a
+        repeat, rewind ``s`` (True)."""
         while (end := full.find("\n", s.line_from)) >= 0:
             line = full[s.line_from : end]
             key = line_key(line)
@@ -713,11 +715,13 @@ class Engine:
     def _full_text(self, s: _Seq) -> str:
         return self.tokenizer.decode(s.generated) if self.tokenizer else ""
 
-    def _text(self, s: _Seq) -> tuple[str, bool]:
-        """The new text to send after ``s``'s latest token, and whether a stop string ended it."""
+    def _text(self, s: _Seq, full: str | None = None) -> tuple[str, bool]:
+        """The new text to send after ``s``'s latest token (``full``: its whole text, if the
+        caller has it), and whether a stop string ended it."""
         if self.tokenizer is None:
             return "", False
-        full = self._full_text(s)
+        if full is None:
+            full = self._full_text(s)
         for stop in s.req.params.stop:
             idx = full.find(stop, max(s.stop_from, s.sent - len(stop) + 1))
             if idx >= 0 and not self._stop_ends_grammar(s, full, idx):
