@@ -38,6 +38,7 @@ _GEN_SETTINGS = frozenset(
         "tools",
         "async_calls",
         "interrupt",
+        "require",
     }
 )
 _SELECT_SETTINGS = frozenset(
@@ -104,6 +105,7 @@ def gen(
     tools: Sequence[Tool[Any]] = (),
     async_calls: Literal[False] = False,
     interrupt: Literal["each", "trap"] = "each",
+    require: Sequence[str] = (),
     grammar: None = None,
     schema: None = None,
     **inputs: Any,
@@ -129,6 +131,7 @@ def gen(
     tools: Sequence[Tool[Any]] = (),
     async_calls: Literal[True],
     interrupt: Literal["each", "trap"] = "each",
+    require: Sequence[str] = (),
     grammar: None = None,
     schema: None = None,
     **inputs: Any,
@@ -154,6 +157,7 @@ def gen(
     tools: Sequence[Tool[Any]] = (),
     async_calls: bool = False,
     interrupt: Literal["each", "trap"] = "each",
+    require: Sequence[str] = (),
     grammar: None = None,
     schema: type[M],
     **inputs: Any,
@@ -179,6 +183,7 @@ def gen(
     tools: Sequence[Tool[Any]] = (),
     async_calls: bool = False,
     interrupt: Literal["each", "trap"] = "each",
+    require: Sequence[str] = (),
     grammar: Grammar | None = None,
     schema: Mapping[str, Any] | None = None,
     **inputs: Any,
@@ -203,6 +208,7 @@ def gen(
     tools: Sequence[Tool[Any]] = (),
     async_calls: bool = False,
     interrupt: Literal["each", "trap"] = "each",
+    require: Sequence[str] = (),
     grammar: Grammar | None = None,
     schema: type[BaseModel] | Mapping[str, Any] | None = None,
     **inputs: Any,
@@ -227,6 +233,11 @@ def gen(
             schema the parsed value.
         schema: shorthand for ``grammar=Grammar.json_schema(schema)``: a pydantic model class
             (the ``Var`` holds an instance of it) or a JSON-schema dict.
+        require: strings the output must each contain (a query's values from the question).
+            The embedded engine searches for one that does: an output about to end without
+            one is rewound to its closest alternative and decoded again, within a bound
+            (``EngineRequest.require``). Other engines ignore it, and it is not checked: an
+            output may still lack one where no search finds it.
         tools, async_calls, interrupt: AsyncLM. With ``async_calls=True`` the model may call
             ``tools`` from its text with ``[CALL] id [HEAD] fn(args) [END]`` frames; each call
             starts as soon as its frame is written and runs while the model keeps decoding;
@@ -261,6 +272,10 @@ def gen(
             f"{where}: grammar must be a dsl.Grammar (e.g. dsl.Grammar.lark(...)), "
             f"got {type(grammar).__name__}"
         )
+    if isinstance(require, str) or any(not isinstance(r, str) or not r for r in require):
+        raise ProgramError(f"{where}: require must be a list of non-empty strings, got {require!r}")
+    if async_calls and require:
+        raise ProgramError(f"{where}: async_calls=True cannot take require= too")
     _template.check(template, inputs, reserved=_GEN_SETTINGS)
     builder = current_builder("dsl.gen()")
     for t in tools:
@@ -287,6 +302,7 @@ def gen(
         tools=tuple(t.name for t in tools),
         async_calls=async_calls,
         interrupt=interrupt,
+        require=tuple(require),
     )
 
 

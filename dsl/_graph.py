@@ -130,6 +130,8 @@ class LLMNode(_NodeBase):
     """Calls run while the model keeps decoding; results come back as interrupts."""
     interrupt: Literal["each", "trap"] = "each"
     """Deliver each result as it returns (``each``) or all at the model's ``[TRAP]``."""
+    require: tuple[str, ...] = ()
+    """Strings the output must each contain, where the engine can search for them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,7 +51,7 @@ def run_sql(db_path: str, sql: str) -> list[list[Any]]:
 async def ask(db: str, db_path: str, questions: list[str]) -> list[dict[str, Any]]:
     """Write the SQL of each question (in parallel, each under its own grammar), run each query
     the moment it is written, and collect the answers."""
-    from orchestrator.train import SQL_TEMPLATE, sql_grammar
+    from orchestrator.train import SQL_TEMPLATE, sql_grammar, sql_required
 
     queries = [
         dsl.gen(
@@ -59,6 +59,7 @@ async def ask(db: str, db_path: str, questions: list[str]) -> list[dict[str, Any
             db=db,
             question=q,
             grammar=dsl.Grammar.lark(sql_grammar(db, q, path=db_path)),
+            require=sql_required(db, q, path=db_path),  # its values and numbers, all used
             temperature=0.0,
             max_tokens=96,
             name="sql",

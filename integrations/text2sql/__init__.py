@@ -16,7 +16,8 @@ Answering::
   latency per stage (``EvalReport``).
 - The database side: ``read_schema`` (``Schema``), ``execute`` (read-only, time-limited; an
   ``Execution``), ``DatabaseError``; grammars: ``scoped_grammar`` (every query runs),
-  ``names_grammar`` (``sqlite_select`` specialised), ``literals_for``, ``link_values``;
+  ``names_grammar`` (``sqlite_select`` specialised), ``literals_for``, ``link_values``,
+  ``required_values``;
   selection: ``vote``, ``same_result``.
 
 Example data (for demos, evaluation, and training corpora over the same schemas):
@@ -52,6 +53,7 @@ from integrations.text2sql._grammar import (
     link_values,
     literals_for,
     names_grammar,
+    required_values,
     scoped_grammar,
     scopes,
 )
@@ -135,6 +137,7 @@ __all__ = [
     "load_questions",
     "names_grammar",
     "prepare",
+    "required_values",
     "questions",
     "read_schema",
     "result_key",

@@ -22,6 +22,7 @@ __all__ = [
     "link_values",
     "literals_for",
     "names_grammar",
+    "required_values",
     "scoped_grammar",
     "scopes",
 ]
@@ -94,6 +95,23 @@ def link_values(schema: Schema, strings: Sequence[str]) -> dict[str, tuple[str, 
     finally:
         con.close()
     return out
+
+
+def required_values(question: str, columns: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
+    """What a query about ``question`` must write, given ``columns`` (``link_values``): each
+    string the question writes that is linked to a column and is not part of a longer one
+    linked too (``'Introduction to Physics I'``, not also ``'Physics'``), and each number the
+    question writes in digits. (Numbers in words are left out: "at least one" rarely means
+    ``1``; a column's other values, offered by ``literals_for``, are not in the question.) The
+    engine rewinds an answer without one of them (``LLMRequest.require``)."""
+    linked = [
+        s
+        for s in dict.fromkeys(s for values in columns.values() for s in values)
+        if s[1:-1].replace("''", "'") in question
+    ]
+    strings = [s for s in linked if not any(s != o and s[1:-1] in o for o in linked)]
+    numbers = [w for w in _WORD.findall(question) if re.fullmatch(r"[0-9]+(\.[0-9]+)?", w)]
+    return tuple(dict.fromkeys([*strings, *numbers]))
 
 
 def literals_for(

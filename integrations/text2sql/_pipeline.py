@@ -28,7 +28,12 @@ from integrations.text2sql._database import (
     quote_name,
     read_schema,
 )
-from integrations.text2sql._grammar import literals_for, names_grammar, scoped_grammar
+from integrations.text2sql._grammar import (
+    literals_for,
+    names_grammar,
+    required_values,
+    scoped_grammar,
+)
 from integrations.text2sql._prompts import (
     CANDIDATE_TEMPLATE,
     CORRECTION_TEMPLATE,
@@ -73,7 +78,9 @@ class Settings:
             grammar support; the SQL is cut out of the reply).
         literals: ``"free"`` (any string/number; the grammar depends on the database only and
             is compiled once) or ``"question"`` (spans of the question and the database's
-            categorical values: one grammar per question).
+            categorical values, linked to the columns that hold them: one grammar per
+            question; and each candidate is asked to write the question's linked values and
+            numbers, ``required_values``, which the embedded engine searches for).
         max_tables: tables a ``scoped`` query may join (1 to 4).
         link: run schema linking (otherwise candidates see the whole schema).
         temperature: sampling temperature of every candidate but the first (greedy).
@@ -129,6 +136,8 @@ class Task:
     settings: Settings
     sql_grammar: dsl.Grammar | None
     link_grammar: dsl.Grammar | None
+    required: tuple[str, ...] = ()
+    """What each candidate must write (``LLMRequest.require``), under ``literals="question"``."""
 
 
 CandidateStatus = Literal["ok", "rejected", "timeout", "error", "invalid"]
@@ -230,19 +239,22 @@ def _link_grammar(schema: Schema) -> dsl.Grammar:
     return dsl.Grammar.lark(f'start: table (", " table) ~ 0..{n - 1}\ntable: {names}\n')
 
 
-def _sql_grammar(schema: Schema, question: str, settings: Settings) -> dsl.Grammar | None:
+def _sql_grammar(
+    schema: Schema, question: str, settings: Settings
+) -> tuple[dsl.Grammar | None, tuple[str, ...]]:
+    """The candidates' grammar and the strings each must write."""
     if settings.grammar == "none":
-        return None
+        return None, ()
     if settings.literals == "free":
         if settings.grammar == "scoped":
-            return _scoped(schema, settings.max_tables)
-        return _names(schema)
+            return _scoped(schema, settings.max_tables), ()
+        return _names(schema), ()
     lits = literals_for(question, schema)
     if settings.grammar == "scoped":
         text = scoped_grammar(schema, max_tables=settings.max_tables, literals=lits).text
     else:
         text = names_grammar(schema, literals=lits)
-    return dsl.Grammar.lark(text)
+    return dsl.Grammar.lark(text), required_values(question, lits.columns or {})
 
 
 def prepare(db: str | os.PathLike[str], question: str, settings: Settings | None = None) -> Task:
@@ -262,13 +274,15 @@ def prepare(db: str | os.PathLike[str], question: str, settings: Settings | None
             f"{db}: the database has no tables, so no query can answer {question!r}",
             path=str(db),
         )
+    sql_grammar, required = _sql_grammar(schema, question, settings)
     return Task(
         question=question.strip(),
         db=str(db),
         schema=schema,
         schema_sql=schema.to_sql(),
         settings=settings,
-        sql_grammar=_sql_grammar(schema, question, settings),
+        sql_grammar=sql_grammar,
+        required=required,
         link_grammar=_link_grammar(schema) if settings.grammar != "none" else None,
     )
 
@@ -414,6 +428,7 @@ async def text2sql(task: Task) -> Answer:
             question=task.question,
             system=SYSTEM,
             grammar=task.sql_grammar,
+            require=task.required,
             max_tokens=s.max_tokens,
             temperature=0.0 if i == 0 else s.temperature,
             seed=s.seed + i,
@@ -457,6 +472,7 @@ async def text2sql(task: Task) -> Answer:
                 question=task.question,
                 system=SYSTEM,
                 grammar=task.sql_grammar,
+                require=task.required,
                 max_tokens=s.max_tokens,
                 temperature=s.temperature if (i or r > 1) else 0.0,
                 seed=s.seed + 100 * r + i,

@@ -70,6 +70,10 @@ class LLMRequest:
     """No two lines of the output the same (list markers aside): the embedded engine rewinds
     a repeated line and decodes it again (``EngineRequest.distinct_lines``); other engines
     have no such field and ignore it."""
+    require: tuple[str, ...] = ()
+    """Strings the output must each contain (a query's values named in the question): on the
+    embedded engine, an output about to end without one is rewound and decoded again
+    (``EngineRequest.require``); other engines have no such field and ignore it."""
     hints: Hints = field(default_factory=lambda: Hints(program="-", thread="-"))
     node: str = "-"
 

@@ -128,6 +128,7 @@ class LocalBackend:
             thread=hints.thread,
             kv_ttl=hints.kv_ttl,
             distinct_lines=request.distinct_lines,
+            require=request.require,
         )
         try:
             self.engine.check(req)

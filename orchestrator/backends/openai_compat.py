@@ -255,6 +255,7 @@ class OpenAICompatible:
             request.grammar,
             self.name,
             distinct_lines=request.distinct_lines,
+            require=request.require,
         )
         max_tokens: int | Omit = omit
         max_completion_tokens: int | Omit = omit
@@ -395,15 +396,19 @@ def _dialect_extras(
     name: str,
     *,
     distinct_lines: bool = False,
+    require: tuple[str, ...] = (),
 ) -> tuple[dict[str, str], dict[str, object]]:
-    """The headers and extra body fields ``dialect`` needs for ``hints``, ``grammar`` and
-    ``distinct_lines`` (read by the embedded engine's server alone)."""
+    """The headers and extra body fields ``dialect`` needs for ``hints``, ``grammar``,
+    ``distinct_lines`` and ``require`` (the last two read by the embedded engine's server
+    alone)."""
     headers = hints.headers()
     body: dict[str, object] = {}
     match dialect:
         case "legato":  # the embedded engine's server reads the X-Legato-* headers
             if distinct_lines:
                 body["distinct_lines"] = True
+            if require:
+                body["require"] = list(require)
         case "vllm":
             headers["X-Vllm-Priority"] = str(hints.priority)
         case "sglang":

@@ -57,6 +57,7 @@ from orchestrator.train import (
     heldout_split,
     make_corpus,
     sql_grammar,
+    sql_required,
 )
 
 __all__ = [
@@ -131,6 +132,10 @@ def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
         grammar=g,
         # As dsl.plan decodes a plan: under a grammar, its task lines distinct.
         distinct_lines=ex.plan is not None and mode != "off",
+        # As the Text-to-SQL pipeline asks: under the grammar, the question's values all used.
+        require=sql_required(ex.sql.db, ex.sql.question, path=paths[ex.sql.db])
+        if ex.sql is not None and mode != "off"
+        else (),
     )
 
 

@@ -44,7 +44,8 @@ __all__ = ["Engine", "EngineRequest", "Event", "FinishEvent", "RequestRejected",
 FinishReason = Literal["stop", "length", "abort"]
 
 MAX_REWINDS = 16
-"""Rewinds a ``distinct_lines`` sequence may make in all; past them a repeat stands."""
+"""Rewinds a ``distinct_lines`` or ``require`` sequence may make in all; past them a repeat
+stands and an output ends without what it lacks."""
 
 _LIST_MARK = re.compile(r"\s*(?:\d+[.)]|[-*])\s*")
 
@@ -83,6 +84,13 @@ class EngineRequest:
             tokens ranked above that alternative, and decodes on (at most ``MAX_REWINDS``
             times in all). Text is sent a whole line at a time, so a rewound line is
             never seen; the token events of rewound tokens carry no text. Not with ``pause``.
+        require: strings the output must each contain (a query's values from the question).
+            When the output would end without one (an end token, a stop string, a complete
+            grammar, or ``max_tokens``), the sequence rewinds as for ``distinct_lines``, to
+            the token anywhere in the output, or the choice to end, that the model made by the
+            smallest margin over an alternative writing other text, and decodes on (within
+            ``MAX_REWINDS``; past them it ends as it is). Its text is sent only at the end, in
+            ``FinishEvent.tail``. Not with ``pause``.
     """
 
     prompt: Sequence[int]
@@ -94,6 +102,12 @@ class EngineRequest:
     constraint: constrain.TokenMatcher | None = None
     pause: tuple[str, ...] = ()
     distinct_lines: bool = False
+    require: tuple[str, ...] = ()
+
+    @property
+    def rewinds(self) -> bool:
+        """Whether the engine may rewind this request (``distinct_lines`` or ``require``)."""
+        return self.distinct_lines or bool(self.require)
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +264,11 @@ class Engine:
             raise RequestRejected(
                 f"the request needs {need} KV blocks but the engine has {self.pool.num_blocks}"
             )
-        if req.distinct_lines and req.pause:
-            raise RequestRejected("distinct_lines cannot be combined with pause strings")
+        if req.rewinds and req.pause:
+            what = "distinct_lines" if req.distinct_lines else "require"
+            raise RequestRejected(f"{what} cannot be combined with pause strings")
+        if any(not r for r in req.require):
+            raise RequestRejected("require holds an empty string")
         if self.model is not None:
             vocab = self.model.config.vocab_size
             bad = next((t for t in req.prompt if not 0 <= t < vocab), None)
@@ -558,7 +575,7 @@ class Engine:
                 banned = self._banned(s)
                 sampled = sample(logits[row], s.req.params, s.rng, banned=banned)
                 choice = None
-                if s.req.distinct_lines:
+                if s.req.rewinds:
                     choice = _choice(logits[row], banned, sampled.token)
                 self._accept(s, sampled, choice)
 
@@ -609,16 +626,18 @@ class Engine:
             self._finish(s, "stop")
             return
         if self.tokenizer is not None and tok in self._stop_ids and not p.ignore_eos:
-            self._finish(s, "stop")
+            # An end token the grammar took is undone with the rest if the output is rewound.
+            if not self._lacks(s, end=choice or (0.0, ()), taken=int(matcher is not None)):
+                self._finish(s, "stop")
             return
         s.tokens.append(tok)
         s.generated.append(tok)
         self.counters["generated_tokens"] += 1
         full = None
-        if s.req.distinct_lines and self.tokenizer is not None:
+        if s.req.rewinds and self.tokenizer is not None:
             s.choices.append(choice or (0.0, ()))
             full = self._full_text(s)
-            if self._repeats(s, full):
+            if s.req.distinct_lines and self._repeats(s, full):
                 return  # rewound: the next step samples again where the repeat began
         text, stopped = self._text(s, full)
         if s.req.pause and not stopped:
@@ -633,9 +652,36 @@ class Engine:
             s.aborted = True  # the client has gone; freed at the next step
             self._aborts = True
         if stopped or (matcher is not None and matcher.terminated):
-            self._finish(s, "stop")
-        elif len(s.generated) >= p.max_tokens or len(s.tokens) >= self.context_length:
+            if not self._lacks(s):
+                self._finish(s, "stop")
+        elif (
+            len(s.generated) >= p.max_tokens or len(s.tokens) >= self.context_length
+        ) and not self._lacks(s):
             self._finish(s, "length")
+
+    def _lacks(
+        self,
+        s: _Seq,
+        end: tuple[float, tuple[tuple[int, float], ...]] | None = None,
+        taken: int = 0,
+    ) -> bool:
+        """Whether ``s``, about to end, lacks a ``require`` string and has been rewound (then
+        it decodes on). ``end``: the choice of an end token just sampled (not in its output),
+        ``taken`` of which its grammar accepted."""
+        if not s.req.require or self.tokenizer is None:
+            return False
+        full = self._full_text(s)
+        if s.stop_at is not None:
+            full = full[: s.stop_at]
+        if all(r in full for r in s.req.require):
+            return False
+        if s.stop_at is not None and s.req.constraint is not None:
+            return False  # its grammar has been moved to the stop string: it cannot roll back
+        if not self._rewind(s, full, 0, whole=True, end=end, taken=taken):
+            return False
+        s.stop_at = None
+        s.stop_from = min(s.stop_from, len(self._full_text(s)))
+        return True
 
     def _repeats(self, s: _Seq, full: str) -> bool:
         """Check the lines ``s``'s latest token finished (``full``: its whole text); on a
@@ -649,26 +695,46 @@ class Engine:
             s.line_from = end + 1
         return False
 
-    def _rewind(self, s: _Seq, full: str, start: int) -> bool:
-        """Take ``s`` back into the line at ``start``, to the token whose best alternative that
-        writes other text (not the same text cut another way) came closest, and ban there that
-        token and every other ranked above the alternative. Candidates write the line's content
-        (not its list marker) and come before its last letter or digit, so that the new line
-        differs in its words, not in what follows them (``f("a b")`` is not redone as
-        ``f("a b and a b")``). False when there is none or the rewinds are spent."""
+    def _rewind(
+        self,
+        s: _Seq,
+        full: str,
+        start: int,
+        *,
+        whole: bool = False,
+        end: tuple[float, tuple[tuple[int, float], ...]] | None = None,
+        taken: int = 0,
+    ) -> bool:
+        """Take ``s`` back to the token whose best alternative that writes other text (not the
+        same text cut another way) came closest, and ban there that token and every other
+        ranked above the alternative. Candidates are, with ``whole``, every token of the output
+        and ``end`` (the choice of an end token, ``taken`` of which the grammar accepted);
+        else the tokens of the line at ``start`` that write its content (not its list marker)
+        before its last letter or digit, so that the new line differs in its words, not in
+        what follows them (``f("a b")`` is not redone as ``f("a b and a b")``). False when
+        there is none or the rewinds are spent."""
         if s.rewinds >= MAX_REWINDS:
             return False
         line = full[start:].split("\n", 1)[0]
         m = _LIST_MARK.match(line)
         key_from = start + (m.end() if m else 0)
+        stop = len(full) if whole else start + len(line) + 1
         best: tuple[float, int, set[int]] | None = None
-        end = len(full)
+        if end is not None:
+            chosen, alternatives = end
+            above: set[int] = set()
+            for token, logit in alternatives:
+                if token not in self._stop_ids and self._decode([token]):
+                    best = (chosen - logit, len(s.generated), above)
+                    break
+                above.add(token)
+        after = len(full)
         for j in range(len(s.generated) - 1, -1, -1):
             begin = len(self._decode(s.generated[:j]))
             if begin < start:
                 break
-            rest = full[begin : start + len(line) + 1]
-            if end > key_from and any(c.isalnum() for c in rest):
+            rest = full[begin:stop]
+            if whole or (after > key_from and any(c.isalnum() for c in rest)):
                 chosen, alternatives = s.choices[j]
                 above = {s.generated[j]}
                 for token, logit in alternatives:
@@ -678,14 +744,16 @@ class Engine:
                             best = (chosen - logit, j, above)
                         break
                     above.add(token)
-            end = begin
+            after = begin
         if best is None:
             return False
         _, j, banned = best
+        if j == len(s.generated):
+            banned = banned | self._stop_ids  # decode on instead of ending here
         s.bans.setdefault(tuple(s.generated[:j]), set()).update(banned)
         drop = len(s.generated) - j
         if s.req.constraint is not None:
-            s.req.constraint.rollback(drop)
+            s.req.constraint.rollback(drop + taken)
         del s.generated[j:]
         del s.choices[j:]
         del s.tokens[len(s.tokens) - drop :]
@@ -728,14 +796,18 @@ class Engine:
                 s.stop_from = idx + 1  # the grammar is not complete there: it is content
                 idx = -1
             if idx >= 0:
+                s.stop_at = idx
+                if s.req.require:
+                    return "", True  # the whole text goes in the tail, if it ends here
                 piece = full[s.sent : idx]
                 s.sent = idx
-                s.stop_at = idx
                 return piece, True
         safe = len(full)
         if full.endswith("\ufffd"):
             safe -= 1  # an incomplete multi-byte character
-        if s.req.distinct_lines:
+        if s.req.require:
+            safe = 0  # sent at the end, once it is known to hold every required string
+        elif s.req.distinct_lines:
             safe = min(safe, s.line_from)  # a line is sent once it is known not to repeat
         for stop in s.req.params.stop:
             for k in range(min(len(stop) - 1, safe - s.sent), 0, -1):
@@ -811,7 +883,7 @@ class Engine:
 
 
 ALTERNATIVES = 8
-"""Tokens kept per step of a ``distinct_lines`` sequence, best first, to rewind to."""
+"""Tokens kept per step of a sequence that may be rewound, best first, to rewind to."""
 
 
 def _choice(

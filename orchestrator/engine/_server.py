@@ -5,9 +5,10 @@ Routes: ``GET /health``, ``GET /metrics`` (Prometheus text), ``GET /v1/models``,
 ``usage``). Request hints come from the ``X-Legato-*`` headers, vLLM's ``X-Vllm-Priority`` header
 or a body ``priority`` (all: lower = sooner). A grammar is read from vLLM's
 ``structured_outputs`` (``grammar`` in Lark, ``regex``, ``json`` or ``choice``) and held as a token
-mask. A body ``distinct_lines: true`` (Legato's own field) keeps the output's lines distinct
-(``EngineRequest.distinct_lines``). Bad requests get a 400 naming the field; an unknown model a
-404.
+mask. Legato's own body fields: ``distinct_lines: true`` keeps the output's lines distinct
+(``EngineRequest.distinct_lines``); ``require: [...]`` rewinds an output that would end without
+one of those strings (``EngineRequest.require``). Bad requests get a 400 naming the field; an
+unknown model a 404.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class _Common(BaseModel):
     structured_outputs: dict[str, Any] | None = None
     logit_bias: dict[int, float] | None = None
     distinct_lines: bool = False
+    require: list[str] = Field(default_factory=list, max_length=64)
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -283,6 +285,7 @@ def create_app(
             thread=request.headers.get("x-legato-thread"),
             kv_ttl=ttl,
             distinct_lines=body.distinct_lines,
+            require=tuple(body.require),
         )
 
     async def run(

@@ -413,6 +413,7 @@ class ProgramRun:
             stop=p.stop,
             seed=p.seed,
             grammar=grammar,
+            require=node.require if isinstance(node, LLMNode) else (),
             node=node.id,
             hints=Hints(program=self.id, thread=node.thread),
         )

@@ -22,7 +22,12 @@ from orchestrator.train._corpus import (
     render_chatml,
     sql_prompt,
 )
-from orchestrator.train._grammar import example_database, question_literals, sql_grammar
+from orchestrator.train._grammar import (
+    example_database,
+    question_literals,
+    sql_grammar,
+    sql_required,
+)
 from orchestrator.train._png import write_loss_png
 from orchestrator.train._sql import SqlPair, SqlWorld
 from orchestrator.train._torch import TorchLlama, preset_of
@@ -47,6 +52,7 @@ __all__ = [
     "question_literals",
     "render_chatml",
     "sql_grammar",
+    "sql_required",
     "sql_prompt",
     "train_model",
     "write_loss_png",

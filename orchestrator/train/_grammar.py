@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Final
 
-__all__ = ["example_database", "question_literals", "sql_grammar"]
+__all__ = ["example_database", "question_literals", "sql_grammar", "sql_required"]
 
 _NUMBER_WORDS: Final = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -84,6 +84,35 @@ def _schema(path: str) -> object:
     return read_schema(path)
 
 
+@functools.lru_cache(maxsize=64)
+def _literals(path: str, question: str) -> object:
+    from integrations.text2sql._grammar import Literals, link_values
+
+    strings, numbers = question_literals(question)
+    return Literals(
+        strings=tuple(strings) or ("''",),
+        numbers=tuple(numbers),
+        columns=link_values(_schema(path), strings),  # type: ignore[arg-type]
+    )
+
+
+def _path(db: str, path: str | Path | None) -> str:
+    return str(path if path is not None else example_database(db))
+
+
+def sql_required(db: str, question: str, *, path: str | Path | None = None) -> tuple[str, ...]:
+    """What a query about ``question`` over ``db`` must write (``required_values``: its values
+    linked to a column, its numbers in digits), for ``LLMRequest.require``.
+
+    Raises:
+        LookupError: ``db`` is not an example database and no ``path`` is given.
+    """
+    from integrations.text2sql._grammar import required_values
+
+    literals = _literals(_path(db, path), question)
+    return required_values(question, literals.columns or {})  # type: ignore[attr-defined]
+
+
 def sql_grammar(db: str, question: str, *, path: str | Path | None = None) -> str:
     """Lark text of the queries about ``question`` over the example database ``db`` (its file
     at ``path``, else ``example_database(db)``) that the grammar allows: one table or two
@@ -92,13 +121,8 @@ def sql_grammar(db: str, question: str, *, path: str | Path | None = None) -> st
     Raises:
         LookupError: ``db`` is not an example database and no ``path`` is given.
     """
-    from integrations.text2sql._grammar import Literals, link_values, scoped_grammar
+    from integrations.text2sql._grammar import scoped_grammar
 
-    schema = _schema(str(path if path is not None else example_database(db)))
-    strings, numbers = question_literals(question)
-    literals = Literals(
-        strings=tuple(strings) or ("''",),
-        numbers=tuple(numbers),
-        columns=link_values(schema, strings),  # type: ignore[arg-type]
-    )
-    return scoped_grammar(schema, max_tables=MAX_TABLES, literals=literals).text  # type: ignore[arg-type]
+    where = _path(db, path)
+    literals = _literals(where, question)
+    return scoped_grammar(_schema(where), max_tables=MAX_TABLES, literals=literals).text  # type: ignore[arg-type]

@@ -111,6 +111,11 @@ def test_select_rejects_bad_options(kwargs: dict[str, object], message: str) -> 
         p.trace()
 
 
+@dsl.tool
+def _lookup(city: str) -> str:
+    return city
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -120,6 +125,9 @@ def test_select_rejects_bad_options(kwargs: dict[str, object], message: str) -> 
         ({"stop": [""]}, "stop"),
         ({"timeout": 0}, "timeout"),
         ({"name": "not an identifier"}, "identifier"),
+        ({"require": "Paris"}, "require must be a list of non-empty strings"),
+        ({"require": ["Paris", ""]}, "require must be a list of non-empty strings"),
+        ({"require": ["Paris"], "async_calls": True, "tools": [_lookup]}, "cannot take require"),
     ],
 )
 def test_gen_rejects_bad_settings(kwargs: dict[str, object], message: str) -> None:

@@ -284,3 +284,30 @@ def test_distinct_lines_reach_the_engine_from_the_backend(server: EngineServer) 
     for text in anyio.run(main):
         assert sorted(line[2:] for line in text.splitlines()) == ["x", "y", "z"], text
     assert metrics(server)["legato_engine_rewinds_total"] > before
+
+
+def test_required_strings_reach_the_engine_from_the_backend(server: EngineServer) -> None:
+    """``LLMRequest.require`` travels as the body field of the ``legato`` dialect: each output
+    holds the required letter (random weights leave it out of many walks)."""
+    import dsl
+    from orchestrator.backends import LLMRequest
+
+    three = dsl.Grammar.lark('start: L L L\nL: "x" | "y" | "z"')
+
+    async def main(require: tuple[str, ...]) -> list[str]:
+        async with OpenAICompatible(server.url) as backend:
+            out = []
+            for seed in range(8):
+                req = LLMRequest(
+                    prompt=f"walk {seed}:",
+                    max_tokens=8,
+                    temperature=1.0,
+                    seed=seed,
+                    grammar=three,
+                    require=require,
+                )
+                out.append((await backend.complete(req)).text)
+            return out
+
+    assert any("z" not in t for t in anyio.run(main, ())), "the test would show nothing"
+    assert all("z" in t for t in anyio.run(main, ("z",)))

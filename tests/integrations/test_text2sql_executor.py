@@ -240,6 +240,21 @@ def test_values_are_linked_to_their_columns(dbs: dict[str, Path]) -> None:
     free.parse("SELECT COUNT(*) FROM orders WHERE status = 'Paris'")
 
 
+def test_required_values_are_the_longest_linked_strings_and_the_digits() -> None:
+    columns = {
+        "courses.title": ("'Introduction to Physics I'",),
+        "departments.name": ("'Physics'",),
+        "enrollments.grade": ("'C'",),
+        "students.city": (),
+        "departments.building": ("'Hall B'",),  # a categorical value the question does not write
+    }
+    q = "Count the enrollments for Introduction to Physics I with grade C in year 2 or 3.5 GPA."
+    assert text2sql.required_values(q, columns) == (
+        "'Introduction to Physics I'", "'C'", "2", "3.5",
+    )  # fmt: skip
+    assert text2sql.required_values("Which has at least one order?", {}) == ()
+
+
 def test_vote_picks_the_majority_result() -> None:
     v = text2sql.vote(
         [_ex([(1,)]), _ex([(2,)]), _ex([(2.0,)]), _ex([], "error"), _ex([(2,)], "timeout")]

@@ -75,6 +75,19 @@ def test_the_stages_and_the_majority(school: Path) -> None:
     assert cand.grammar is not None and "students AS T1 JOIN" in cand.grammar.source
 
 
+def test_question_literals_ask_each_candidate_for_the_linked_values(school: Path) -> None:
+    question = "How many students live in Tokyo and started in 2021?"
+    settings = text2sql.Settings(candidates=2, literals="question")
+    assert text2sql.prepare(school, question, settings).required == ("'Tokyo'", "2021")
+    backend = ScriptedBackend(_by_node({"schema_linking": "students", "candidate": GOLD}))
+    text2sql.ask(school, question, backend=backend, settings=settings)
+    requires = {c.request.node: c.request.require for c in backend.calls}
+    assert requires["schema_linking"] == ()
+    assert requires["candidate"] == ("'Tokyo'", "2021")
+    # free literals compile one grammar per database and require nothing
+    assert text2sql.prepare(school, question, text2sql.Settings()).required == ()
+
+
 def test_linking_that_breaks_its_grammar_degrades_to_the_whole_schema(school: Path) -> None:
     backend = ScriptedBackend(
         _by_node({"schema_linking": "I think: students", "candidate": GOLD, "correction": GOLD})

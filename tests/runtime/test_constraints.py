@@ -39,6 +39,16 @@ async def test_valid_output_passes_and_json_becomes_the_model() -> None:
     assert backend.calls[0].request.grammar == dsl.Grammar.json_schema(Person)
 
 
+async def test_required_strings_reach_the_backend() -> None:
+    @dsl.program
+    async def ask() -> str:
+        return await dsl.gen("Count the customers from Paris", require=["Paris"], name="sql")
+
+    backend = ScriptedBackend(default="SELECT COUNT(*) FROM customers WHERE city = 'Paris'")
+    await orchestrator.arun(ask, backend=backend)
+    assert backend.calls[0].request.require == ("Paris",)
+
+
 async def test_an_enforcing_engine_that_breaks_the_grammar_is_a_violation() -> None:
     with pytest.raises(ConstraintViolation, match="matched up to offset 2") as info:
         await orchestrator.arun(number, backend=ScriptedBackend(default="42x"))

@@ -1,0 +1,114 @@
+"""``EngineRequest.require``: an output about to end without one of its required strings (at an
+end token, a complete grammar or ``max_tokens``) is rewound to the choice made by the smallest
+margin, anywhere in it or the choice to end, and decoded again; its text is sent at the end."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+import dsl
+from orchestrator.engine import (
+    Engine,
+    EngineRequest,
+    EngineTokenizer,
+    FinishEvent,
+    GGUFModel,
+    LlamaModel,
+    RequestRejected,
+    SampleParams,
+    TokenEvent,
+)
+from orchestrator.engine._engine import MAX_REWINDS
+
+pytestmark = pytest.mark.anyio
+
+# Three letters: random weights leave out a given letter in many walks.
+THREE = dsl.Grammar.lark('start: L L L\nL: "x" | "y" | "z"')
+
+
+@pytest.fixture
+async def engine(tiny: GGUFModel, tokenizer: EngineTokenizer) -> AsyncIterator[Engine]:
+    model = LlamaModel(tiny, num_blocks=128, block_size=16)
+    e = Engine(model, tokenizer, num_blocks=128, block_size=16, context_length=1024, max_batch=8)
+    async with anyio.create_task_group() as tg:
+        await tg.start(e.serve)
+        yield e
+        tg.cancel_scope.cancel()
+
+
+async def walk(
+    engine: Engine,
+    seed: int,
+    *,
+    require: tuple[str, ...] = (),
+    grammar: dsl.Grammar = THREE,
+    max_tokens: int = 40,
+    temperature: float = 1.0,
+) -> tuple[list[TokenEvent], FinishEvent]:
+    assert engine.tokenizer is not None
+    req = EngineRequest(
+        prompt=engine.tokenizer.encode(f"walk {seed}:"),
+        params=SampleParams(max_tokens=max_tokens, temperature=temperature, seed=seed),
+        constraint=await engine.matcher(grammar),
+        require=require,
+    )
+    return await engine.complete(req)
+
+
+async def test_an_output_without_a_required_string_is_decoded_again(engine: Engine) -> None:
+    plain = [(await walk(engine, seed))[1].text for seed in range(12)]
+    assert any("z" not in t for t in plain), "every walk wrote z: the test would show nothing"
+    for seed in range(12):
+        events, fin = await walk(engine, seed, require=("z",))
+        assert fin.reason == "stop" and len(fin.text) == 3 and "z" in fin.text, fin.text
+        # nothing is sent before the end: a rewound output is never seen
+        assert all(e.text == "" for e in events) and fin.tail == fin.text
+    assert engine.counters["rewinds"] >= sum("z" not in t for t in plain)
+
+
+async def test_an_output_with_its_strings_is_unchanged(engine: Engine) -> None:
+    for seed in range(8):
+        _, plain = await walk(engine, seed)
+        _, kept = await walk(engine, seed, require=tuple(set(plain.text)))
+        assert kept.text == plain.text
+    assert engine.counters["rewinds"] == 0
+
+
+async def test_the_choice_to_end_is_undone(engine: Engine) -> None:
+    """``"x"`` may end or go on to ``"xz"``: only the end token can be rewound, and it is."""
+    optional = dsl.Grammar.lark('start: "x" "z"?')
+    plain = [(await walk(engine, s, grammar=optional))[1].text for s in range(16)]
+    assert "x" in plain, "no walk ended after x: the test would show nothing"
+    for seed in range(16):
+        _, fin = await walk(engine, seed, grammar=optional, require=("z",))
+        assert fin.reason == "stop" and fin.text == "xz"
+
+
+async def test_an_output_cut_by_max_tokens_is_rewound(engine: Engine) -> None:
+    endless = dsl.Grammar.lark('start: L+\nL: "x" | "y" | "z"')
+    plain = [(await walk(engine, s, grammar=endless, max_tokens=3))[1].text for s in range(12)]
+    assert any("z" not in t for t in plain)
+    for seed in range(12):
+        _, fin = await walk(engine, seed, grammar=endless, max_tokens=3, require=("z",))
+        assert "z" in fin.text and len(fin.text) <= 3, fin.text  # may also end before 3
+    reasons = {(await walk(engine, s, grammar=endless, max_tokens=3))[1].reason for s in range(12)}
+    assert "length" in reasons, "no walk ran to max_tokens: the test would show nothing"
+
+
+async def test_a_string_out_of_reach_ends_it_once_the_search_is_spent(engine: Engine) -> None:
+    """No output has ``q``: it ends as it is once the rewinds are spent or no choice is left."""
+    for seed in range(4):
+        before = engine.counters["rewinds"]
+        _, fin = await walk(engine, seed, require=("q",))
+        assert fin.reason == "stop" and len(fin.text) == 3 and "q" not in fin.text
+        assert 0 < engine.counters["rewinds"] - before <= MAX_REWINDS
+
+
+async def test_require_is_refused_with_pause_or_an_empty_string(engine: Engine) -> None:
+    with pytest.raises(RequestRejected, match="require"):
+        engine.check(EngineRequest(prompt=[1, 2], require=("z",), pause=("[TRAP]",)))
+    with pytest.raises(RequestRejected, match="empty"):
+        engine.check(EngineRequest(prompt=[1, 2], require=("",)))
