@@ -169,3 +169,5 @@ def test_no_call_overtakes_a_starved_call_that_arrived_before_it(
                 assert (admitted.arrival, admitted.seq) <= (s.arrival, s.seq), (admitted, s)
             del waiting[admitted.call]
             policy.on_admit(admitted, now)
+            # as admission does: the program's wait grew, so its queued calls may starve sooner
+            queue.touched(admitted.program, now)
