@@ -179,6 +179,7 @@ PUBLIC = {
         "render_chatml",
         "sql_grammar",
         "sql_prompt",
+        "sql_required",
         "train_model",
         "write_loss_png",
     },

@@ -680,7 +680,11 @@ class Engine:
         if not self._rewind(s, full, 0, whole=True, end=end, taken=taken):
             return False
         s.stop_at = None
-        s.stop_from = min(s.stop_from, len(self._full_text(s)))
+        kept = self._full_text(s)
+        s.stop_from = min(s.stop_from, len(kept))
+        if s.req.distinct_lines:  # the lines it checks are those still written
+            s.line_from = kept.rfind("\n") + 1
+            s.line_keys = {line_key(line) for line in kept[: s.line_from].split("\n")[:-1]}
         return True
 
     def _repeats(self, s: _Seq, full: str) -> bool:

@@ -107,6 +107,23 @@ async def test_a_string_out_of_reach_ends_it_once_the_search_is_spent(engine: En
         assert 0 < engine.counters["rewinds"] - before <= MAX_REWINDS
 
 
+async def test_required_strings_with_distinct_lines(engine: Engine) -> None:
+    """Both searches on one sequence: two distinct lines, one of them ``z``."""
+    assert engine.tokenizer is not None
+    lines = dsl.Grammar.lark('start: L "\\n" L "\\n"\nL: "w" | "x" | "y" | "z"')
+    for seed in range(12):
+        req = EngineRequest(
+            prompt=engine.tokenizer.encode(f"lines {seed}:"),
+            params=SampleParams(max_tokens=10, temperature=1.0, seed=seed),
+            constraint=await engine.matcher(lines),
+            distinct_lines=True,
+            require=("z",),
+        )
+        _, fin = await engine.complete(req)
+        first, second = fin.text.split("\n")[:2]
+        assert first != second and "z" in (first, second), fin.text
+
+
 async def test_require_is_refused_with_pause_or_an_empty_string(engine: Engine) -> None:
     with pytest.raises(RequestRejected, match="require"):
         engine.check(EngineRequest(prompt=[1, 2], require=("z",), pause=("[TRAP]",)))
