@@ -180,6 +180,9 @@ class PlanNode(_NodeBase):
     max_tasks: int = 8
     grounded: bool = False
     """String arguments only from the words of the question and previous rounds."""
+    names: Literal["free", "all", "in_order"] = "free"
+    """Whether the first plan must write every name of the question (``question_names``),
+    and in its order."""
     params: SamplingParams = field(default_factory=SamplingParams)
     model: str | None = None
     timeout: float | None = None

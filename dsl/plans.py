@@ -53,6 +53,7 @@ __all__ = [
     "parse_verdict",
     "plan",
     "plan_grammar",
+    "question_names",
 ]
 
 END_OF_PLAN = "<END_OF_PLAN>"
@@ -197,6 +198,36 @@ def grounding_runs(*texts: str) -> list[tuple[str, ...]]:
         if run:
             runs += _with_sentence_start(run, sentence)
     return list(dict.fromkeys(runs))
+
+
+def question_names(question: str) -> tuple[str, ...]:
+    """The names ``question`` writes, in its order: runs of consecutive words (never across
+    punctuation) that begin with a capital letter or hold a digit. A sentence's first word is
+    left out (it is capitalised anyway), and so is a run of the one letter ``I``.
+
+    ``"Compare the price of Mini Drum, PINE-8 and Eco Lamp."`` gives ``("Mini Drum", "PINE-8",
+    "Eco Lamp")``. ``dsl.plan(..., names="in_order")`` asks the plan to write them all, in this
+    order."""
+    names: list[str] = []
+    run: list[str] = []
+    end = 0
+    for m in _WORD.finditer(question):
+        gap = question[end : m.start()]
+        word = m.group()
+        first = end == 0 or any(c in gap for c in ".?!")
+        if run and (gap.strip() or first or not _name_word(word)):
+            names.append(" ".join(run))
+            run = []
+        if _name_word(word) and not first:
+            run.append(word)
+        end = m.end()
+    if run:
+        names.append(" ".join(run))
+    return tuple(dict.fromkeys(n for n in names if n != "I"))
+
+
+def _name_word(word: str) -> bool:
+    return _capital(word) or any(c.isdigit() for c in word)
 
 
 def _with_sentence_start(run: list[str], sentence: bool) -> list[tuple[str, ...]]:
@@ -567,7 +598,7 @@ class PlanParser:
 _PLAN_SETTINGS = frozenset(
     {
         "tools", "planner", "joiner", "max_replans", "max_tasks", "max_tokens", "temperature",
-        "seed", "model", "name", "timeout", "retries", "grounded",
+        "seed", "model", "name", "timeout", "retries", "grounded", "names",
     }
 )  # fmt: skip
 
@@ -582,6 +613,7 @@ def plan(
     max_replans: int = 1,
     max_tasks: int = 8,
     grounded: bool = False,
+    names: Literal["free", "all", "in_order"] = "free",
     max_tokens: int | None = None,
     temperature: float | None = None,
     seed: int | None = None,
@@ -616,6 +648,14 @@ def plan(
             then cannot misspell a name it copies, cut it inside a word, repeat a word of it or
             write a name the question never had. Leave it off when a tool needs other words or
             punctuation.
+        names: ``"all"``: the first plan must write every name of the question
+            (``question_names``: capitalised runs and words with digits); ``"in_order"``: and
+            in the question's order. The embedded engine searches for such a plan
+            (``LLMRequest.require`` and ``require_order``): a name written before an earlier
+            one is rewound at once, a plan that would end without one is rewound to its least
+            sure choice, within a bound; it then holds the plan's text until its end, so tasks
+            start once the plan is written, not line by line. Other engines ignore it. For
+            small models on questions that name each thing the plan looks up.
         max_tokens, temperature, seed, model: settings of the planner and joiner calls.
         name, timeout, retries: as for ``dsl.gen``.
     """
@@ -627,6 +667,8 @@ def plan(
         raise ProgramError(f"{where}: two tools share a name")
     if "join" in {t.name for t in tools}:
         raise ProgramError(f"{where}: 'join' is the plan's own last line; rename that tool")
+    if names not in ("free", "all", "in_order"):
+        raise ProgramError(f"{where}: names must be 'free', 'all' or 'in_order', got {names!r}")
     if max_replans < 0 or not 1 <= max_tasks <= 64:
         raise ProgramError(f"{where}: max_replans must be >= 0 and max_tasks in 1..64")
     clash = sorted(set(inputs) & (_PLAN_SETTINGS | {"question", "tools", "context", "results"}))
@@ -669,6 +711,7 @@ def plan(
         max_replans=max_replans,
         max_tasks=max_tasks,
         grounded=grounded,
+        names=names,
         params=params,
         model=model,
         timeout=timeout,

@@ -74,6 +74,9 @@ class LLMRequest:
     """Strings the output must each contain (a query's values named in the question): on the
     embedded engine, an output about to end without one is rewound and decoded again
     (``EngineRequest.require``); other engines have no such field and ignore it."""
+    require_order: bool = False
+    """The ``require`` strings in their order (``EngineRequest.require_order``): a string
+    written before an earlier one is rewound at once."""
     hints: Hints = field(default_factory=lambda: Hints(program="-", thread="-"))
     node: str = "-"
 

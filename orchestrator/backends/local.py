@@ -129,6 +129,7 @@ class LocalBackend:
             kv_ttl=hints.kv_ttl,
             distinct_lines=request.distinct_lines,
             require=request.require,
+            require_order=request.require_order,
         )
         try:
             self.engine.check(req)

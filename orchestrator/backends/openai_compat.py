@@ -256,6 +256,7 @@ class OpenAICompatible:
             self.name,
             distinct_lines=request.distinct_lines,
             require=request.require,
+            require_order=request.require_order,
         )
         max_tokens: int | Omit = omit
         max_completion_tokens: int | Omit = omit
@@ -397,10 +398,11 @@ def _dialect_extras(
     *,
     distinct_lines: bool = False,
     require: tuple[str, ...] = (),
+    require_order: bool = False,
 ) -> tuple[dict[str, str], dict[str, object]]:
     """The headers and extra body fields ``dialect`` needs for ``hints``, ``grammar``,
-    ``distinct_lines`` and ``require`` (the last two read by the embedded engine's server
-    alone)."""
+    ``distinct_lines``, ``require`` and ``require_order`` (the last three read by the embedded
+    engine's server alone)."""
     headers = hints.headers()
     body: dict[str, object] = {}
     match dialect:
@@ -409,6 +411,8 @@ def _dialect_extras(
                 body["distinct_lines"] = True
             if require:
                 body["require"] = list(require)
+            if require_order:
+                body["require_order"] = True
         case "vllm":
             headers["X-Vllm-Priority"] = str(hints.priority)
         case "sglang":

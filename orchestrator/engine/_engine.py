@@ -91,6 +91,10 @@ class EngineRequest:
             smallest margin over an alternative writing other text, and decodes on (within
             ``MAX_REWINDS``; past them it ends as it is). Its text is sent only at the end, in
             ``FinishEvent.tail``. Not with ``pause``.
+        require_order: the ``require`` strings must appear in their order (a plan's names in
+            the question's order). Besides the check at the end, a required string written
+            while an earlier one is still missing rewinds its line at once, as a repeated line
+            does for ``distinct_lines``.
     """
 
     prompt: Sequence[int]
@@ -103,6 +107,7 @@ class EngineRequest:
     pause: tuple[str, ...] = ()
     distinct_lines: bool = False
     require: tuple[str, ...] = ()
+    require_order: bool = False
 
     @property
     def rewinds(self) -> bool:
@@ -173,6 +178,7 @@ class _Seq:
     line_keys: set[str] = field(default_factory=set)
     line_from: int = 0
     rewinds: int = 0
+    order_from: int = 0  # require_order: text before this offset has been checked for order
 
     @property
     def prompt_len(self) -> int:
@@ -269,6 +275,8 @@ class Engine:
             raise RequestRejected(f"{what} cannot be combined with pause strings")
         if any(not r for r in req.require):
             raise RequestRejected("require holds an empty string")
+        if req.require_order and not req.require:
+            raise RequestRejected("require_order needs require strings")
         if self.model is not None:
             vocab = self.model.config.vocab_size
             bad = next((t for t in req.prompt if not 0 <= t < vocab), None)
@@ -639,6 +647,8 @@ class Engine:
             full = self._full_text(s)
             if s.req.distinct_lines and self._repeats(s, full):
                 return  # rewound: the next step samples again where the repeat began
+            if s.req.require_order and self._out_of_order(s, full):
+                return  # rewound into the line that wrote a required string too early
         text, stopped = self._text(s, full)
         if s.req.pause and not stopped:
             self._check_pause(s)
@@ -673,7 +683,7 @@ class Engine:
         full = self._full_text(s)
         if s.stop_at is not None:
             full = full[: s.stop_at]
-        if all(r in full for r in s.req.require):
+        if _missing(full, s.req.require, s.req.require_order) is None:
             return False
         if s.stop_at is not None and s.req.constraint is not None:
             return False  # its grammar has been moved to the stop string: it cannot roll back
@@ -686,6 +696,29 @@ class Engine:
             s.line_from = kept.rfind("\n") + 1
             s.line_keys = {line_key(line) for line in kept[: s.line_from].split("\n")[:-1]}
         return True
+
+    def _out_of_order(self, s: _Seq, full: str) -> bool:
+        """Whether ``s``'s latest token completed a required string while an earlier one is
+        still missing; then rewind ``s`` into that string's line (True). Each offset of the
+        text is judged once, so a line the rewinds could not mend stands."""
+        due = _missing(full, s.req.require, True)
+        if due is None:
+            s.order_from = len(full)
+            return False
+        k, after = due
+        early = [
+            i
+            for r in s.req.require[k + 1 :]
+            if (i := full.find(r, after)) >= 0 and i + len(r) > s.order_from
+        ]
+        if early:
+            at = min(early)
+            start = full.rfind("\n", 0, at) + 1
+            end = at + len(next(r for r in s.req.require if full.startswith(r, at)))
+            if self._rewind(s, full, start, upto=end):
+                return True
+        s.order_from = len(full)
+        return False
 
     def _repeats(self, s: _Seq, full: str) -> bool:
         """Check the lines ``s``'s latest token finished (``full``: its whole text); on a
@@ -708,6 +741,7 @@ class Engine:
         whole: bool = False,
         end: tuple[float, tuple[tuple[int, float], ...]] | None = None,
         taken: int = 0,
+        upto: int | None = None,
     ) -> bool:
         """Take ``s`` back to the token whose best alternative that writes other text (not the
         same text cut another way) came closest, and ban there that token and every other
@@ -715,14 +749,15 @@ class Engine:
         and ``end`` (the choice of an end token, ``taken`` of which the grammar accepted);
         else the tokens of the line at ``start`` that write its content (not its list marker)
         before its last letter or digit, so that the new line differs in its words, not in
-        what follows them (``f("a b")`` is not redone as ``f("a b and a b")``). False when
+        what follows them (``f("a b")`` is not redone as ``f("a b and a b")``); with ``upto``,
+        the tokens of the line that write some of its text before that offset. False when
         there is none or the rewinds are spent."""
         if s.rewinds >= MAX_REWINDS:
             return False
         line = full[start:].split("\n", 1)[0]
         m = _LIST_MARK.match(line)
         key_from = start + (m.end() if m else 0)
-        stop = len(full) if whole else start + len(line) + 1
+        stop = len(full) if whole else upto if upto is not None else start + len(line) + 1
         best: tuple[float, int, set[int]] | None = None
         if end is not None:
             chosen, alternatives = end
@@ -760,6 +795,8 @@ class Engine:
             s.req.constraint.rollback(drop + taken)
         del s.generated[j:]
         del s.choices[j:]
+        if s.req.require_order:
+            s.order_from = min(s.order_from, len(self._decode(s.generated)))
         del s.tokens[len(s.tokens) - drop :]
         s.rewinds += 1
         self.counters["rewinds"] += 1
@@ -884,6 +921,19 @@ class Engine:
         )
         with s.send, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             s.send.send_nowait(event)  # suppressed: the client has gone
+
+
+def _missing(text: str, required: Sequence[str], ordered: bool) -> tuple[int, int] | None:
+    """The first of ``required`` that ``text`` lacks (with ``ordered``: after the one before
+    it), and the offset its search began at; None if it lacks none."""
+    after = 0
+    for k, r in enumerate(required):
+        i = text.find(r, after if ordered else 0)
+        if i < 0:
+            return k, after
+        if ordered:
+            after = i + len(r)
+    return None
 
 
 ALTERNATIVES = 8

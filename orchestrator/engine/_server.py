@@ -7,7 +7,8 @@ or a body ``priority`` (all: lower = sooner). A grammar is read from vLLM's
 ``structured_outputs`` (``grammar`` in Lark, ``regex``, ``json`` or ``choice``) and held as a token
 mask. Legato's own body fields: ``distinct_lines: true`` keeps the output's lines distinct
 (``EngineRequest.distinct_lines``); ``require: [...]`` rewinds an output that would end without
-one of those strings (``EngineRequest.require``). Bad requests get a 400 naming the field; an
+one of those strings (``EngineRequest.require``), and ``require_order: true`` asks for them in
+their order. Bad requests get a 400 naming the field; an
 unknown model a 404.
 """
 
@@ -62,6 +63,7 @@ class _Common(BaseModel):
     logit_bias: dict[int, float] | None = None
     distinct_lines: bool = False
     require: list[str] = Field(default_factory=list, max_length=64)
+    require_order: bool = False
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -286,6 +288,7 @@ def create_app(
             kv_ttl=ttl,
             distinct_lines=body.distinct_lines,
             require=tuple(body.require),
+            require_order=body.require_order,
         )
 
     async def run(

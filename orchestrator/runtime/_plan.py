@@ -28,6 +28,7 @@ from dsl.plans import (
     joiner_grammar,
     parse_verdict,
     plan_grammar,
+    question_names,
 )
 from orchestrator.backends import Hints, LLMRequest, Message
 from orchestrator.errors import GrammarUnsupported, RunError
@@ -144,6 +145,10 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
         elif takes_grammar:
             runs = grounding_runs(str(inputs["question"]), context)
             grammar = dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks, runs=runs))
+        # The question's names: asked of the first plan (a replan may need only some).
+        required = (
+            question_names(str(inputs["question"])) if node.names != "free" and not context else ()
+        )
         prompt = dsl.render(
             node.planner,
             {**inputs, "tools": describe_tools(signatures), "context": context},
@@ -157,6 +162,8 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
             stop=(END_OF_PLAN,) if grammar is None else (),
             grammar=grammar,
             distinct_lines=True,  # a plan never needs the same call twice: $k reuses a result
+            require=required,
+            require_order=bool(required) and node.names == "in_order",
             hints=Hints(program=run.id, thread=node.thread),
             node=node.id,
         )
@@ -175,6 +182,8 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
                 seed=p.seed,
                 stop=(END_OF_PLAN,),
                 distinct_lines=True,
+                require=request.require,
+                require_order=request.require_order,
                 hints=request.hints,
                 node=node.id,
             )

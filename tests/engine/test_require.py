@@ -107,6 +107,32 @@ async def test_a_string_out_of_reach_ends_it_once_the_search_is_spent(engine: En
         assert 0 < engine.counters["rewinds"] - before <= MAX_REWINDS
 
 
+async def test_required_strings_in_order(engine: Engine) -> None:
+    """``y`` then ``x``: a walk that writes ``x`` before any ``y`` is rewound there at once, and
+    one that ends without them in order is rewound at its end. The search never revisits a
+    banned choice, so in a space this small it can run out (the walk then stands)."""
+    assert engine.tokenizer is not None
+
+    def in_order(t: str) -> bool:
+        return "y" in t and "x" in t[t.index("y") :]
+
+    plain = [(await walk(engine, s))[1].text for s in range(12)]
+    found = []
+    for seed in range(12):
+        req = EngineRequest(
+            prompt=engine.tokenizer.encode(f"walk {seed}:"),
+            params=SampleParams(max_tokens=40, temperature=1.0, seed=seed),
+            constraint=await engine.matcher(THREE),
+            require=("y", "x"),
+            require_order=True,
+        )
+        found.append((await engine.complete(req))[1].text)
+    assert sum(map(in_order, plain)) <= 3, plain  # else the test would show little
+    assert sum(map(in_order, found)) >= 10, found
+    with pytest.raises(RequestRejected, match="require_order needs"):
+        engine.check(EngineRequest(prompt=[1, 2], require_order=True))
+
+
 async def test_required_strings_with_distinct_lines(engine: Engine) -> None:
     """Both searches on one sequence: two distinct lines, one of them ``z``."""
     assert engine.tokenizer is not None
