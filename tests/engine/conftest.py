@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import anyio
 import pytest
 
 from orchestrator.engine import (
+    Engine,
     EngineTokenizer,
     GGUFModel,
     LlamaModel,
@@ -39,3 +41,14 @@ def model(tiny: GGUFModel) -> Iterator[LlamaModel]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture
+async def serving_engine(tiny: GGUFModel, tokenizer: EngineTokenizer) -> AsyncIterator[Engine]:
+    """An engine on the tiny model, serving in a task group (stopped afterwards)."""
+    model = LlamaModel(tiny, num_blocks=128, block_size=16)
+    e = Engine(model, tokenizer, num_blocks=128, block_size=16, context_length=1024, max_batch=8)
+    async with anyio.create_task_group() as tg:
+        await tg.start(e.serve)
+        yield e
+        tg.cancel_scope.cancel()

@@ -4,19 +4,13 @@ is sent a line at a time, so a rewound line is never seen."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import anyio
 import pytest
 
 import dsl
 from orchestrator.engine import (
     Engine,
     EngineRequest,
-    EngineTokenizer,
     FinishEvent,
-    GGUFModel,
-    LlamaModel,
     RequestRejected,
     SampleParams,
     TokenEvent,
@@ -25,20 +19,16 @@ from orchestrator.engine._engine import line_key
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture
+def engine(serving_engine: Engine) -> Engine:
+    return serving_engine
+
+
 # Three numbered lines of one letter each: random weights repeat a letter in most walks. (No
 # space before the letter: the tiny vocabulary has " x" but not " y", so after "1. " only "x"
 # would be a token of its own.)
 LETTERS = dsl.Grammar.lark('start: "1." L "\\n2." L "\\n3." L "\\n"\nL: "x" | "y" | "z"')
-
-
-@pytest.fixture
-async def engine(tiny: GGUFModel, tokenizer: EngineTokenizer) -> AsyncIterator[Engine]:
-    model = LlamaModel(tiny, num_blocks=128, block_size=16)
-    e = Engine(model, tokenizer, num_blocks=128, block_size=16, context_length=1024, max_batch=8)
-    async with anyio.create_task_group() as tg:
-        await tg.start(e.serve)
-        yield e
-        tg.cancel_scope.cancel()
 
 
 async def letters(

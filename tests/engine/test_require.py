@@ -4,19 +4,13 @@ margin, anywhere in it or the choice to end, and decoded again; its text is sent
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import anyio
 import pytest
 
 import dsl
 from orchestrator.engine import (
     Engine,
     EngineRequest,
-    EngineTokenizer,
     FinishEvent,
-    GGUFModel,
-    LlamaModel,
     RequestRejected,
     SampleParams,
     TokenEvent,
@@ -25,18 +19,14 @@ from orchestrator.engine._engine import MAX_REWINDS
 
 pytestmark = pytest.mark.anyio
 
-# Three letters: random weights leave out a given letter in many walks.
-THREE = dsl.Grammar.lark('start: L L L\nL: "x" | "y" | "z"')
-
 
 @pytest.fixture
-async def engine(tiny: GGUFModel, tokenizer: EngineTokenizer) -> AsyncIterator[Engine]:
-    model = LlamaModel(tiny, num_blocks=128, block_size=16)
-    e = Engine(model, tokenizer, num_blocks=128, block_size=16, context_length=1024, max_batch=8)
-    async with anyio.create_task_group() as tg:
-        await tg.start(e.serve)
-        yield e
-        tg.cancel_scope.cancel()
+def engine(serving_engine: Engine) -> Engine:
+    return serving_engine
+
+
+# Three letters: random weights leave out a given letter in many walks.
+THREE = dsl.Grammar.lark('start: L L L\nL: "x" | "y" | "z"')
 
 
 async def walk(
