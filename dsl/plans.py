@@ -202,28 +202,56 @@ def grounding_runs(*texts: str) -> list[tuple[str, ...]]:
 
 def question_names(question: str) -> tuple[str, ...]:
     """The names ``question`` writes, in its order: runs of consecutive words (never across
-    punctuation) that begin with a capital letter or hold a digit. A sentence's first word is
-    left out (it is capitalised anyway), and so is a run of the one letter ``I``.
+    punctuation) that begin with a capital letter or hold a digit, and the items of its lists
+    of single words, even in lower case (``camel, kangaroo and bison``, ``lion or elk``; not
+    when an item is a word such as ``the`` or ``then``, ``LIST_STOP_WORDS``). A sentence's
+    first word is left out (it is capitalised anyway), and so is a run of the one letter ``I``.
 
     ``"Compare the price of Mini Drum, PINE-8 and Eco Lamp."`` gives ``("Mini Drum", "PINE-8",
-    "Eco Lamp")``. ``dsl.plan(..., names="in_order")`` asks the plan to write them all, in this
-    order."""
-    names: list[str] = []
-    run: list[str] = []
+    "Eco Lamp")``; ``"Add the top speed of camel and elk."`` gives ``("camel", "elk")``.
+    ``dsl.plan(..., names="in_order")`` asks the plan to write them all, in this order."""
+    found: list[tuple[int, int, str]] = []  # start, end, name
+    run: list[re.Match[str]] = []
+
+    def close() -> None:
+        if run:
+            found.append((run[0].start(), run[-1].end(), " ".join(m.group() for m in run)))
+            run.clear()
+
     end = 0
     for m in _WORD.finditer(question):
         gap = question[end : m.start()]
         word = m.group()
         first = end == 0 or any(c in gap for c in ".?!")
         if run and (gap.strip() or first or not _name_word(word)):
-            names.append(" ".join(run))
-            run = []
+            close()
         if _name_word(word) and not first:
-            run.append(word)
+            run.append(m)
         end = m.end()
-    if run:
-        names.append(" ".join(run))
-    return tuple(dict.fromkeys(n for n in names if n != "I"))
+    close()
+    for lst in _LIST.finditer(question):
+        words = list(_WORD.finditer(question, lst.start(), lst.end()))
+        items = words[:-2] + words[-1:]  # the second to last word is "and" or "or"
+        if any(w.group().lower() in LIST_STOP_WORDS for w in items):
+            continue
+        for w in items:
+            if not any(a <= w.start() < b for a, b, _ in found):
+                found.append((w.start(), w.end(), w.group()))
+    found.sort()
+    return tuple(dict.fromkeys(n for _, _, n in found if n != "I"))
+
+
+LIST_STOP_WORDS = frozenset(
+    (
+        "a", "an", "the", "this", "that", "these", "those", "its", "their", "his", "her", "my",
+        "our", "your", "all", "each", "every", "both", "which", "what", "who", "how", "when",
+        "where", "why", "then", "also", "is", "are", "was", "were", "be",
+    )
+)  # fmt: skip
+"""Words that are never an item of a list in ``question_names`` (``the price and the stock``
+is no list of names)."""
+_W = _WORD.pattern
+_LIST = re.compile(rf"\b{_W}(?:, {_W})*,? (?:and|or) {_W}\b")
 
 
 def _name_word(word: str) -> bool:

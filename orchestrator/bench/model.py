@@ -12,10 +12,13 @@ corpus, through the embedded engine (greedy), with and without grammars.
 - **Plans**: the planner prompt of ``dsl.plan`` for held-out questions (``plans_seen``,
   ``plans_values``), three ways: without a grammar (``off``), under the plan grammar built from
   the offered tools (``on``), and under the grounded one (``grounded``: also string arguments
-  only from the question's words, ``dsl.plan(..., grounded=True)``); exact match with the gold
-  plan. Under either grammar the task lines are also kept distinct, as ``dsl.plan`` asks
-  (``LLMRequest.distinct_lines``: a repeated line is rewound and decoded again). The plan
-  targets are read from ``grounded``, the way the demo model is meant to plan.
+  only from the question's words, ``dsl.plan(..., grounded=True)``), and grounded with the
+  question's names required in order (``named``: ``dsl.plan(..., grounded=True,
+  names="in_order")``, ``LLMRequest.require`` of ``dsl.plans.question_names`` with
+  ``require_order``); exact match with the gold plan. Under any grammar the task lines are also
+  kept distinct, as ``dsl.plan`` asks (``LLMRequest.distinct_lines``: a repeated line is rewound
+  and decoded again). The plan targets are read from ``named``, the way the demo model is meant
+  to plan.
 - **Agreement**: the same greedy generations (no grammar) from the embedded engine, from torch
   on the same weights, and from llama.cpp's ``llama-server`` if it is built, token for token.
 - **Training time**: with ``--train``, a model is trained here with the recipe (``--minutes``)
@@ -44,7 +47,7 @@ import anyio
 from rich.console import Console
 
 import dsl
-from dsl.plans import grounding_runs, plan_grammar
+from dsl.plans import grounding_runs, plan_grammar, question_names
 from integrations.text2sql import connect_read_only, execute, result_key
 from orchestrator.backends import LLMRequest, LocalBackend, Message
 from orchestrator.bench._report import Report, Target, progress
@@ -71,8 +74,11 @@ __all__ = [
     "sql_splits",
 ]
 
-Mode = Literal["off", "on", "grounded"]
-"""How a generation was constrained: no grammar, its grammar, or (plans) the grounded one."""
+Mode = Literal["off", "on", "grounded", "named"]
+"""How a generation was constrained: no grammar, its grammar, or (plans) the grounded one,
+without or with the question's names required in order."""
+PLAN_MODES: tuple[Mode, ...] = ("off", "on", "grounded", "named")
+"""The modes each plan is decoded under (SQL: ``off`` and ``on``)."""
 
 _ROLES: dict[str, Literal["system", "user", "assistant"]] = {
     "system": "system",
@@ -91,7 +97,8 @@ class Outcome:
 
     Attributes:
         split: the held-out split.
-        grammar: ``off``, ``on`` (its grammar) or ``grounded`` (plans: the grounded grammar).
+        grammar: ``off``, ``on`` (its grammar), ``grounded`` (plans: the grounded grammar) or
+            ``named`` (plans: grounded, the question's names required in order).
         text: what the model wrote.
         correct: SQL: same result as the gold query; plans: the gold plan exactly.
         executes: SQL: the query ran without error (plans: True).
@@ -123,8 +130,9 @@ def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
     if mode != "off" and ex.sql is not None:
         g = dsl.Grammar.lark(sql_grammar(ex.sql.db, ex.sql.question, path=paths[ex.sql.db]))
     elif mode != "off" and ex.plan is not None:
-        runs = grounding_runs(ex.plan.question) if mode == "grounded" else None
+        runs = grounding_runs(ex.plan.question) if mode in ("grounded", "named") else None
         g = dsl.Grammar.lark(plan_grammar([t.signature() for t in ex.plan.tools], runs=runs))
+    required = _required(ex, mode, paths)
     return LLMRequest(
         messages=tuple(Message(_ROLES[role], content) for role, content in ex.messages),
         max_tokens=SQL_TOKENS if ex.kind == "sql" else PLAN_TOKENS,
@@ -132,11 +140,19 @@ def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
         grammar=g,
         # As dsl.plan decodes a plan: under a grammar, its task lines distinct.
         distinct_lines=ex.plan is not None and mode != "off",
-        # As the Text-to-SQL pipeline asks: under the grammar, the question's values all used.
-        require=sql_required(ex.sql.db, ex.sql.question, path=paths[ex.sql.db])
-        if ex.sql is not None and mode != "off"
-        else (),
+        # As the Text-to-SQL pipeline asks: under the grammar, the question's values all used;
+        # as dsl.plan(names="in_order") asks: the question's names, in order.
+        require=required,
+        require_order=bool(required) and ex.plan is not None and mode == "named",
     )
+
+
+def _required(ex: Example, mode: Mode, paths: dict[str, Path]) -> tuple[str, ...]:
+    if ex.sql is not None and mode != "off":
+        return sql_required(ex.sql.db, ex.sql.question, path=paths[ex.sql.db])
+    if ex.plan is not None and mode == "named":
+        return question_names(ex.plan.question)
+    return ()
 
 
 async def _generate(
@@ -165,17 +181,18 @@ def evaluate(
     splits: dict[str, list[Example]],
     world: SqlWorld,
     *,
-    grammars: Sequence[Mode] = ("off", "on", "grounded"),
+    grammars: Sequence[Mode] = PLAN_MODES,
     on_done: Any = None,
 ) -> list[Outcome]:
     """Answer every example of ``splits`` with the model on the embedded engine (greedy), once
-    per entry of ``grammars`` (``grounded`` only for plans), and judge each answer."""
+    per entry of ``grammars`` (``grounded`` and ``named`` only for plans), and judge each
+    answer."""
     cases = [
         (name, ex, g)
         for g in grammars
         for name, exs in splits.items()
         for ex in exs
-        if g != "grounded" or ex.plan is not None
+        if g in ("off", "on") or ex.plan is not None
     ]
 
     async def run() -> list[str]:
@@ -304,7 +321,9 @@ def _split_rows(
     mode, then the agreement rows (``agreement`` prompts across the splits); also the
     accuracies by (split, mode) and whether each SQL answer under its grammar executed."""
     splits = {name: heldout_split(corpus, name, n) for name in names}
-    total = sum((3 if k.startswith("plans_") else 2) * len(v) for k, v in splits.items())
+    total = sum(
+        (len(PLAN_MODES) if k.startswith("plans_") else 2) * len(v) for k, v in splits.items()
+    )
     with progress(console=console, transient=True) as bar:
         task = bar.add_task("generate", total=total)
         outcomes = evaluate(gguf, splits, world, on_done=lambda: bar.advance(task))
@@ -312,9 +331,7 @@ def _split_rows(
     acc: dict[tuple[str, Mode], float] = {}
     executes_g: list[bool] = []
     for name in names:
-        modes: tuple[Mode, ...] = (
-            ("off", "on", "grounded") if name.startswith("plans_") else ("off", "on")
-        )
+        modes: tuple[Mode, ...] = PLAN_MODES if name.startswith("plans_") else ("off", "on")
         for g in modes:
             mine = [o for o in outcomes if o.split == name and o.grammar == g]
             acc[(name, g)] = _share([o.correct for o in mine])
@@ -399,8 +416,8 @@ def measure(
         "sql_exec_seen": Target(acc[("seen", "on")], 0.97, "higher"),
         "sql_exec_values": Target(acc[("values", "on")], 0.80, "higher"),
         "sql_exec_phrasings": Target(acc[("phrasings", "on")], 0.55, "higher"),
-        "plan_exact_seen": Target(acc[("plans_seen", "grounded")], 0.97, "higher"),
-        "plan_exact_values": Target(acc[("plans_values", "grounded")], 0.90, "higher"),
+        "plan_exact_seen": Target(acc[("plans_seen", "named")], 0.97, "higher"),
+        "plan_exact_values": Target(acc[("plans_values", "named")], 0.90, "higher"),
         "sql_executes_with_grammar": Target(_share(executes_g), 1.0, "higher"),
         "train_minutes": Target(train_seconds / 60.0, 15.0, "lower"),
     }

@@ -86,15 +86,20 @@ class EngineRequest:
             never seen; the token events of rewound tokens carry no text. Not with ``pause``.
         require: strings the output must each contain (a query's values from the question).
             When the output would end without one (an end token, a stop string, a complete
-            grammar, or ``max_tokens``), the sequence rewinds as for ``distinct_lines``, to
-            the token anywhere in the output, or the choice to end, that the model made by the
-            smallest margin over an alternative writing other text, and decodes on (within
-            ``MAX_REWINDS``; past them it ends as it is). Its text is sent only at the end, in
+            grammar, or ``max_tokens``), the sequence rewinds and decodes on (within
+            ``MAX_REWINDS``; past them it ends as it is). It goes back to the choice, among
+            the tokens after the required strings already written (with ``require_order``)
+            and the choice to end, whose alternative would begin a word that begins the
+            missing string, the closest such, and takes that alternative there; if there is
+            none, to the choice the model made by the smallest margin over an alternative
+            writing other text, as for ``distinct_lines`` (anywhere in the output, if nothing
+            after those strings can change). Its text is sent only at the end, in
             ``FinishEvent.tail``. Not with ``pause``.
         require_order: the ``require`` strings must appear in their order (a plan's names in
             the question's order). Besides the check at the end, a required string written
-            while an earlier one is still missing rewinds its line at once, as a repeated line
-            does for ``distinct_lines``.
+            while an earlier one is still missing rewinds its line at once, to a choice that
+            begins the missing string if the line has one, else as a repeated line does for
+            ``distinct_lines``.
     """
 
     prompt: Sequence[int]
@@ -177,6 +182,10 @@ class _Seq:
     bans: dict[tuple[int, ...], set[int]] = field(default_factory=dict)
     line_keys: set[str] = field(default_factory=set)
     line_from: int = 0
+    forced: dict[tuple[int, ...], int] = field(default_factory=dict)
+    writing: tuple[str, int] | None = None  # a required string begun by a rewind, its offset
+    # require: per required string, the tokens that begin a word writing it (``_starts``)
+    starts: tuple[npt.NDArray[np.int64], ...] = ()
     rewinds: int = 0
     order_from: int = 0  # require_order: text before this offset has been checked for order
 
@@ -229,6 +238,7 @@ class Engine:
         self._running: list[_Seq] = []
         self._by_id: dict[str, _Seq] = {}
         self._ids = itertools.count()
+        self._token_texts: list[str] | None = None  # each token's text, for ``_starts``
         self._wake = anyio.Event()
         self._aborts = False
         self._stop_ids: frozenset[int] = frozenset(tokenizer.stop_ids() if tokenizer else ())
@@ -309,6 +319,7 @@ class Engine:
             tokens=list(req.prompt),
             rng=np.random.default_rng(req.params.seed),
             stream=stream,
+            starts=self._starts(req.require),
         )
         self._by_id[seq.id] = seq
         self._waiting.append(seq)
@@ -581,10 +592,19 @@ class Engine:
                 self._accept(s, Sampled(0, 0.0))
             else:
                 banned = self._banned(s)
-                sampled = sample(logits[row], s.req.params, s.rng, banned=banned)
+                # A rewind to a choice that begins a missing required string takes it there.
+                # A rewind to a choice that begins a missing required string takes it there,
+                # and the tokens after it write the rest of that string where they can.
+                forced = s.forced.get(tuple(s.generated)) if s.forced else None
+                allowed: Sequence[int] | None = None
+                if forced is not None and forced not in banned:
+                    allowed = (forced,)
+                elif s.writing is not None:
+                    allowed = self._writing(s, logits[row], banned)
+                sampled = sample(logits[row], s.req.params, s.rng, banned=banned, allowed=allowed)
                 choice = None
                 if s.req.rewinds:
-                    choice = _choice(logits[row], banned, sampled.token)
+                    choice = _choice(logits[row], banned, sampled.token, s.starts)
                 self._accept(s, sampled, choice)
 
     def _mask(self, logits: npt.NDArray[np.float32], work: list[tuple[_Seq, int]]) -> None:
@@ -683,11 +703,19 @@ class Engine:
         full = self._full_text(s)
         if s.stop_at is not None:
             full = full[: s.stop_at]
-        if _missing(full, s.req.require, s.req.require_order) is None:
+        missing = _missing(full, s.req.require, s.req.require_order)
+        if missing is None:
             return False
         if s.stop_at is not None and s.req.constraint is not None:
             return False  # its grammar has been moved to the stop string: it cannot roll back
-        if not self._rewind(s, full, 0, whole=True, end=end, taken=taken):
+        k, after = missing
+        # What the required strings before it wrote stays; only what follows is searched
+        # (everything, if nothing there can change).
+        want = s.req.require[k]
+        if not any(
+            self._rewind(s, full, start, whole=True, end=end, taken=taken, want=want)
+            for start in dict.fromkeys((after, 0))
+        ):
             return False
         s.stop_at = None
         kept = self._full_text(s)
@@ -715,7 +743,7 @@ class Engine:
             at = min(early)
             start = full.rfind("\n", 0, at) + 1
             end = at + len(next(r for r in s.req.require if full.startswith(r, at)))
-            if self._rewind(s, full, start, upto=end):
+            if self._rewind(s, full, start, upto=end, want=s.req.require[k]):
                 return True
         s.order_from = len(full)
         return False
@@ -742,6 +770,7 @@ class Engine:
         end: tuple[float, tuple[tuple[int, float], ...]] | None = None,
         taken: int = 0,
         upto: int | None = None,
+        want: str | None = None,
     ) -> bool:
         """Take ``s`` back to the token whose best alternative that writes other text (not the
         same text cut another way) came closest, and ban there that token and every other
@@ -750,22 +779,37 @@ class Engine:
         else the tokens of the line at ``start`` that write its content (not its list marker)
         before its last letter or digit, so that the new line differs in its words, not in
         what follows them (``f("a b")`` is not redone as ``f("a b and a b")``); with ``upto``,
-        the tokens of the line that write some of its text before that offset. False when
-        there is none or the rewinds are spent."""
+        the tokens of the line that write some of its text before that offset. With
+        ``want`` (a missing required string), a token whose alternative would begin writing
+        it comes first, the closest such alternative. False when there is none or the
+        rewinds are spent."""
         if s.rewinds >= MAX_REWINDS:
             return False
         line = full[start:].split("\n", 1)[0]
         m = _LIST_MARK.match(line)
         key_from = start + (m.end() if m else 0)
         stop = len(full) if whole else upto if upto is not None else start + len(line) + 1
-        best: tuple[float, int, set[int]] | None = None
+        # (does not begin ``want``, margin), token index, tokens to ban there, the alternative
+        best: tuple[tuple[bool, float], int, set[int], int] | None = None
+
+        def consider(key: tuple[bool, float], j: int, banned: set[int], token: int) -> None:
+            nonlocal best
+            if best is None or key <= best[0]:
+                best = (key, j, set(banned), token)
+
         if end is not None:
             chosen, alternatives = end
             above: set[int] = set()
+            first = True
             for token, logit in alternatives:
-                if token not in self._stop_ids and self._decode([token]):
-                    best = (chosen - logit, len(s.generated), above)
-                    break
+                other = self._decode([token])
+                if token not in self._stop_ids and other:
+                    begins = want is not None and _begins(full, len(full), other, want)
+                    if first or begins:
+                        consider((not begins, chosen - logit), len(s.generated), above, token)
+                        first = False
+                    if begins or want is None:
+                        break
                 above.add(token)
         after = len(full)
         for j in range(len(s.generated) - 1, -1, -1):
@@ -776,20 +820,32 @@ class Engine:
             if whole or (after > key_from and any(c.isalnum() for c in rest)):
                 chosen, alternatives = s.choices[j]
                 above = {s.generated[j]}
+                first = True
                 for token, logit in alternatives:
                     other = self._decode([token])
                     if not (rest.startswith(other) or other.startswith(rest)):
-                        if best is None or chosen - logit <= best[0]:
-                            best = (chosen - logit, j, above)
-                        break
+                        begins = want is not None and _begins(full, begin, other, want)
+                        if first or begins:
+                            consider((not begins, chosen - logit), j, above, token)
+                            first = False
+                        if begins or want is None:
+                            break
                     above.add(token)
             after = begin
         if best is None:
             return False
-        _, j, banned = best
+        (elsewhere, _), j, banned, token = best
         if j == len(s.generated):
             banned = banned | self._stop_ids  # decode on instead of ending here
-        s.bans.setdefault(tuple(s.generated[:j]), set()).update(banned)
+        prefix = tuple(s.generated[:j])
+        s.bans.setdefault(prefix, set()).update(banned)
+        s.forced.pop(prefix, None)  # a choice taken there before is banned now
+        s.writing = None
+        if not elsewhere and want is not None:  # it begins ``want``: take it, even sampling
+            s.forced[prefix] = token
+            at = len(full) if j == len(s.generated) else len(self._decode(s.generated[:j]))
+            other = self._decode([token])
+            s.writing = (want, at + next(i for i, c in enumerate(other) if c.isalnum()))
         drop = len(s.generated) - j
         if s.req.constraint is not None:
             s.req.constraint.rollback(drop + taken)
@@ -880,6 +936,46 @@ class Engine:
         matcher.adopt(trial)
         return True
 
+    def _writing(
+        self, s: _Seq, row: npt.NDArray[np.float32], banned: frozenset[int]
+    ) -> list[int] | None:
+        """The tokens that write on the required string a rewind began in ``s`` (allowed by
+        the grammar, not banned), or None once it is written or cannot go on."""
+        assert s.writing is not None and self._token_texts is not None
+        want, at = s.writing
+        written = self._full_text(s)[at:]
+        need = want[len(written) :]
+        if not need or not want.startswith(written):
+            s.writing = None
+            return None
+        ids = [
+            t
+            for t, text in enumerate(self._token_texts)
+            if text
+            and (need.startswith(text) or text.startswith(need))
+            and t not in banned
+            and np.isfinite(row[t])
+        ]
+        if not ids:
+            s.writing = None
+        return ids or None
+
+    def _starts(self, required: Sequence[str]) -> tuple[npt.NDArray[np.int64], ...]:
+        """Per string of ``required``, the tokens that would begin a word writing it (their
+        text past leading spaces and punctuation begins it or is begun by it)."""
+        if not required or self.tokenizer is None or self.model is None:
+            return ()
+        if self._token_texts is None:
+            vocab = self.model.config.vocab_size
+            self._token_texts = [self._decode([t]) for t in range(vocab)]
+        return tuple(
+            np.array(
+                [t for t, text in enumerate(self._token_texts) if _begins("", 0, text, r)],
+                dtype=np.int64,
+            )
+            for r in required
+        )
+
     def _decode(self, ids: Sequence[int]) -> str:
         assert self.tokenizer is not None
         return self.tokenizer.decode(ids)
@@ -923,6 +1019,16 @@ class Engine:
             s.send.send_nowait(event)  # suppressed: the client has gone
 
 
+def _begins(full: str, at: int, text: str, want: str) -> bool:
+    """Whether ``text`` written at offset ``at`` of ``full`` would begin a word that begins
+    writing ``want`` (spaces and punctuation before its first letter or digit aside)."""
+    i = next((i for i, c in enumerate(text) if c.isalnum()), len(text))
+    head = text[i:]
+    if not head or (i == 0 and at > 0 and full[at - 1].isalnum()):
+        return False
+    return want.startswith(head) or head.startswith(want)
+
+
 def _missing(text: str, required: Sequence[str], ordered: bool) -> tuple[int, int] | None:
     """The first of ``required`` that ``text`` lacks (with ``ordered``: after the one before
     it), and the offset its search began at; None if it lacks none."""
@@ -941,10 +1047,16 @@ ALTERNATIVES = 8
 
 
 def _choice(
-    row: npt.NDArray[np.float32], banned: frozenset[int], token: int
+    row: npt.NDArray[np.float32],
+    banned: frozenset[int],
+    token: int,
+    starts: Sequence[npt.NDArray[np.int64]] = (),
 ) -> tuple[float, tuple[tuple[int, float], ...]]:
     """``token``'s logit in ``row`` (already masked by the grammar) and the best
-    ``ALTERNATIVES`` other tokens allowed there (not ``banned``), best first, with theirs."""
+    ``ALTERNATIVES`` other tokens allowed there (not ``banned``), best first, with theirs;
+    then, per set of ``starts`` (the tokens that begin a required string), its best token
+    allowed there if it is not among them, so a rewind can begin that string wherever the
+    grammar allows it."""
     x = row.astype(np.float64)
     if banned:
         x[list(banned)] = -np.inf
@@ -953,4 +1065,10 @@ def _choice(
     k = min(ALTERNATIVES, x.size - 1)
     top = np.argpartition(-x, k - 1)[:k]
     top = top[np.argsort(-x[top])]
-    return chosen, tuple((int(t), float(x[t])) for t in top if np.isfinite(x[t]))
+    out = [(int(t), float(x[t])) for t in top if np.isfinite(x[t])]
+    for ids in starts:
+        if ids.size:
+            best = int(ids[np.argmax(x[ids])])
+            if np.isfinite(x[best]) and all(t != best for t, _ in out):
+                out.append((best, float(x[best])))
+    return chosen, tuple(out)

@@ -18,6 +18,7 @@ from dsl.plans import (
     grounding_runs,
     parse_verdict,
     plan_grammar,
+    question_names,
 )
 from orchestrator import constrain
 
@@ -83,6 +84,32 @@ def test_grounding_runs_break_at_punctuation() -> None:
         ("Pro", "Camera"),
         ("how",),
     ]
+
+
+@pytest.mark.parametrize(
+    ("question", "names"),
+    [
+        (
+            "Compare the price of Mini Drum, PINE-8 and Eco Lamp.",
+            ("Mini Drum", "PINE-8", "Eco Lamp"),
+        ),
+        # a sentence's first word and "I" are capitalised anyway
+        ("Check the weather in Kyoto. Then I want Oslo.", ("Kyoto", "Oslo")),
+        # the items of a list of single words, even in lower case, in the question's order
+        (
+            "What is the average top speed of camel, kangaroo and bison?",
+            ("camel", "kangaroo", "bison"),
+        ),
+        ("Is lion or elk faster than Pro Camera?", ("lion", "elk", "Pro Camera")),
+        ("Paris, Lima and Oslo: which is largest?", ("Paris", "Lima", "Oslo")),
+        # a list item inside a capitalised name is that name; "the" is no item
+        ("Sum the stock of Mini Drum and Eco Lamp.", ("Mini Drum", "Eco Lamp")),
+        ("The stock of Mini Drum and the speed of elk.", ("Mini Drum",)),
+        ("Find it and then stop.", ()),
+    ],
+)
+def test_question_names(question: str, names: tuple[str, ...]) -> None:
+    assert question_names(question) == names
 
 
 def test_a_grounded_quote_keeps_names_whole() -> None:
@@ -220,6 +247,7 @@ def test_plan_rejects_bad_settings_at_trace_time() -> None:
         ({"tools": [join]}, "join"),
         ({"tools": [search], "planner": "{{question}} {{nope}}"}, "{{nope}}"),
         ({"tools": [search], "extra": 1}, "used by neither"),
+        ({"tools": [search], "names": "some"}, "names must be 'free', 'all' or 'in_order'"),
     ]
     for kwargs, message in cases:
 

@@ -59,6 +59,23 @@ async def test_an_output_without_a_required_string_is_decoded_again(engine: Engi
     assert engine.counters["rewinds"] >= sum("z" not in t for t in plain)
 
 
+async def test_the_search_turns_first_to_a_choice_that_begins_the_missing_string(
+    engine: Engine,
+) -> None:
+    """Among the choices it could rewind, one whose alternative begins a word that writes the
+    missing string comes first: one rewind per walk, which keeps the walk up to there and
+    writes ``z`` in it."""
+    words = dsl.Grammar.lark('start: L " " L " " L\nL: "x" | "y" | "z"')
+    plain_texts = [(await walk(engine, seed, grammar=words))[1].text for seed in range(24)]
+    assert sum("z" not in t for t in plain_texts) >= 3, "the test would show little"
+    for seed, plain_text in enumerate(plain_texts):
+        before = engine.counters["rewinds"]
+        _, fin = await walk(engine, seed, grammar=words, require=("z",))
+        at = fin.text.index("z")
+        assert engine.counters["rewinds"] - before == ("z" not in plain_text)
+        assert "z" in plain_text or (fin.text[:at] == plain_text[:at] and plain_text[at] != "z")
+
+
 async def test_an_output_with_its_strings_is_unchanged(engine: Engine) -> None:
     for seed in range(8):
         _, plain = await walk(engine, seed)

@@ -201,3 +201,69 @@ async def test_on_the_embedded_engine_plans_follow_the_grammar() -> None:
             assert h.stats["plan"].status == "failed"
     tasks = [k for k in h.stats if k.startswith("plan_")]
     assert all(h.stats[k].status == "ok" for k in tasks)
+
+
+async def test_names_are_asked_of_the_first_plan_only() -> None:
+    @dsl.program
+    async def named(question: str) -> str:
+        return await dsl.plan(question, tools=[search], names="in_order", name="plan")
+
+    engine = PlanEngine(
+        [
+            '1. search("Oslo")\n2. join()\n<END_OF_PLAN>',
+            '1. search("Lima")\n2. join()\n<END_OF_PLAN>',
+        ],
+        ["Replan(try Lima)", "Finish(done)"],
+    )
+    async with orchestrator.Orchestrator(engine) as orch:
+        h = await orch.submit(named, "Is Oslo or Lima colder than camel, elk and bison?")
+        assert await h.result() == "done"
+    first, replan = engine.requests[0], engine.requests[2]
+    assert first.require == ("Oslo", "Lima", "camel", "elk", "bison") and first.require_order
+    assert replan.require == () and not replan.require_order
+
+
+async def test_on_the_demo_model_a_plan_asked_for_names_writes_each_in_order() -> None:
+    """The trained model, greedy: without names its plan for this question skips ``zebra``;
+    asked for the question's names in order, the engine's search finds a plan that looks up
+    all four animals (it may still look up something else too)."""
+    looked_up: list[str] = []
+
+    @dsl.tool
+    def get_speed(animal: str) -> float:
+        """The top speed of an animal in km/h."""
+        looked_up.append(animal)
+        return {"lion": 80.0, "zebra": 64.0, "bison": 56.0, "elk": 72.0}.get(animal, 0.0)
+
+    @dsl.tool
+    def math(expression: str) -> str:
+        """Evaluate an arithmetic expression (numbers may carry units)."""
+        return expression
+
+    @dsl.tool
+    def get_population(city: str) -> int:
+        """The population of a city."""
+        return 0
+
+    def program(names: str) -> dsl.Program:
+        @dsl.program
+        async def speeds(question: str) -> str:
+            return await dsl.plan(
+                question,
+                tools=[get_speed, math, get_population],
+                grounded=True,
+                names=names,  # type: ignore[arg-type]
+                max_replans=0,
+                temperature=0.0,
+                name="plan",
+            )
+
+        return speeds
+
+    question = "What is the average top speed of lion, zebra, bison and elk?"
+    async with orchestrator.Orchestrator("local:demo") as orch:
+        await (await orch.submit(program("free"), question)).result()
+        assert "zebra" not in looked_up, "the plain plan found zebra: the test would show little"
+        looked_up.clear()
+        await (await orch.submit(program("in_order"), question)).result()
+    assert {"lion", "zebra", "bison", "elk"} <= set(looked_up)
