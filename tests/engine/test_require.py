@@ -4,6 +4,7 @@ margin, anywhere in it or the choice to end, and decoded again; its text is sent
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import dsl
@@ -15,7 +16,7 @@ from orchestrator.engine import (
     SampleParams,
     TokenEvent,
 )
-from orchestrator.engine._engine import MAX_REWINDS
+from orchestrator.engine._engine import ALTERNATIVES, MAX_REWINDS, _choice
 
 pytestmark = pytest.mark.anyio
 
@@ -74,6 +75,18 @@ async def test_the_search_turns_first_to_a_choice_that_begins_the_missing_string
         at = fin.text.index("z")
         assert engine.counters["rewinds"] - before == ("z" not in plain_text)
         assert "z" in plain_text or (fin.text[:at] == plain_text[:at] and plain_text[at] != "z")
+
+
+async def test_a_string_begun_by_a_rewind_is_written_on(engine: Engine) -> None:
+    """Once a rewind begins the missing string, the tokens after it write the rest of it where
+    the grammar allows: one rewind writes a string of four letters the walk never wrote."""
+    words = dsl.Grammar.lark('start: W " " W " " W\nW: /[xyz]{1,5}/')
+    for seed in range(8):
+        _, plain = await walk(engine, seed, grammar=words, max_tokens=20)
+        assert "zyzy" not in plain.text, "the walk wrote it: the test would show nothing"
+        before = engine.counters["rewinds"]
+        _, fin = await walk(engine, seed, grammar=words, max_tokens=20, require=("zyzy",))
+        assert "zyzy" in fin.text and engine.counters["rewinds"] - before == 1, fin.text
 
 
 async def test_an_output_with_its_strings_is_unchanged(engine: Engine) -> None:
@@ -162,3 +175,17 @@ async def test_require_is_refused_with_pause_or_an_empty_string(engine: Engine) 
         engine.check(EngineRequest(prompt=[1, 2], require=("z",), pause=("[TRAP]",)))
     with pytest.raises(RequestRejected, match="empty"):
         engine.check(EngineRequest(prompt=[1, 2], require=("",)))
+
+
+def test_a_choice_keeps_the_best_token_that_begins_each_required_string() -> None:
+    """Besides the best ``ALTERNATIVES``, the best allowed token of each required string's
+    beginnings is kept, however far down it ranks, so a rewind can begin the string there."""
+    row = np.arange(64, dtype=np.float32)  # token t has logit t: 63 is the model's choice
+    row[5] = -np.inf  # not allowed by the grammar
+    starts = (np.array([3, 4, 5], dtype=np.int64), np.array([62], dtype=np.int64))
+    chosen, alternatives = _choice(row, frozenset({61}), 63, starts)
+    assert chosen == 63.0
+    tokens = [t for t, _ in alternatives]
+    # the best allowed, best first: 62, then 60 down (61 is banned)
+    assert tokens[:ALTERNATIVES] == [62, *range(60, 60 - (ALTERNATIVES - 1), -1)]
+    assert tokens[ALTERNATIVES:] == [4]  # 62 is among the best already; 5 is not allowed
