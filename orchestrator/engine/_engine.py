@@ -804,7 +804,7 @@ class Engine:
             for token, logit in alternatives:
                 other = self._decode([token])
                 if token not in self._stop_ids and other:
-                    begins = want is not None and _begins(full, len(full), other, want)
+                    begins = want is not None and _begins(full, len(full), other, want) >= 0
                     if first or begins:
                         consider((not begins, chosen - logit), len(s.generated), above, token)
                         first = False
@@ -824,7 +824,7 @@ class Engine:
                 for token, logit in alternatives:
                     other = self._decode([token])
                     if not (rest.startswith(other) or other.startswith(rest)):
-                        begins = want is not None and _begins(full, begin, other, want)
+                        begins = want is not None and _begins(full, begin, other, want) >= 0
                         if first or begins:
                             consider((not begins, chosen - logit), j, above, token)
                             first = False
@@ -844,8 +844,7 @@ class Engine:
         if not elsewhere and want is not None:  # it begins ``want``: take it, even sampling
             s.forced[prefix] = token
             at = len(full) if j == len(s.generated) else len(self._decode(s.generated[:j]))
-            other = self._decode([token])
-            s.writing = (want, at + next(i for i, c in enumerate(other) if c.isalnum()))
+            s.writing = (want, _begins(full[:at], at, self._decode([token]), want))
         drop = len(s.generated) - j
         if s.req.constraint is not None:
             s.req.constraint.rollback(drop + taken)
@@ -970,7 +969,7 @@ class Engine:
             self._token_texts = [self._decode([t]) for t in range(vocab)]
         return tuple(
             np.array(
-                [t for t, text in enumerate(self._token_texts) if _begins("", 0, text, r)],
+                [t for t, text in enumerate(self._token_texts) if _begins("", 0, text, r) >= 0],
                 dtype=np.int64,
             )
             for r in required
@@ -1019,14 +1018,20 @@ class Engine:
             s.send.send_nowait(event)  # suppressed: the client has gone
 
 
-def _begins(full: str, at: int, text: str, want: str) -> bool:
-    """Whether ``text`` written at offset ``at`` of ``full`` would begin a word that begins
-    writing ``want`` (spaces and punctuation before its first letter or digit aside)."""
+def _begins(full: str, at: int, text: str, want: str) -> int:
+    """Where ``want`` would begin if ``text`` were written at offset ``at`` of ``full``: at
+    ``text``'s first letter or digit if it begins a word there, or at the start of the word it
+    goes on, if that word and ``text`` begin writing ``want`` (``"K"`` then ``"2"`` for
+    ``K2``); -1 if neither."""
     i = next((i for i, c in enumerate(text) if c.isalnum()), len(text))
-    head = text[i:]
-    if not head or (i == 0 and at > 0 and full[at - 1].isalnum()):
-        return False
-    return want.startswith(head) or head.startswith(want)
+    if i == len(text):
+        return -1
+    start = at + i
+    if i == 0:
+        while start > 0 and full[start - 1].isalnum():
+            start -= 1
+    head = full[start:at] + text[i:]
+    return start if want.startswith(head) or head.startswith(want) else -1
 
 
 def _missing(text: str, required: Sequence[str], ordered: bool) -> tuple[int, int] | None:

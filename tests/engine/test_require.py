@@ -16,7 +16,7 @@ from orchestrator.engine import (
     SampleParams,
     TokenEvent,
 )
-from orchestrator.engine._engine import ALTERNATIVES, MAX_REWINDS, _choice
+from orchestrator.engine._engine import ALTERNATIVES, MAX_REWINDS, _begins, _choice
 
 pytestmark = pytest.mark.anyio
 
@@ -189,3 +189,19 @@ def test_a_choice_keeps_the_best_token_that_begins_each_required_string() -> Non
     # the best allowed, best first: 62, then 60 down (61 is banned)
     assert tokens[:ALTERNATIVES] == [62, *range(60, 60 - (ALTERNATIVES - 1), -1)]
     assert tokens[ALTERNATIVES:] == [4]  # 62 is among the best already; 5 is not allowed
+
+
+@pytest.mark.parametrize(
+    ("full", "text", "at"),
+    [
+        ('f("', "K", 3),  # begins a word that begins it
+        ('f("', ' "K2', 5),  # spaces and punctuation before it aside
+        ('f("K', "2", 3),  # goes on the word "K" to write it
+        ('f("', "K2x", 3),  # writes it and more
+        ('f("', "Kx", -1),
+        ('f("A', "K", -1),  # "AK" does not begin it
+        ('f("', '"', -1),  # no letter or digit: begins nothing yet
+    ],
+)
+def test_where_a_token_would_begin_a_required_string(full: str, text: str, at: int) -> None:
+    assert _begins(full, len(full), text, "K2") == at
