@@ -239,6 +239,7 @@ class Engine:
         self._by_id: dict[str, _Seq] = {}
         self._ids = itertools.count()
         self._token_texts: list[str] | None = None  # each token's text, for ``_starts``
+        self._start_ids: dict[str, npt.NDArray[np.int64]] = {}  # ``_starts``, by string
         self._wake = anyio.Event()
         self._aborts = False
         self._stop_ids: frozenset[int] = frozenset(tokenizer.stop_ids() if tokenizer else ())
@@ -592,7 +593,6 @@ class Engine:
                 self._accept(s, Sampled(0, 0.0))
             else:
                 banned = self._banned(s)
-                # A rewind to a choice that begins a missing required string takes it there.
                 # A rewind to a choice that begins a missing required string takes it there,
                 # and the tokens after it write the rest of that string where they can.
                 forced = s.forced.get(tuple(s.generated)) if s.forced else None
@@ -967,13 +967,15 @@ class Engine:
         if self._token_texts is None:
             vocab = self.model.config.vocab_size
             self._token_texts = [self._decode([t]) for t in range(vocab)]
-        return tuple(
-            np.array(
-                [t for t, text in enumerate(self._token_texts) if _begins("", 0, text, r) >= 0],
-                dtype=np.int64,
-            )
-            for r in required
-        )
+        for r in required:
+            if r not in self._start_ids:
+                if len(self._start_ids) >= 4096:
+                    self._start_ids.clear()
+                ids = [
+                    t for t, text in enumerate(self._token_texts) if _begins("", 0, text, r) >= 0
+                ]
+                self._start_ids[r] = np.array(ids, dtype=np.int64)
+        return tuple(self._start_ids[r] for r in required)
 
     def _decode(self, ids: Sequence[int]) -> str:
         assert self.tokenizer is not None
