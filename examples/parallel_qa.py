@@ -14,9 +14,10 @@ values (numbers, not text) when both are done; the joiner then answers ``Finish(
 
     legato run examples/parallel_qa.py --backend URL -- "How many times bigger is Oslo than Lisbon?"
 
-On the embedded engine's random-weight model the plan is well-formed (the grammar sees to that)
-but meaningless, and the joiner rarely closes its ``Finish(...)`` within its tokens; the tests
-run it on a scripted backend.
+On the embedded engine's random-weight ``tiny`` model the plan is well-formed (the grammar sees
+to that) but meaningless, and the joiner rarely closes its ``Finish(...)`` within its tokens. The
+trained ``demo`` model learnt other tools (``get_population``, ``math``: see
+``orchestrator.train``). The tests run this example on a scripted backend.
 """
 
 from __future__ import annotations
