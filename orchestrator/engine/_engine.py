@@ -789,28 +789,42 @@ class Engine:
         m = _LIST_MARK.match(line)
         key_from = start + (m.end() if m else 0)
         stop = len(full) if whole else upto if upto is not None else start + len(line) + 1
-        # (does not begin ``want``, margin), token index, tokens to ban there, the alternative
-        best: tuple[tuple[bool, float], int, set[int], int] | None = None
+        # (does not begin ``want``, margin), token index, tokens to ban there, the alternative,
+        # and the offset where it would begin ``want`` (-1: it would not)
+        best: tuple[tuple[bool, float], int, set[int], int, int] | None = None
 
-        def consider(key: tuple[bool, float], j: int, banned: set[int], token: int) -> None:
+        def scan(
+            j: int,
+            at: int,
+            choice: tuple[float, tuple[tuple[int, float], ...]],
+            above: set[int],
+            rest: str | None,
+        ) -> None:
+            """Weigh the alternatives of the choice made at token ``j`` (text offset ``at``)
+            that write other text than ``rest`` (None: the choice to end; then any text but an
+            end): the best one, and with ``want`` the best that begins it (``above``: the
+            tokens ranked before, banned if it is taken)."""
             nonlocal best
-            if best is None or key <= best[0]:
-                best = (key, j, set(banned), token)
-
-        if end is not None:
-            chosen, alternatives = end
-            above: set[int] = set()
+            chosen, alternatives = choice
             first = True
             for token, logit in alternatives:
                 other = self._decode([token])
-                if token not in self._stop_ids and other:
-                    begins = want is not None and _begins(full, len(full), other, want) >= 0
-                    if first or begins:
-                        consider((not begins, chosen - logit), len(s.generated), above, token)
-                        first = False
-                    if begins or want is None:
-                        break
+                if (
+                    token not in self._stop_ids and bool(other)
+                    if rest is None
+                    else not (rest.startswith(other) or other.startswith(rest))
+                ):
+                    begin = -1 if want is None else _begins(full, at, other, want)
+                    key = (begin < 0, chosen - logit)
+                    if (first or begin >= 0) and (best is None or key <= best[0]):
+                        best = (key, j, set(above), token, begin)
+                    first = False
+                    if begin >= 0 or want is None:
+                        return
                 above.add(token)
+
+        if end is not None:
+            scan(len(s.generated), len(full), end, set(), None)
         after = len(full)
         for j in range(len(s.generated) - 1, -1, -1):
             begin = len(self._decode(s.generated[:j]))
@@ -818,33 +832,20 @@ class Engine:
                 break
             rest = full[begin:stop]
             if whole or (after > key_from and any(c.isalnum() for c in rest)):
-                chosen, alternatives = s.choices[j]
-                above = {s.generated[j]}
-                first = True
-                for token, logit in alternatives:
-                    other = self._decode([token])
-                    if not (rest.startswith(other) or other.startswith(rest)):
-                        begins = want is not None and _begins(full, begin, other, want) >= 0
-                        if first or begins:
-                            consider((not begins, chosen - logit), j, above, token)
-                            first = False
-                        if begins or want is None:
-                            break
-                    above.add(token)
+                scan(j, begin, s.choices[j], {s.generated[j]}, rest)
             after = begin
         if best is None:
             return False
-        (elsewhere, _), j, banned, token = best
+        _, j, banned, token, begins_at = best
         if j == len(s.generated):
             banned = banned | self._stop_ids  # decode on instead of ending here
         prefix = tuple(s.generated[:j])
         s.bans.setdefault(prefix, set()).update(banned)
         s.forced.pop(prefix, None)  # a choice taken there before is banned now
         s.writing = None
-        if not elsewhere and want is not None:  # it begins ``want``: take it, even sampling
+        if want is not None and begins_at >= 0:  # it begins ``want``: take it, even sampling
             s.forced[prefix] = token
-            at = len(full) if j == len(s.generated) else len(self._decode(s.generated[:j]))
-            s.writing = (want, _begins(full[:at], at, self._decode([token]), want))
+            s.writing = (want, begins_at)
         drop = len(s.generated) - j
         if s.req.constraint is not None:
             s.req.constraint.rollback(drop + taken)

@@ -4,7 +4,8 @@ masks yields text that lark accepts, for every shipped grammar; stop strings; co
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
@@ -16,8 +17,6 @@ from orchestrator.engine import (
     Engine,
     EngineRequest,
     EngineTokenizer,
-    GGUFModel,
-    LlamaModel,
     RequestRejected,
     SampleParams,
 )
@@ -26,13 +25,11 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def engine(tiny: GGUFModel, tokenizer: EngineTokenizer) -> AsyncIterator[Engine]:
-    model = LlamaModel(tiny, num_blocks=256, block_size=16)
-    e = Engine(model, tokenizer, num_blocks=256, block_size=16, context_length=2048, max_batch=8)
-    async with anyio.create_task_group() as tg:
-        await tg.start(e.serve)
+async def engine(
+    serve_tiny: Callable[..., AbstractAsyncContextManager[Engine]],
+) -> AsyncIterator[Engine]:
+    async with serve_tiny(num_blocks=256, context_length=2048) as e:
         yield e
-        tg.cancel_scope.cancel()
 
 
 CLOSERS = (
