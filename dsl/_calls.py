@@ -236,8 +236,9 @@ def gen(
         require: strings the output must each contain (a query's values from the question).
             The embedded engine searches for one that does: an output about to end without
             one is rewound to its closest alternative and decoded again, within a bound
-            (``EngineRequest.require``). Other engines ignore it, and it is not checked: an
-            output may still lack one where no search finds it.
+            (``EngineRequest.require``); where none is found, the output is the best ending
+            the search saw (one that ended by itself first). Other engines ignore it, and it
+            is not checked: an output may still lack one where no search finds it.
         tools, async_calls, interrupt: AsyncLM. With ``async_calls=True`` the model may call
             ``tools`` from its text with ``[CALL] id [HEAD] fn(args) [END]`` frames; each call
             starts as soon as its frame is written and runs while the model keeps decoding;

@@ -87,14 +87,18 @@ class EngineRequest:
         require: strings the output must each contain (a query's values from the question).
             When the output would end without one (an end token, a stop string, a complete
             grammar, or ``max_tokens``), the sequence rewinds and decodes on (within
-            ``MAX_REWINDS``; past them it ends as it is). It goes back to the choice, among
+            ``MAX_REWINDS``). It goes back to the choice, among
             the tokens after the required strings already written (with ``require_order``)
             and the choice to end, whose alternative would begin a word that begins the
             missing string, the closest such, and takes that alternative there; if there is
             none, to the choice the model made by the smallest margin over an alternative
             writing other text, as for ``distinct_lines`` (anywhere in the output, if nothing
-            after those strings can change). Its text is sent only at the end, in
-            ``FinishEvent.tail``. Not with ``pause``.
+            after those strings can change). If the search fails (the rewinds are spent or
+            nothing is left to try), the output is the best ending it saw: one that ended by
+            itself (not cut by ``max_tokens``) before one that did, then the one with more of
+            the strings (in order, with ``require_order``), then the earliest. So a search
+            never turns a complete answer (a query that parses) into a cut one. Its text is
+            sent only at the end, in ``FinishEvent.tail``. Not with ``pause``.
         require_order: the ``require`` strings must appear in their order (a plan's names in
             the question's order). Besides the check at the end, a required string written
             while an earlier one is still missing rewinds its line at once, to a choice that
@@ -188,6 +192,8 @@ class _Seq:
     starts: tuple[npt.NDArray[np.int64], ...] = ()
     rewinds: int = 0
     order_from: int = 0  # require_order: text before this offset has been checked for order
+    # require: the best ending seen: (ended by itself, strings held), tokens, stop_at, reason
+    best_end: tuple[tuple[bool, int], list[int], int | None, FinishReason] | None = None
 
     @property
     def prompt_len(self) -> int:
@@ -686,7 +692,7 @@ class Engine:
                 self._finish(s, "stop")
         elif (
             len(s.generated) >= p.max_tokens or len(s.tokens) >= self.context_length
-        ) and not self._lacks(s):
+        ) and not self._lacks(s, length=True):
             self._finish(s, "length")
 
     def _lacks(
@@ -694,10 +700,12 @@ class Engine:
         s: _Seq,
         end: tuple[float, tuple[tuple[int, float], ...]] | None = None,
         taken: int = 0,
+        length: bool = False,
     ) -> bool:
         """Whether ``s``, about to end, lacks a ``require`` string and has been rewound (then
-        it decodes on). ``end``: the choice of an end token just sampled (not in its output),
-        ``taken`` of which its grammar accepted."""
+        it decodes on), or has been ended with a better ending seen before. ``end``: the
+        choice of an end token just sampled (not in its output), ``taken`` of which its
+        grammar accepted; ``length``: it ends at ``max_tokens`` (else by itself)."""
         if not s.req.require or self.tokenizer is None:
             return False
         full = self._full_text(s)
@@ -706,9 +714,15 @@ class Engine:
         missing = _missing(full, s.req.require, s.req.require_order)
         if missing is None:
             return False
-        if s.stop_at is not None and s.req.constraint is not None:
-            return False  # its grammar has been moved to the stop string: it cannot roll back
         k, after = missing
+        held = k if s.req.require_order else sum(r in full for r in s.req.require)
+        here: tuple[bool, int] = (not length, held)
+        if s.best_end is None or here > s.best_end[0]:
+            reason: FinishReason = "length" if length else "stop"
+            s.best_end = (here, list(s.generated), s.stop_at, reason)
+        if s.stop_at is not None and s.req.constraint is not None:
+            # Its grammar has been moved to the stop string: it cannot roll back.
+            return self._end_best(s)
         # What the required strings before it wrote stays; only what follows is searched
         # (everything, if nothing there can change).
         want = s.req.require[k]
@@ -716,13 +730,26 @@ class Engine:
             self._rewind(s, full, start, whole=True, end=end, taken=taken, want=want)
             for start in dict.fromkeys((after, 0))
         ):
-            return False
+            return self._end_best(s)
         s.stop_at = None
         kept = self._full_text(s)
         s.stop_from = min(s.stop_from, len(kept))
         if s.req.distinct_lines:  # the lines it checks are those still written
             s.line_from = kept.rfind("\n") + 1
             s.line_keys = {line_key(line) for line in kept[: s.line_from].split("\n")[:-1]}
+        return True
+
+    def _end_best(self, s: _Seq) -> bool:
+        """The search for ``s``'s required strings has failed: end ``s`` with the best ending
+        it saw (the earliest of equals; True)."""
+        assert s.best_end is not None
+        _, tokens, stop_at, reason = s.best_end
+        drop = len(s.generated)
+        del s.tokens[len(s.tokens) - drop :]
+        s.tokens += tokens
+        s.generated[:] = tokens
+        s.stop_at = stop_at
+        self._finish(s, reason)
         return True
 
     def _out_of_order(self, s: _Seq, full: str) -> bool:

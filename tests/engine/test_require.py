@@ -119,12 +119,31 @@ async def test_an_output_cut_by_max_tokens_is_rewound(engine: Engine) -> None:
 
 
 async def test_a_string_out_of_reach_ends_it_once_the_search_is_spent(engine: Engine) -> None:
-    """No output has ``q``: it ends as it is once the rewinds are spent or no choice is left."""
+    """No output has ``q``: it ends once the rewinds are spent or no choice is left."""
     for seed in range(4):
         before = engine.counters["rewinds"]
         _, fin = await walk(engine, seed, require=("q",))
         assert fin.reason == "stop" and len(fin.text) == 3 and "q" not in fin.text
         assert 0 < engine.counters["rewinds"] - before <= MAX_REWINDS
+
+
+async def test_a_failed_search_ends_with_the_best_ending_it_saw(engine: Engine) -> None:
+    """No output has ``q``: the search tries its rewinds, then ends with the best ending it
+    saw, one that ended by itself before one cut by ``max_tokens``, the earliest of equals:
+    the model's own output, if that ended by itself. A complete answer is never given up for
+    a cut one."""
+    endless = dsl.Grammar.lark('start: L+\nL: "x" | "y" | "z"')
+    seen = set()
+    for seed in range(16):
+        _, plain = await walk(engine, seed, grammar=endless, max_tokens=3)
+        before = engine.counters["rewinds"]
+        _, fin = await walk(engine, seed, grammar=endless, max_tokens=3, require=("q",))
+        assert engine.counters["rewinds"] > before
+        seen.add(plain.reason)
+        if plain.reason == "stop":
+            assert (fin.reason, fin.text) == ("stop", plain.text)
+        assert fin.tail == fin.text and "q" not in fin.text
+    assert seen == {"stop", "length"}, "the walks all end one way: the test would show little"
 
 
 async def test_required_strings_in_order(engine: Engine) -> None:
