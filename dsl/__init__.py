@@ -42,10 +42,11 @@ from dsl.errors import (
     TemplateError,
     VarMisuseError,
 )
-from dsl.plans import plan
+from dsl.plans import Expression, plan
 
 __all__ = [
     "Builder",
+    "Expression",
     "Grammar",
     "GrammarError",
     "GrammarWarning",

@@ -25,7 +25,7 @@ import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from dsl import _template
 from dsl._builder import current_builder
@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_JOINER",
     "DEFAULT_PLANNER",
     "END_OF_PLAN",
+    "Expression",
     "JoinLine",
     "PlanError",
     "PlanParser",
@@ -77,7 +78,17 @@ Plan and results:
 If the results answer the question, write Finish(the answer). If they do not, write
 Replan(what is missing)."""
 
-ArgKind = Literal["str", "int", "float", "bool", "list", "any"]
+ArgKind = Literal["str", "expr", "int", "float", "bool", "list", "any"]
+"""A parameter's literal kind in a plan; ``expr`` is a string of arithmetic (``Expression``)."""
+
+_ARITHMETIC = "legato: arithmetic over numbers and $k"
+
+Expression = Annotated[str, _ARITHMETIC]
+"""The annotation of a tool parameter that takes arithmetic over numbers and ``$k``
+(``"($1 + $2) / 2"``, ``"max($1, $2) - min($1, $2)"``, with ``ARITHMETIC_WORDS``): a plan's
+grammar holds such an argument to arithmetic over earlier tasks, so a planner cannot pass it a
+name (``math("Prague")``), and the runtime passes it a ``str``. ``def math(expression:
+dsl.Expression) -> str``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,7 @@ class ToolSignature:
     def of(cls, tool: Tool[Any]) -> ToolSignature:
         """The signature of a ``@dsl.tool`` (positional parameters; annotations give kinds)."""
         try:
-            hints = typing.get_type_hints(tool.fn)
+            hints = typing.get_type_hints(tool.fn, include_extras=True)
         except Exception:
             hints = {}
         params: list[tuple[str, ArgKind]] = []
@@ -109,15 +120,20 @@ class ToolSignature:
         return cls(tool.name, tuple(params), required, doc[0] if doc else "")
 
     def describe(self) -> str:
-        """``name(a: str, b: int = ...)  summary`` for the planner's prompt."""
+        """``name(a: str, b: int = ...)  summary`` for the planner's prompt (an ``Expression``
+        shows as ``str``: the summary says what it holds)."""
         args = ", ".join(
-            f"{n}: {k}" + ("" if i < self.required else " = optional")
+            f"{n}: {'str' if k == 'expr' else k}" + ("" if i < self.required else " = optional")
             for i, (n, k) in enumerate(self.params)
         )
         return f"{self.name}({args})" + (f": {self.summary}" if self.summary else "")
 
 
 def _kind(annotation: Any) -> ArgKind:
+    if typing.get_origin(annotation) is Annotated:
+        if _ARITHMETIC in annotation.__metadata__:
+            return "expr"
+        return _kind(annotation.__origin__)
     origin = typing.get_origin(annotation) or annotation
     if origin is str:
         return "str"
@@ -149,7 +165,7 @@ list: "[]" | "[" any_literal (", " any_literal)* "]"
 ?any_literal: STRING | FLOAT | BOOL | NULL | list
 """
 
-_KIND_RULE: Mapping[ArgKind, str] = {
+_KIND_RULE: Mapping[ArgKind, str] = {  # "expr" is each line's own (see plan_grammar)
     "str": "STRING",
     "int": "INT",
     "float": "FLOAT",
@@ -293,33 +309,62 @@ def _span_terminal(runs: Sequence[Sequence[str]]) -> str | None:
     return " | ".join(alts) or None
 
 
-def _grounded_string(runs: Sequence[Sequence[str]]) -> str:
-    """Lark rules for a grounded JSON string: either quotes of ``runs`` (stretches of a run's
-    consecutive words) and ``$k``, each joined to the next by one of ``CONNECTIVES``
-    (``"price of Mini Drum"``, ``"invoice of $1"``), or an arithmetic expression over numbers
-    and ``$k`` (``"($1 + $2) / 2"``, ``"max($1, $2) - min($1, $2)"``). A name is written as the
-    question has it: it cannot be misspelt, cut inside a word, glued to another, repeated
-    (``"Robot Robot"``) or swapped for one the question never had, and it is quoted whole
-    (``"Mini Drum"``, never ``"Mini"``: a quote neither starts nor ends between two capitalised
-    words)."""
+def _arithmetic_rules() -> list[str]:
+    """The pieces of arithmetic, shared by every line: a function call's head, one operator or
+    bracket, a number."""
+    fns = " | ".join(json.dumps(f) for f in ARITHMETIC_WORDS)
+    return [
+        f'GFN: ({fns}) "("',
+        r"GOP: /[-+*\/(), ]/",
+        r"GNUM: /[0-9]+(\.[0-9]+)?/",
+        "GX: GFN | GOP | GNUM",
+    ]
+
+
+def _arithmetic(ref: str | None) -> str:
+    """Arithmetic over numbers and the ``$k`` of terminal ``ref``; a ``$k`` is never followed by
+    a digit (``$1`` then ``2`` would read ``$12``)."""
+    if ref is None:
+        return "GX+"
+    return f"(GX | {ref} (GFN | GOP))+ {ref}? | {ref}"
+
+
+def _grounded_rules(runs: Sequence[Sequence[str]]) -> list[str]:
+    """The shared rules of grounded strings: ``GSPAN`` (stretches of the runs' consecutive
+    words, see ``_span_terminal``) and ``GCONN`` (``CONNECTIVES``); none without words. Also
+    ``STRING``, a grounded string with any ``$k``, for strings inside lists."""
     runs = [[w for w in run if _WORD.fullmatch(w)] for run in runs]
     span = _span_terminal([r for r in runs if r])
-    fns = " | ".join(json.dumps(f) for f in ARITHMETIC_WORDS)
-    rules = [
-        f'GFN: ({fns}) "("',
-        r"GEXPR: (GFN | /[-+*\/(),. $0-9]/)+",
-        r"GREF: /\$[1-9][0-9]*/",
-    ]
+    rules = [r"GREF: /\$[1-9][0-9]*/", f"GEXPR: {_arithmetic('GREF')}"]
     if span is None:
-        return "\n".join(['STRING: "\\"" GEXPR "\\""', *rules]) + "\n"
+        return [*rules, 'STRING: "\\"" GEXPR "\\""']
     conns = " | ".join(json.dumps(w) for w in CONNECTIVES)
-    rules += [
+    return [
+        *rules,
         f"GSPAN: {span}",
         f"GCONN: {conns}",
-        "GATOM: GSPAN | GREF",
-        'GTEXT: GATOM (" " GCONN " " GATOM)*',
+        'GTEXT: (GSPAN | GREF) (" " GCONN " " (GSPAN | GREF))*',
+        'STRING: "\\"" (GTEXT | GEXPR) "\\""',
     ]
-    return "\n".join(['STRING: "\\"" (GTEXT | GEXPR) "\\""', *rules]) + "\n"
+
+
+def _line_strings(i: int, *, expr: bool, grounded: bool, words: bool) -> list[str]:
+    """Task ``i``'s own string terminals, whose ``$k`` are earlier tasks only: ``EXPR{i}``
+    (an ``Expression``: arithmetic) when ``expr``, and when ``grounded`` ``STRING{i}``: quotes
+    of the runs (``GSPAN``, if there are ``words``) and ``$k`` joined by ``GCONN``, or
+    arithmetic."""
+    ref = f"GREF{i}" if i > 1 else None
+    out = [f"{ref}: " + " | ".join(f'"${k}"' for k in range(1, i))] if ref else []
+    out.append(f"GEXPR{i}: {_arithmetic(ref)}")
+    if expr:
+        out.append(f'EXPR{i}: "\\"" GEXPR{i} "\\""')
+    if grounded and words:
+        atom = f"(GSPAN | {ref})" if ref else "GSPAN"
+        out.append(f'GTEXT{i}: {atom} (" " GCONN " " {atom})*')
+        out.append(f'STRING{i}: "\\"" (GTEXT{i} | GEXPR{i}) "\\""')
+    elif grounded:
+        out.append(f'STRING{i}: "\\"" GEXPR{i} "\\""')
+    return out
 
 
 def plan_grammar(
@@ -330,15 +375,21 @@ def plan_grammar(
 ) -> str:
     """A Lark grammar of the plans over ``signatures``: at most ``max_tasks`` tasks numbered
     from 1, each calling a known tool with an allowed number of arguments of its kinds or
-    ``$k`` for an earlier task ``k``, then ``N. join()`` and ``<END_OF_PLAN>``.
+    ``$k`` for an earlier task ``k``, then ``N. join()`` and ``<END_OF_PLAN>``. An
+    ``Expression`` parameter takes arithmetic over numbers and earlier tasks' ``$k`` only.
 
     With ``runs`` (a grounded plan; see ``grounding_runs``), every string argument either
     quotes the runs' consecutive words and ``$k``, joined by ``CONNECTIVES``, or is arithmetic
-    over numbers and ``$k`` (with ``ARITHMETIC_WORDS``): the model cannot invent, misspell,
-    repeat or run together a name."""
+    over numbers and ``$k`` (with ``ARITHMETIC_WORDS``), each ``$k`` an earlier task's: the
+    model cannot invent, misspell, repeat or run together a name."""
     if not signatures:
         raise ProgramError("a plan needs at least one tool")
+    kinds = {kind for sig in signatures for _, kind in sig.params}
+    grounded = runs is not None and "str" in kinds
+    shared = _grounded_rules(runs) if runs is not None else []
+    words = any(line.startswith("GSPAN:") for line in shared)
     lines = ["start: t1"]
+    strings: list[str] = []
     for i in range(1, max_tasks + 1):
         nxt = f"t{i + 1} | j{i + 1}" if i < max_tasks else f"j{i + 1}"
         lines.append(f'j{i}: "{i}. join()\\n{END_OF_PLAN}"')
@@ -346,24 +397,27 @@ def plan_grammar(
         ref = " | ".join(f'"${k}"' for k in range(1, i))
         if ref:
             lines.append(f"ref{i}: {ref}")
+        own = {"expr": f"EXPR{i}", "str": f"STRING{i}" if grounded else "STRING"}
         calls = []
         for sig in signatures:
             for arity in range(sig.required, len(sig.params) + 1):
                 args = []
                 for _, kind in sig.params[:arity]:
-                    rule = _KIND_RULE[kind]
+                    rule = own.get(kind) or _KIND_RULE[kind]
                     args.append(f"({rule} | ref{i})" if ref else rule)
                 inner = ' ", " '.join(args)
                 calls.append(f'"{sig.name}(" {inner} ")"' if args else f'"{sig.name}()"')
         lines.append(f"call{i}: " + "\n    | ".join(calls))
+        if "expr" in kinds or grounded:
+            strings += _line_strings(i, expr="expr" in kinds, grounded=grounded, words=words)
     lines.append(f"j{max_tasks + 1}: " + f'"{max_tasks + 1}. join()\\n{END_OF_PLAN}"')
     literals = _LITERALS
     if runs is not None:
         literals = "\n".join(
             line for line in _LITERALS.splitlines() if not line.startswith("STRING:")
         )
-        literals += "\n" + _grounded_string(runs)
-    return "\n".join(lines) + "\n" + literals
+    pieces = _arithmetic_rules() if "expr" in kinds or runs is not None else []
+    return "\n".join([*lines, literals, *pieces, *shared, *strings]) + "\n"
 
 
 def joiner_grammar(*, may_replan: bool) -> str:
@@ -526,6 +580,22 @@ def _refs(value: Any) -> list[int]:
     return []
 
 
+_ARITHMETIC_TEXT = re.compile(
+    r"(?:(?:" + "|".join(ARITHMETIC_WORDS) + r")\(|[-+*/(), ]|[0-9]+(?:\.[0-9]+)?"
+    r"|\$[1-9][0-9]*(?![0-9]))+"
+)
+
+
+def _arithmetic_arg(arg: Any) -> bool:
+    """``arg`` may be passed as an ``Expression``: ``$k``, or arithmetic text (what the
+    grammar's ``EXPR`` terminals allow)."""
+    if isinstance(arg, TaskRef):
+        return True
+    if isinstance(arg, TextWithRefs):
+        arg = "".join(p if isinstance(p, str) else f"${p.task}" for p in arg.parts)
+    return isinstance(arg, str) and _ARITHMETIC_TEXT.fullmatch(arg) is not None
+
+
 @dataclass
 class PlanParser:
     """Turns a plan's text, fed in chunks of any size, into ``TaskLine``s the moment each line
@@ -533,8 +603,9 @@ class PlanParser:
     Sans-I/O: ``feed`` and ``close`` return events; nothing else happens.
 
     Checks each line: numbering from 1 without gaps, a known tool, the number of arguments,
-    ``$k`` only for an earlier task. A line that fails gives a ``PlanError`` naming it, and the
-    parser stops (``done``): a plan with a wrong line is replanned, not half run.
+    arithmetic for an ``Expression``, ``$k`` only for an earlier task. A line that fails gives
+    a ``PlanError`` naming it, and the parser stops (``done``): a plan with a wrong line is
+    replanned, not half run.
     """
 
     tools: Mapping[str, ToolSignature]
@@ -613,6 +684,11 @@ class PlanParser:
                 else f"{sig.required} to {len(sig.params)}"
             )
             return self._fail(text, f"{tool} takes {want} arguments, got {len(args)}")
+        for (param, kind), arg in zip(sig.params, args, strict=False):
+            if kind == "expr" and not _arithmetic_arg(arg):
+                return self._fail(
+                    text, f"{tool}'s {param} takes arithmetic over numbers and $k, got {arg!r}"
+                )
         deps = sorted({k for a in args for k in _refs(a)})
         bad = [k for k in deps if not 1 <= k < index]
         if bad:

@@ -32,6 +32,7 @@ PUBLIC = {
     },
     "dsl": {
         "Builder",
+        "Expression",
         "Grammar",
         "GrammarError",
         "GrammarWarning",

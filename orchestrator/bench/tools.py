@@ -341,7 +341,7 @@ def question_tools(q: Question) -> dict[str, dsl.Tool[str]]:
         return call.result
 
     @dsl.tool
-    async def math(expression: str) -> str:
+    async def math(expression: dsl.Expression) -> str:
         """Evaluate an arithmetic expression (numbers may carry units)."""
         await anyio.sleep(calc.duration)
         if expression != expected:
@@ -750,7 +750,7 @@ async def _search(query: str) -> str:
 
 
 @dsl.tool(name="math")
-async def _math(expression: str) -> str:
+async def _math(expression: dsl.Expression) -> str:
     """Evaluate an arithmetic expression (numbers may carry units)."""
     return f"{expression} = (computed)"
 

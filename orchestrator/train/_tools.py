@@ -44,7 +44,7 @@ class Tool:
     """
 
     name: str
-    params: tuple[tuple[str, Literal["str", "float"]], ...]
+    params: tuple[tuple[str, Literal["str", "expr", "float"]], ...]
     doc: str
     attr: str
     items: str
@@ -56,7 +56,7 @@ class Tool:
 
     def spec(self) -> cml.ToolSpec:
         """Its ``dsl.cml`` spec (parameters typed ``str``/``float``, returns ``str``)."""
-        types = {"str": str, "float": float}
+        types = {"str": str, "expr": str, "float": float}
         params = [
             inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=types[k])
             for n, k in self.params
@@ -137,7 +137,7 @@ SEARCH: Final = Tool(
 )
 MATH: Final = Tool(
     "math",
-    (("expression", "str"),),
+    (("expression", "expr"),),
     "Evaluate an arithmetic expression (numbers may carry units).",
     "",
     "",

@@ -70,6 +70,51 @@ def test_the_grammar_bounds_the_tasks() -> None:
         constrain.check(grammar, three)
 
 
+@dsl.tool
+def calc(expression: dsl.Expression) -> str:
+    """Evaluate arithmetic."""
+    return expression
+
+
+def test_an_expression_takes_arithmetic_over_earlier_tasks() -> None:
+    sig = ToolSignature.of(calc)
+    assert sig.params == (("expression", "expr"),)
+    assert sig.describe() == "calc(expression: str): Evaluate arithmetic."  # as the model saw
+    for runs in (None, grounding_runs("What is the population of Dublin and Prague?")):
+        g = dsl.Grammar.lark(plan_grammar([SIGS["search"], sig], max_tasks=4, runs=runs))
+        good = '1. search("Dublin")\n2. search("Prague")\n3. calc("{}")\n4. join()\n<END_OF_PLAN>'
+        for expr in ("max($1, $2) - min($1, $2)", "($1 + $2) / 2", "$1", "3.5 * $2", "$1,"):
+            constrain.check(g, good.format(expr))
+        constrain.check(g, '1. search("Dublin")\n2. calc($1)\n3. join()\n<END_OF_PLAN>')
+        for expr in (
+            "Prague",  # a name
+            "$3",  # its own result
+            "$1 + $4",  # a later task's
+            "$12",  # a digit after $1 would read as task 12
+            "$1 + x",  # a letter that is no function
+            "",  # nothing
+        ):
+            with pytest.raises(constrain.Invalid):
+                constrain.check(g, good.format(expr))
+    grounded = dsl.Grammar.lark(plan_grammar([SIGS["search"]], runs=grounding_runs("Dublin")))
+    constrain.check(grounded, '1. search("Dublin")\n2. search("$1")\n3. join()\n<END_OF_PLAN>')
+    with pytest.raises(constrain.Invalid):  # a grounded string's $k is an earlier task's too
+        constrain.check(
+            grounded, '1. search("Dublin")\n2. search("of $2")\n3. join()\n<END_OF_PLAN>'
+        )
+    parser = PlanParser({"search": SIGS["search"], "calc": sig})
+    out = parser.feed('1. search("Dublin")\n2. calc("Prague")\n')
+    assert out[1] == PlanError(
+        2,
+        '2. calc("Prague")',
+        "calc's expression takes arithmetic over numbers and $k, got 'Prague'",
+    )
+    parser = PlanParser({"search": SIGS["search"], "calc": sig})
+    assert parser.feed('1. search("Dublin")\n2. calc("max($1, 2) / 3")\n')[1] == TaskLine(
+        2, "calc", (TextWithRefs(("max(", TaskRef(1), ", 2) / 3")),), (1,), 2
+    )
+
+
 def test_grounding_runs_break_at_punctuation() -> None:
     assert grounding_runs("Price of Mini Drum, Eco Lamp and ECHO-88?", "Price of Eco Lamp.") == [
         ("Price", "of", "Mini", "Drum"),
