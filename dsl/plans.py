@@ -55,6 +55,7 @@ __all__ = [
     "plan",
     "plan_grammar",
     "question_names",
+    "tool_words",
 ]
 
 END_OF_PLAN = "<END_OF_PLAN>"
@@ -255,6 +256,17 @@ def question_names(question: str) -> tuple[str, ...]:
                 found.append((w.start(), w.end(), w.group()))
     found.sort()
     return tuple(dict.fromkeys(n for _, _, n in found if n != "I"))
+
+
+def tool_words(question: str, tools: Iterable[str]) -> tuple[str, ...]:
+    """The words of ``question`` that name one of ``tools``, in its order: a lower-case word
+    that is a part of three letters or more of a tool's name split at ``_`` (``"stock"`` for
+    ``get_stock`` in "the stock of Pro Camera"). A plan for the question writes each somewhere
+    (calling that tool, or quoting it: ``search("stock of Pro Camera")``), not always in the
+    question's order (the weather in the capital of a country looks up the capital first);
+    ``dsl.plan(..., names=...)`` asks for them in any order."""
+    parts = {p for name in tools for p in name.split("_") if len(p) >= 3}
+    return tuple(dict.fromkeys(m.group() for m in _WORD.finditer(question) if m.group() in parts))
 
 
 LIST_STOP_WORDS = frozenset(
@@ -753,8 +765,10 @@ def plan(
             write a name the question never had. Leave it off when a tool needs other words or
             punctuation.
         names: ``"all"``: the first plan must write every name of the question
-            (``question_names``: capitalised runs and words with digits); ``"in_order"``: and
-            in the question's order. The embedded engine searches for such a plan
+            (``question_names``: capitalised runs, words with digits, items of lists of single
+            words) and every word of it that names one of ``tools`` (``tool_words``: "stock"
+            for ``get_stock``); ``"in_order"``: the names in the question's order (the tool
+            words in any). The embedded engine searches for such a plan
             (``LLMRequest.require`` and ``require_order``): a name written before an earlier
             one is rewound at once, a plan that would end without one is rewound to its least
             sure choice, within a bound; it then holds the plan's text until its end, so tasks

@@ -77,6 +77,10 @@ class LLMRequest:
     require_order: bool = False
     """The ``require`` strings in their order (``EngineRequest.require_order``): a string
     written before an earlier one is rewound at once."""
+    require_anywhere: tuple[str, ...] = ()
+    """More strings the output must each contain, in any order even with ``require_order``
+    (a plan's words that name a tool; ``EngineRequest.require_anywhere``); other engines
+    ignore it."""
     hints: Hints = field(default_factory=lambda: Hints(program="-", thread="-"))
     node: str = "-"
 

@@ -130,6 +130,7 @@ class LocalBackend:
             distinct_lines=request.distinct_lines,
             require=request.require,
             require_order=request.require_order,
+            require_anywhere=request.require_anywhere,
         )
         try:
             self.engine.check(req)

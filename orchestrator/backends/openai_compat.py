@@ -257,6 +257,7 @@ class OpenAICompatible:
             distinct_lines=request.distinct_lines,
             require=request.require,
             require_order=request.require_order,
+            require_anywhere=request.require_anywhere,
         )
         max_tokens: int | Omit = omit
         max_completion_tokens: int | Omit = omit
@@ -399,10 +400,11 @@ def _dialect_extras(
     distinct_lines: bool = False,
     require: tuple[str, ...] = (),
     require_order: bool = False,
+    require_anywhere: tuple[str, ...] = (),
 ) -> tuple[dict[str, str], dict[str, object]]:
     """The headers and extra body fields ``dialect`` needs for ``hints``, ``grammar``,
-    ``distinct_lines``, ``require`` and ``require_order`` (the last three read by the embedded
-    engine's server alone)."""
+    ``distinct_lines``, ``require``, ``require_order`` and ``require_anywhere`` (the last four
+    read by the embedded engine's server alone)."""
     headers = hints.headers()
     body: dict[str, object] = {}
     match dialect:
@@ -413,6 +415,8 @@ def _dialect_extras(
                 body["require"] = list(require)
             if require_order:
                 body["require_order"] = True
+            if require_anywhere:
+                body["require_anywhere"] = list(require_anywhere)
         case "vllm":
             headers["X-Vllm-Priority"] = str(hints.priority)
         case "sglang":

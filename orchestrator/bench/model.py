@@ -11,11 +11,11 @@ corpus, through the embedded engine (greedy), with and without grammars.
   that executes at all, and exact matches.
 - **Plans**: the planner prompt of ``dsl.plan`` for held-out questions (``plans_seen``,
   ``plans_values``), three ways: without a grammar (``off``), under the plan grammar built from
-  the offered tools (``on``), and under the grounded one (``grounded``: also string arguments
+  the offered tools (``on``; ``math`` takes a ``dsl.Expression``), and under the grounded one (``grounded``: also string arguments
   only from the question's words, ``dsl.plan(..., grounded=True)``), and grounded with the
   question's names required in order (``named``: ``dsl.plan(..., grounded=True,
   names="in_order")``, ``LLMRequest.require`` of ``dsl.plans.question_names`` with
-  ``require_order``); exact match with the gold plan. Under any grammar the task lines are also
+  ``require_order``, and ``require_anywhere`` of ``dsl.plans.tool_words``); exact match with the gold plan. Under any grammar the task lines are also
   kept distinct, as ``dsl.plan`` asks (``LLMRequest.distinct_lines``: a repeated line is rewound
   and decoded again). The plan targets are read from ``named``, the way the demo model is meant
   to plan.
@@ -47,7 +47,7 @@ import anyio
 from rich.console import Console
 
 import dsl
-from dsl.plans import grounding_runs, plan_grammar, question_names
+from dsl.plans import grounding_runs, plan_grammar, question_names, tool_words
 from integrations.text2sql import connect_read_only, execute, result_key
 from orchestrator.backends import LLMRequest, LocalBackend, Message
 from orchestrator.bench._report import Report, Target, progress
@@ -144,6 +144,11 @@ def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
         # as dsl.plan(names="in_order") asks: the question's names, in order.
         require=required,
         require_order=bool(required) and ex.plan is not None and mode == "named",
+        require_anywhere=(
+            tool_words(ex.plan.question, [t.name for t in ex.plan.tools])
+            if ex.plan is not None and mode == "named"
+            else ()
+        ),
     )
 
 

@@ -104,6 +104,9 @@ class EngineRequest:
             while an earlier one is still missing rewinds its line at once, to a choice that
             begins the missing string if the line has one, else as a repeated line does for
             ``distinct_lines``.
+        require_anywhere: more strings the output must each contain, in any order even with
+            ``require_order`` (a plan's words that name a tool, next to its names in order);
+            searched for as ``require`` strings are, over the whole output.
     """
 
     prompt: Sequence[int]
@@ -117,11 +120,17 @@ class EngineRequest:
     distinct_lines: bool = False
     require: tuple[str, ...] = ()
     require_order: bool = False
+    require_anywhere: tuple[str, ...] = ()
 
     @property
     def rewinds(self) -> bool:
         """Whether the engine may rewind this request (``distinct_lines`` or ``require``)."""
-        return self.distinct_lines or bool(self.require)
+        return self.distinct_lines or bool(self.require or self.require_anywhere)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """Every required string: ``require`` then ``require_anywhere``."""
+        return self.require + self.require_anywhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,8 +299,9 @@ class Engine:
         if req.rewinds and req.pause:
             what = "distinct_lines" if req.distinct_lines else "require"
             raise RequestRejected(f"{what} cannot be combined with pause strings")
-        if any(not r for r in req.require):
-            raise RequestRejected("require holds an empty string")
+        if any(not r for r in req.required):
+            what = "require" if any(not r for r in req.require) else "require_anywhere"
+            raise RequestRejected(f"{what} holds an empty string")
         if req.require_order and not req.require:
             raise RequestRejected("require_order needs require strings")
         if self.model is not None:
@@ -326,7 +336,7 @@ class Engine:
             tokens=list(req.prompt),
             rng=np.random.default_rng(req.params.seed),
             stream=stream,
-            starts=self._starts(req.require),
+            starts=self._starts(req.required),
         )
         self._by_id[seq.id] = seq
         self._waiting.append(seq)
@@ -706,16 +716,21 @@ class Engine:
         it decodes on), or has been ended with a better ending seen before. ``end``: the
         choice of an end token just sampled (not in its output), ``taken`` of which its
         grammar accepted; ``length``: it ends at ``max_tokens`` (else by itself)."""
-        if not s.req.require or self.tokenizer is None:
+        if not s.req.required or self.tokenizer is None:
             return False
         full = self._full_text(s)
         if s.stop_at is not None:
             full = full[: s.stop_at]
         missing = _missing(full, s.req.require, s.req.require_order)
         if missing is None:
+            missing = _missing(full, s.req.required, False)
+        if missing is None:
             return False
         k, after = missing
-        held = k if s.req.require_order else sum(r in full for r in s.req.require)
+        ordered = _missing(full, s.req.require, True) if s.req.require_order else None
+        held = sum(r in full for r in s.req.required)
+        if ordered is not None:  # in order: only those before the first out of place
+            held -= sum(r in full for r in s.req.require[ordered[0] :])
         here: tuple[bool, int] = (not length, held)
         if s.best_end is None or here > s.best_end[0]:
             reason: FinishReason = "length" if length else "stop"
@@ -725,7 +740,7 @@ class Engine:
             return self._end_best(s)
         # What the required strings before it wrote stays; only what follows is searched
         # (everything, if nothing there can change).
-        want = s.req.require[k]
+        want = s.req.required[k]
         if not any(
             self._rewind(s, full, start, whole=True, end=end, taken=taken, want=want)
             for start in dict.fromkeys((after, 0))

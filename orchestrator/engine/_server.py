@@ -8,8 +8,9 @@ or a body ``priority`` (all: lower = sooner). A grammar is read from vLLM's
 mask. Legato's own body fields: ``distinct_lines: true`` keeps the output's lines distinct
 (``EngineRequest.distinct_lines``); ``require: [...]`` rewinds an output that would end without
 one of those strings (``EngineRequest.require``), and ``require_order: true`` asks for them in
-their order. Bad requests get a 400 naming the field; an
-unknown model a 404.
+their order; ``require_anywhere: [...]`` are more strings, in any order
+(``EngineRequest.require_anywhere``). Bad requests get a 400 naming the field; an unknown model
+a 404.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class _Common(BaseModel):
     distinct_lines: bool = False
     require: list[str] = Field(default_factory=list, max_length=64)
     require_order: bool = False
+    require_anywhere: list[str] = Field(default_factory=list, max_length=64)
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -289,6 +291,7 @@ def create_app(
             distinct_lines=body.distinct_lines,
             require=tuple(body.require),
             require_order=body.require_order,
+            require_anywhere=tuple(body.require_anywhere),
         )
 
     async def run(

@@ -29,6 +29,7 @@ from dsl.plans import (
     parse_verdict,
     plan_grammar,
     question_names,
+    tool_words,
 )
 from orchestrator.backends import Hints, LLMRequest, Message
 from orchestrator.errors import GrammarUnsupported, RunError
@@ -145,10 +146,11 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
         elif takes_grammar:
             runs = grounding_runs(str(inputs["question"]), context)
             grammar = dsl.Grammar.lark(plan_grammar(signatures, node.max_tasks, runs=runs))
-        # The question's names: asked of the first plan (a replan may need only some).
-        required = (
-            question_names(str(inputs["question"])) if node.names != "free" and not context else ()
-        )
+        # The question's names and the words that name a tool: asked of the first plan (a
+        # replan may need only some).
+        named = node.names != "free" and not context
+        required = question_names(str(inputs["question"])) if named else ()
+        anywhere = tool_words(str(inputs["question"]), node.tools) if named else ()
         prompt = dsl.render(
             node.planner,
             {**inputs, "tools": describe_tools(signatures), "context": context},
@@ -164,6 +166,7 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
             distinct_lines=True,  # a plan never needs the same call twice: $k reuses a result
             require=required,
             require_order=bool(required) and node.names == "in_order",
+            require_anywhere=anywhere,
             hints=Hints(program=run.id, thread=node.thread),
             node=node.id,
         )
@@ -184,6 +187,7 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
                 distinct_lines=True,
                 require=request.require,
                 require_order=request.require_order,
+                require_anywhere=request.require_anywhere,
                 hints=request.hints,
                 node=node.id,
             )

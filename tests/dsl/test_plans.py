@@ -19,6 +19,7 @@ from dsl.plans import (
     parse_verdict,
     plan_grammar,
     question_names,
+    tool_words,
 )
 from orchestrator import constrain
 
@@ -113,6 +114,21 @@ def test_an_expression_takes_arithmetic_over_earlier_tasks() -> None:
     assert parser.feed('1. search("Dublin")\n2. calc("max($1, 2) / 3")\n')[1] == TaskLine(
         2, "calc", (TextWithRefs(("max(", TaskRef(1), ", 2) / 3")),), (1,), 2
     )
+
+
+@pytest.mark.parametrize(
+    ("question", "words"),
+    [
+        ("Find the stock of Pro Camera.", ("stock",)),
+        ("What is the weather in the capital of Ireland?", ("weather", "capital")),
+        ("Look up the invoice of ECHO-88.", ("invoice",)),
+        ("Stock up on the price of Eco Lamp.", ("price",)),  # lower case only: "Stock" is not
+        ("How tall is Fuji?", ()),
+    ],
+)
+def test_tool_words(question: str, words: tuple[str, ...]) -> None:
+    tools = ["get_stock", "get_price", "get_weather", "get_capital", "lookup_invoice", "math"]
+    assert tool_words(question, tools) == words
 
 
 def test_grounding_runs_break_at_punctuation() -> None:

@@ -172,6 +172,36 @@ async def test_required_strings_in_order(engine: Engine) -> None:
         engine.check(EngineRequest(prompt=[1, 2], require_order=True))
 
 
+async def test_strings_required_anywhere_next_to_strings_in_order(engine: Engine) -> None:
+    """``y`` then ``x`` in order, and ``z`` anywhere: ``z`` may come before, between or after
+    them, and a walk without it is searched for it as for any required string."""
+    assert engine.tokenizer is not None
+    five = dsl.Grammar.lark('start: L L L L L\nL: "u" | "v" | "w" | "x" | "y" | "z"')
+
+    async def run(seed: int, anywhere: tuple[str, ...]) -> str:
+        assert engine.tokenizer is not None
+        req = EngineRequest(
+            prompt=engine.tokenizer.encode(f"walk {seed}:"),
+            params=SampleParams(max_tokens=40, temperature=1.0, seed=seed),
+            constraint=await engine.matcher(five),
+            require=("y", "x"),
+            require_order=True,
+            require_anywhere=anywhere,
+        )
+        return (await engine.complete(req))[1].text
+
+    def in_order(t: str) -> bool:
+        return "y" in t and "x" in t[t.index("y") :]
+
+    ordered = [await run(seed, ()) for seed in range(12)]
+    found = [await run(seed, ("z",)) for seed in range(12)]
+    assert sum(in_order(t) and "z" not in t for t in ordered) >= 3, ordered  # else it shows little
+    assert sum(in_order(t) and "z" in t for t in found) >= 10, found
+    assert any(t.index("z") < t.index("y") for t in found if "z" in t and "y" in t), found
+    with pytest.raises(RequestRejected, match="require_anywhere holds an empty string"):
+        engine.check(EngineRequest(prompt=[1, 2], require_anywhere=("",)))
+
+
 async def test_required_strings_with_distinct_lines(engine: Engine) -> None:
     """Both searches on one sequence: two distinct lines, one of them ``z``."""
     assert engine.tokenizer is not None

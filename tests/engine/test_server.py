@@ -287,14 +287,15 @@ def test_distinct_lines_reach_the_engine_from_the_backend(server: EngineServer) 
 
 
 def test_required_strings_reach_the_engine_from_the_backend(server: EngineServer) -> None:
-    """``LLMRequest.require`` travels as the body field of the ``legato`` dialect: each output
-    holds the required letter (random weights leave it out of many walks)."""
+    """``LLMRequest.require`` and ``require_anywhere`` travel as body fields of the ``legato``
+    dialect: each output holds the required letter (random weights leave it out of many
+    walks)."""
     import dsl
     from orchestrator.backends import LLMRequest
 
     three = dsl.Grammar.lark('start: L L L\nL: "x" | "y" | "z"')
 
-    async def main(require: tuple[str, ...]) -> list[str]:
+    async def main(require: tuple[str, ...], anywhere: tuple[str, ...] = ()) -> list[str]:
         async with OpenAICompatible(server.url) as backend:
             out = []
             for seed in range(8):
@@ -305,9 +306,11 @@ def test_required_strings_reach_the_engine_from_the_backend(server: EngineServer
                     seed=seed,
                     grammar=three,
                     require=require,
+                    require_anywhere=anywhere,
                 )
                 out.append((await backend.complete(req)).text)
             return out
 
     assert any("z" not in t for t in anyio.run(main, ())), "the test would show nothing"
     assert all("z" in t for t in anyio.run(main, ("z",)))
+    assert all("z" in t for t in anyio.run(main, (), ("z",)))

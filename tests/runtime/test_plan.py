@@ -216,11 +216,13 @@ async def test_names_are_asked_of_the_first_plan_only() -> None:
         ["Replan(try Lima)", "Finish(done)"],
     )
     async with orchestrator.Orchestrator(engine) as orch:
-        h = await orch.submit(named, "Is Oslo or Lima colder than camel, elk and bison?")
+        question = "Is Oslo or Lima colder than camel, elk and bison? Do a search."
+        h = await orch.submit(named, question)
         assert await h.result() == "done"
     first, replan = engine.requests[0], engine.requests[2]
     assert first.require == ("Oslo", "Lima", "camel", "elk", "bison") and first.require_order
-    assert replan.require == () and not replan.require_order
+    assert first.require_anywhere == ("search",)  # the word that names a tool, in any order
+    assert replan.require == () and not replan.require_order and replan.require_anywhere == ()
 
 
 async def test_on_the_demo_model_a_plan_asked_for_names_writes_each_in_order() -> None:
