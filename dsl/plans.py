@@ -181,10 +181,11 @@ ARITHMETIC_WORDS: tuple[str, ...] = ("max", "min", "abs", "round", "sum")
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[-'][A-Za-z0-9]+)*")
 
-CONNECTIVES: tuple[str, ...] = ("of", "in", "for", "the", "and", "to", "on", "at")
+CONNECTIVES: tuple[str, ...] = ("of", "in", "for", "and", "to", "on", "at")
 """Words that join quoted runs in a grounded text argument: they tie a name to what is asked of
 it (``"stock of Pro Camera"`` for "the difference in stock between Pro Camera and ...", whose
-question has no "of") and cannot make up a name."""
+question has no "of") and cannot make up a name. Prepositions and conjunctions only: an article
+joins nothing (``"Mini Drum the Smart Robot"`` is two quotes run together)."""
 
 
 def grounding_runs(*texts: str) -> list[tuple[str, ...]]:
@@ -301,24 +302,42 @@ _SPAN_WORDS = 6
 square of it (a 100-word replan context compiles in about half a second at 6)."""
 
 
-def _span_terminal(runs: Sequence[Sequence[str]]) -> str | None:
-    """A Lark terminal matching any stretch of one to ``_SPAN_WORDS`` consecutive words of a
-    run (one space apart) that keeps names whole: it neither starts nor ends between two
-    capitalised words (``"Mini Drum"``, never ``"Mini"`` or ``"Drum"`` alone; a name longer
-    than the cap may be cut at it). None when there are no words."""
-    alts: dict[str, None] = {}
+def _span_terminals(runs: Sequence[Sequence[str]]) -> tuple[str | None, str | None]:
+    """Two Lark terminals matching stretches of one to ``_SPAN_WORDS`` consecutive words of a
+    run (one space apart) that keep names whole (they neither start nor end between two
+    capitalised words: ``"Mini Drum"``, never ``"Mini"`` or ``"Drum"`` alone; a name longer
+    than the cap may be cut at it): those that end on a word that is no name, and those that
+    end on a name (a word with a capital or a digit). None for a kind with no stretch."""
+    ends: tuple[dict[str, None], dict[str, None]] = ({}, {})
     for run in runs:
         # glued[k]: word k continues a name begun before it
         glued = [k > 0 and _capital(run[k - 1]) and _capital(run[k]) for k in range(len(run))]
-        for i, first in enumerate(run):
+        for i in range(len(run)):
             if glued[i]:
                 continue
-            tail = ""
-            for k in range(min(len(run), i + _SPAN_WORDS) - 1, i, -1):
-                inner = json.dumps(" " + run[k]) + (f" {tail}" if tail else "")
-                tail = f"({inner})" if glued[k] else f"({inner})?"  # glued: no end before it
-            alts[json.dumps(first) + (f" {tail}" if tail else "")] = None
-    return " | ".join(alts) or None
+            last = min(len(run), i + _SPAN_WORDS) - 1
+            for kind, alts in enumerate(ends):
+                stretch: str | None = None  # the stretches from word k on that may end
+                for k in range(last, i - 1, -1):
+                    word = json.dumps((" " if k > i else "") + run[k])
+                    end = _name_word(run[k]) == bool(kind) and (k == last or not glued[k + 1])
+                    if stretch is None:
+                        stretch = word if end else None
+                    else:
+                        stretch = f"{word} ({stretch})" + ("?" if end else "")
+                if stretch is not None:
+                    alts[stretch] = None
+    return (" | ".join(ends[0]) or None, " | ".join(ends[1]) or None)
+
+
+def _text(ref: str, *, words: bool, names: bool) -> str:
+    """A grounded text: stretches (``GWORDS`` ending on a word that is no name, if ``words``)
+    and ``ref``s joined by ``GCONN``, the last of which may be a stretch that ends on a name
+    (``GNAME``, if ``names``): a name ends the quote (``"price of Mini Drum"``, never ``"Mini
+    Drum in Eco Lamp"``)."""
+    atom = f"(GWORDS | {ref})" if words else ref
+    last = ' (" " GCONN " " GNAME)? | GNAME' if names else ""
+    return f'{atom} (" " GCONN " " {atom})*{last}'
 
 
 def _arithmetic_rules() -> list[str]:
@@ -341,38 +360,44 @@ def _arithmetic(ref: str | None) -> str:
     return f"(GX | {ref} (GFN | GOP))+ {ref}? | {ref}"
 
 
-def _grounded_rules(runs: Sequence[Sequence[str]]) -> list[str]:
-    """The shared rules of grounded strings: ``GSPAN`` (stretches of the runs' consecutive
-    words, see ``_span_terminal``) and ``GCONN`` (``CONNECTIVES``); none without words. Also
-    ``STRING``, a grounded string with any ``$k``, for strings inside lists."""
+def _grounded_rules(runs: Sequence[Sequence[str]]) -> tuple[list[str], bool, bool]:
+    """The shared rules of grounded strings: ``GWORDS`` and ``GNAME`` (stretches of the runs'
+    consecutive words, see ``_span_terminals``) and ``GCONN`` (``CONNECTIVES``); none without
+    words. Also ``STRING``, a grounded string with any ``$k``, for strings inside lists. Then
+    whether there are ``GWORDS`` and ``GNAME``."""
     runs = [[w for w in run if _WORD.fullmatch(w)] for run in runs]
-    span = _span_terminal([r for r in runs if r])
+    words, names = _span_terminals([r for r in runs if r])
     rules = [r"GREF: /\$[1-9][0-9]*/", f"GEXPR: {_arithmetic('GREF')}"]
-    if span is None:
-        return [*rules, 'STRING: "\\"" GEXPR "\\""']
+    if words is None and names is None:
+        return [*rules, 'STRING: "\\"" GEXPR "\\""'], False, False
     conns = " | ".join(json.dumps(w) for w in CONNECTIVES)
-    return [
-        *rules,
-        f"GSPAN: {span}",
-        f"GCONN: {conns}",
-        'GTEXT: (GSPAN | GREF) (" " GCONN " " (GSPAN | GREF))*',
-        'STRING: "\\"" (GTEXT | GEXPR) "\\""',
-    ]
+    rules += [f"GWORDS: {words}"] if words else []
+    rules += [f"GNAME: {names}"] if names else []
+    text = _text("GREF", words=words is not None, names=names is not None)
+    rules += [f"GCONN: {conns}", f"GTEXT: {text}", 'STRING: "\\"" (GTEXT | GEXPR) "\\""']
+    return rules, words is not None, names is not None
 
 
-def _line_strings(i: int, *, expr: bool, grounded: bool, words: bool) -> list[str]:
+def _line_strings(
+    i: int, *, expr: bool, grounded: bool, words: bool = False, names: bool = False
+) -> list[str]:
     """Task ``i``'s own string terminals, whose ``$k`` are earlier tasks only: ``EXPR{i}``
-    (an ``Expression``: arithmetic) when ``expr``, and when ``grounded`` ``STRING{i}``: quotes
-    of the runs (``GSPAN``, if there are ``words``) and ``$k`` joined by ``GCONN``, or
-    arithmetic."""
+    (an ``Expression``: arithmetic) when ``expr``, and when ``grounded`` ``STRING{i}``: a
+    grounded text (``_text``: stretches of the runs, ``GWORDS`` and ``GNAME`` as there are,
+    and ``$k`` joined by ``GCONN``), or arithmetic."""
     ref = f"GREF{i}" if i > 1 else None
     out = [f"{ref}: " + " | ".join(f'"${k}"' for k in range(1, i))] if ref else []
     out.append(f"GEXPR{i}: {_arithmetic(ref)}")
     if expr:
         out.append(f'EXPR{i}: "\\"" GEXPR{i} "\\""')
-    if grounded and words:
-        atom = f"(GSPAN | {ref})" if ref else "GSPAN"
-        out.append(f'GTEXT{i}: {atom} (" " GCONN " " {atom})*')
+    if grounded and (words or names):
+        if ref is None and not words:
+            text = "GNAME"
+        elif ref is None:
+            text = _text("GWORDS", words=False, names=names)
+        else:
+            text = _text(ref, words=words, names=names)
+        out.append(f"GTEXT{i}: {text}")
         out.append(f'STRING{i}: "\\"" (GTEXT{i} | GEXPR{i}) "\\""')
     elif grounded:
         out.append(f'STRING{i}: "\\"" GEXPR{i} "\\""')
@@ -391,15 +416,17 @@ def plan_grammar(
     ``Expression`` parameter takes arithmetic over numbers and earlier tasks' ``$k`` only.
 
     With ``runs`` (a grounded plan; see ``grounding_runs``), every string argument either
-    quotes the runs' consecutive words and ``$k``, joined by ``CONNECTIVES``, or is arithmetic
-    over numbers and ``$k`` (with ``ARITHMETIC_WORDS``), each ``$k`` an earlier task's: the
-    model cannot invent, misspell, repeat or run together a name."""
+    quotes the runs' consecutive words and ``$k``, joined by ``CONNECTIVES``, a name (a
+    capitalised word or one with a digit) coming last, or is arithmetic over numbers and ``$k``
+    (with ``ARITHMETIC_WORDS``), each ``$k`` an earlier task's: the model cannot invent,
+    misspell, repeat or run together names, nor write past the name it looks up (``"price of
+    Mini Drum"``, never ``"Mini Drum in Eco Lamp"``); a stretch of the question's own words may
+    still go on after one (``"Paris weather"`` where the question has it)."""
     if not signatures:
         raise ProgramError("a plan needs at least one tool")
     kinds = {kind for sig in signatures for _, kind in sig.params}
     grounded = runs is not None and "str" in kinds
-    shared = _grounded_rules(runs) if runs is not None else []
-    words = any(line.startswith("GSPAN:") for line in shared)
+    shared, words, names = _grounded_rules(runs) if runs is not None else ([], False, False)
     lines = ["start: t1"]
     strings: list[str] = []
     for i in range(1, max_tasks + 1):
@@ -421,7 +448,9 @@ def plan_grammar(
                 calls.append(f'"{sig.name}(" {inner} ")"' if args else f'"{sig.name}()"')
         lines.append(f"call{i}: " + "\n    | ".join(calls))
         if "expr" in kinds or grounded:
-            strings += _line_strings(i, expr="expr" in kinds, grounded=grounded, words=words)
+            strings += _line_strings(
+                i, expr="expr" in kinds, grounded=grounded, words=words, names=names
+            )
     lines.append(f"j{max_tasks + 1}: " + f'"{max_tasks + 1}. join()\\n{END_OF_PLAN}"')
     literals = _LITERALS
     if runs is not None:
@@ -759,7 +788,8 @@ def plan(
         max_replans: how many new plans the joiner may ask for.
         max_tasks: the most tasks in one plan (the grammar enforces it).
         grounded: string arguments quote the question and previous rounds (stretches of
-            consecutive words, and ``$k``, joined by ``CONNECTIVES``: ``"price of Mini Drum"``)
+            consecutive words, and ``$k``, joined by ``CONNECTIVES``, a name ending the quote:
+            ``"price of Mini Drum"``)
             or are arithmetic over numbers and ``$k`` (``ARITHMETIC_WORDS``): a small model
             then cannot misspell a name it copies, cut it inside a word, repeat a word of it or
             write a name the question never had. Leave it off when a tool needs other words or

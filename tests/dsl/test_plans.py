@@ -208,6 +208,9 @@ def test_a_grounded_grammar_quotes_the_question() -> None:
         'search("Mini Drum 3.5")',  # a number that is not the question's
         'search("Mini Mini")',  # a word repeated
         'search("Mini Drum in in Eco Lamp")',  # connectives in a row
+        'search("Mini Drum of Eco Lamp")',  # a name goes on: it ends the quote
+        'search("Eco Lamp of price")',  # the same
+        'search("price the Mini Drum")',  # an article joins nothing
         'search("Drum Mini")',  # words out of the question's order
         'search("Jacket Mini")',  # a quote across a comma
         'search("price Mini Drum")',  # two quotes with no connective between
