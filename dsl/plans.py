@@ -222,13 +222,17 @@ def question_names(question: str) -> tuple[str, ...]:
     """The names ``question`` writes, in its order: runs of consecutive words (never across
     punctuation) that begin with a capital letter or hold a digit, and the items of its lists
     of single words, even in lower case (``camel, kangaroo and bison``, ``lion or elk``; not
-    when an item is a word such as ``the`` or ``then``, ``LIST_STOP_WORDS``). A sentence's
-    first word is left out (it is capitalised anyway), and so is a run of the one letter ``I``.
+    when an item is a word such as ``the`` or ``then``, ``LIST_STOP_WORDS``), and a word
+    after ``of`` that ends a clause (``the top speed of giraffe?``, ``the price of gold and
+    ...``), unless a list comes before it in its clause (``history and open problems of
+    railways``: a plan writes it once per item). A sentence's first word is left out (it is
+    capitalised anyway), and so is a run of the one letter ``I``.
 
     ``"Compare the price of Mini Drum, PINE-8 and Eco Lamp."`` gives ``("Mini Drum", "PINE-8",
     "Eco Lamp")``; ``"Add the top speed of camel and elk."`` gives ``("camel", "elk")``.
     ``dsl.plan(..., names="in_order")`` asks the plan to write them all, in this order."""
     found: list[tuple[int, int, str]] = []  # start, end, name
+    lists: list[int] = []  # where the lists end
     run: list[re.Match[str]] = []
 
     def close() -> None:
@@ -252,9 +256,19 @@ def question_names(question: str) -> tuple[str, ...]:
         items = words[:-2] + words[-1:]  # the second to last word is "and" or "or"
         if any(w.group().lower() in LIST_STOP_WORDS for w in items):
             continue
+        lists.append(lst.end())
         for w in items:
             if not any(a <= w.start() < b for a, b, _ in found):
                 found.append((w.start(), w.end(), w.group()))
+    for m in _OF_LAST.finditer(question):
+        # "A and open B of X": X is each item's, written once per item
+        shared = any(e <= m.start() and not _CLAUSE.search(question, e, m.start()) for e in lists)
+        if (
+            not shared
+            and m.group(1).lower() not in LIST_STOP_WORDS
+            and not any(a <= m.start(1) < b for a, b, _ in found)
+        ):
+            found.append((m.start(1), m.end(1), m.group(1)))
     found.sort()
     return tuple(dict.fromkeys(n for _, _, n in found if n != "I"))
 
@@ -274,13 +288,16 @@ LIST_STOP_WORDS = frozenset(
     (
         "a", "an", "the", "this", "that", "these", "those", "its", "their", "his", "her", "my",
         "our", "your", "all", "each", "every", "both", "which", "what", "who", "how", "when",
-        "where", "why", "then", "also", "is", "are", "was", "were", "be",
+        "where", "why", "then", "also", "is", "are", "was", "were", "be", "of", "in", "for",
+        "to", "on", "at", "by", "from", "with", "than",
     )
 )  # fmt: skip
 """Words that are never an item of a list in ``question_names`` (``the price and the stock``
 is no list of names)."""
 _W = _WORD.pattern
 _LIST = re.compile(rf"\b{_W}(?:, {_W})*,? (?:and|or) {_W}\b")
+_CLAUSE = re.compile(r"[,;.?!]")
+_OF_LAST = re.compile(rf"\bof ({_W})(?=\s*(?:[?.!,;]|$|and\b|or\b))")
 
 
 def _name_word(word: str) -> bool:

@@ -10,15 +10,16 @@ corpus, through the embedded engine (greedy), with and without grammars.
   multiset of rows as the gold query (floats rounded to 6 places). Also reported: the share
   that executes at all, and exact matches.
 - **Plans**: the planner prompt of ``dsl.plan`` for held-out questions (``plans_seen``,
-  ``plans_values``), three ways: without a grammar (``off``), under the plan grammar built from
-  the offered tools (``on``; ``math`` takes a ``dsl.Expression``), and under the grounded one (``grounded``: also string arguments
-  only from the question's words, ``dsl.plan(..., grounded=True)``), and grounded with the
-  question's names required in order (``named``: ``dsl.plan(..., grounded=True,
-  names="in_order")``, ``LLMRequest.require`` of ``dsl.plans.question_names`` with
-  ``require_order``, and ``require_anywhere`` of ``dsl.plans.tool_words``); exact match with the gold plan. Under any grammar the task lines are also
-  kept distinct, as ``dsl.plan`` asks (``LLMRequest.distinct_lines``: a repeated line is rewound
-  and decoded again). The plan targets are read from ``named``, the way the demo model is meant
-  to plan.
+  ``plans_values``), four ways: without a grammar (``off``), under the plan grammar built from
+  the offered tools (``on``; ``math`` takes a ``dsl.Expression``), under the grounded one
+  (``grounded``: also string arguments only from the question's words, ``dsl.plan(...,
+  grounded=True)``), and grounded with the question's names required in order (``named``:
+  ``dsl.plan(..., grounded=True, names="in_order")``, ``LLMRequest.require`` of
+  ``dsl.plans.question_names`` with ``require_order``, and ``require_anywhere`` of
+  ``dsl.plans.tool_words``); exact match with the gold plan. Under any grammar the task lines
+  are also kept distinct, as ``dsl.plan`` asks (``LLMRequest.distinct_lines``: a repeated line
+  is rewound and decoded again). The plan targets are read from ``named``, the way the demo
+  model is meant to plan.
 - **Agreement**: the same greedy generations (no grammar) from the embedded engine, from torch
   on the same weights, and from llama.cpp's ``llama-server`` if it is built, token for token.
 - **Training time**: with ``--train``, a model is trained here with the recipe (``--minutes``)

@@ -154,6 +154,11 @@ def test_grounding_runs_break_at_punctuation() -> None:
             "Compare the price of Mini Drum, PINE-8 and Eco Lamp.",
             ("Mini Drum", "PINE-8", "Eco Lamp"),
         ),
+        # the word after "of" that ends a clause, unless a list in its clause shares it
+        ("What is the currency of Kenya and the top speed of giraffe?", ("Kenya", "giraffe")),
+        ("Is the price of gold, or of silver, higher?", ("gold", "silver")),
+        ("Research the history and open problems of railways.", ("history", "open")),
+        ("What is the speed of the car?", ()),
         # a sentence's first word and "I" are capitalised anyway
         ("Check the weather in Kyoto. Then I want Oslo.", ("Kyoto", "Oslo")),
         # the items of a list of single words, even in lower case, in the question's order
@@ -165,7 +170,7 @@ def test_grounding_runs_break_at_punctuation() -> None:
         ("Paris, Lima and Oslo: which is largest?", ("Paris", "Lima", "Oslo")),
         # a list item inside a capitalised name is that name; "the" is no item
         ("Sum the stock of Mini Drum and Eco Lamp.", ("Mini Drum", "Eco Lamp")),
-        ("The stock of Mini Drum and the speed of elk.", ("Mini Drum",)),
+        ("The stock of Mini Drum and the speed of elk.", ("Mini Drum", "elk")),
         ("Find it and then stop.", ()),
     ],
 )
