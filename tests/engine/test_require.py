@@ -38,6 +38,8 @@ async def walk(
     grammar: dsl.Grammar = THREE,
     max_tokens: int = 40,
     temperature: float = 1.0,
+    require_order: bool = False,
+    require_anywhere: tuple[str, ...] = (),
 ) -> tuple[list[TokenEvent], FinishEvent]:
     assert engine.tokenizer is not None
     req = EngineRequest(
@@ -45,6 +47,8 @@ async def walk(
         params=SampleParams(max_tokens=max_tokens, temperature=temperature, seed=seed),
         constraint=await engine.matcher(grammar),
         require=require,
+        require_order=require_order,
+        require_anywhere=require_anywhere,
     )
     return await engine.complete(req)
 
@@ -156,16 +160,9 @@ async def test_required_strings_in_order(engine: Engine) -> None:
         return "y" in t and "x" in t[t.index("y") :]
 
     plain = [(await walk(engine, s))[1].text for s in range(12)]
-    found = []
-    for seed in range(12):
-        req = EngineRequest(
-            prompt=engine.tokenizer.encode(f"walk {seed}:"),
-            params=SampleParams(max_tokens=40, temperature=1.0, seed=seed),
-            constraint=await engine.matcher(THREE),
-            require=("y", "x"),
-            require_order=True,
-        )
-        found.append((await engine.complete(req))[1].text)
+    found = [
+        (await walk(engine, s, require=("y", "x"), require_order=True))[1].text for s in range(12)
+    ]
     assert sum(map(in_order, plain)) <= 3, plain  # else the test would show little
     assert sum(map(in_order, found)) >= 10, found
     with pytest.raises(RequestRejected, match="require_order needs"):
@@ -175,20 +172,18 @@ async def test_required_strings_in_order(engine: Engine) -> None:
 async def test_strings_required_anywhere_next_to_strings_in_order(engine: Engine) -> None:
     """``y`` then ``x`` in order, and ``z`` anywhere: ``z`` may come before, between or after
     them, and a walk without it is searched for it as for any required string."""
-    assert engine.tokenizer is not None
     five = dsl.Grammar.lark('start: L L L L L\nL: "u" | "v" | "w" | "x" | "y" | "z"')
 
     async def run(seed: int, anywhere: tuple[str, ...]) -> str:
-        assert engine.tokenizer is not None
-        req = EngineRequest(
-            prompt=engine.tokenizer.encode(f"walk {seed}:"),
-            params=SampleParams(max_tokens=40, temperature=1.0, seed=seed),
-            constraint=await engine.matcher(five),
+        _, fin = await walk(
+            engine,
+            seed,
+            grammar=five,
             require=("y", "x"),
             require_order=True,
             require_anywhere=anywhere,
         )
-        return (await engine.complete(req))[1].text
+        return fin.text
 
     def in_order(t: str) -> bool:
         return "y" in t and "x" in t[t.index("y") :]
