@@ -37,6 +37,7 @@ from dsl.errors import ProgramError
 __all__ = [
     "ARITHMETIC_WORDS",
     "CONNECTIVES",
+    "FUNCTION_WORDS",
     "DEFAULT_JOINER",
     "DEFAULT_PLANNER",
     "END_OF_PLAN",
@@ -323,8 +324,9 @@ def _span_terminals(runs: Sequence[Sequence[str]]) -> tuple[str | None, str | No
     """Two Lark terminals matching stretches of one to ``_SPAN_WORDS`` consecutive words of a
     run (one space apart) that keep names whole (they neither start nor end between two
     capitalised words: ``"Mini Drum"``, never ``"Mini"`` or ``"Drum"`` alone; a name longer
-    than the cap may be cut at it): those that end on a word that is no name, and those that
-    end on a name (a word with a capital or a digit). None for a kind with no stretch."""
+    than the cap may be cut at it) and end at the end of a name: those that end on a word that
+    is no name nor one of ``FUNCTION_WORDS``, and those that end on a name (a word with a
+    capital or a digit). None for a kind with no stretch."""
     ends: tuple[dict[str, None], dict[str, None]] = ({}, {})
     for run in runs:
         # glued[k]: word k continues a name begun before it
@@ -333,11 +335,19 @@ def _span_terminals(runs: Sequence[Sequence[str]]) -> tuple[str | None, str | No
             if glued[i]:
                 continue
             last = min(len(run), i + _SPAN_WORDS) - 1
+            # a name ends the stretch: nothing but the rest of the name follows it
+            last = next(
+                (k for k in range(i, last) if _name_word(run[k]) and not glued[k + 1]), last
+            )
             for kind, alts in enumerate(ends):
                 stretch: str | None = None  # the stretches from word k on that may end
                 for k in range(last, i - 1, -1):
                     word = json.dumps((" " if k > i else "") + run[k])
-                    end = _name_word(run[k]) == bool(kind) and (k == last or not glued[k + 1])
+                    end = (
+                        _name_word(run[k]) == bool(kind)
+                        and (kind or run[k] not in FUNCTION_WORDS)
+                        and (k == last or not glued[k + 1])
+                    )
                     if stretch is None:
                         stretch = word if end else None
                     else:
@@ -345,6 +355,18 @@ def _span_terminals(runs: Sequence[Sequence[str]]) -> tuple[str | None, str | No
                 if stretch is not None:
                     alts[stretch] = None
     return (" | ".join(ends[0]) or None, " | ".join(ends[1]) or None)
+
+
+FUNCTION_WORDS = frozenset(
+    (
+        "a", "an", "the", "of", "in", "for", "and", "or", "to", "on", "at", "by", "from", "with",
+        "than", "between", "among", "is", "are", "was", "were", "be", "do", "does", "what",
+        "which", "who", "how", "when", "where", "why",
+    )
+)  # fmt: skip
+"""Lower-case words a grounded quote never ends on (an article, a preposition, a conjunction, a
+form of "be" or "do", a question word): a quote ending there is cut short
+(``"top speed of"``, which a connective then runs on: ``"top speed of for coyote"``)."""
 
 
 def _text(ref: str, *, words: bool, names: bool) -> str:
@@ -437,8 +459,8 @@ def plan_grammar(
     capitalised word or one with a digit) coming last, or is arithmetic over numbers and ``$k``
     (with ``ARITHMETIC_WORDS``), each ``$k`` an earlier task's: the model cannot invent,
     misspell, repeat or run together names, nor write past the name it looks up (``"price of
-    Mini Drum"``, never ``"Mini Drum in Eco Lamp"``); a stretch of the question's own words may
-    still go on after one (``"Paris weather"`` where the question has it)."""
+    Mini Drum"``, never ``"Mini Drum in Eco Lamp"`` or ``"Mini Drum and Eco Lamp"``), nor end
+    a stretch on one of ``FUNCTION_WORDS`` (``"top speed of for coyote"``)."""
     if not signatures:
         raise ProgramError("a plan needs at least one tool")
     kinds = {kind for sig in signatures for _, kind in sig.params}

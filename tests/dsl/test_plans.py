@@ -181,10 +181,12 @@ def test_question_names(question: str, names: tuple[str, ...]) -> None:
 def test_a_grounded_quote_keeps_names_whole() -> None:
     runs = grounding_runs("Compare the price of Mini Drum and Smart Robot in New York City.")
     grammar = dsl.Grammar.lark(plan_grammar(list(SIGS.values()), runs=runs))
-    whole = ("Mini Drum", "price of Smart Robot", "New York City", "Smart Robot in New York City")
+    whole = ("Mini Drum", "price of Smart Robot", "New York City", "price in New York City")
     for good in whole:
         constrain.check(grammar, f'1. search("{good}")\n2. join()\n<END_OF_PLAN>')
-    for bad in ("Mini", "Drum", "Smart", "price of Mini", "New York", "York City"):
+    # a name ends its quote, even where the question goes on after it
+    ends = ("Smart Robot in New York City", "Mini Drum and Smart Robot", "Mini Drum of price")
+    for bad in ("Mini", "Drum", "Smart", "price of Mini", "New York", "York City", *ends):
         with pytest.raises(constrain.Invalid):
             constrain.check(grammar, f'1. search("{bad}")\n2. join()\n<END_OF_PLAN>')
     # a sentence's first word: part of a name, or not
@@ -216,6 +218,8 @@ def test_a_grounded_grammar_quotes_the_question() -> None:
         'search("Mini Drum of Eco Lamp")',  # a name goes on: it ends the quote
         'search("Eco Lamp of price")',  # the same
         'search("price the Mini Drum")',  # an article joins nothing
+        'search("price of")',  # a quote never ends on a function word
+        'search("total price of for Mini Drum")',  # nor does a stretch before a connective
         'search("Drum Mini")',  # words out of the question's order
         'search("Jacket Mini")',  # a quote across a comma
         'search("price Mini Drum")',  # two quotes with no connective between
