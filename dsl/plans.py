@@ -369,12 +369,15 @@ form of "be" or "do", a question word): a quote ending there is cut short
 (``"top speed of"``, which a connective then runs on: ``"top speed of for coyote"``)."""
 
 
-def _text(ref: str, *, words: bool, names: bool) -> str:
+def _text(ref: str | None, *, words: bool, names: bool) -> str:
     """A grounded text: stretches (``GWORDS`` ending on a word that is no name, if ``words``)
     and ``ref``s joined by ``GCONN``, the last of which may be a stretch that ends on a name
     (``GNAME``, if ``names``): a name ends the quote (``"price of Mini Drum"``, never ``"Mini
-    Drum in Eco Lamp"``)."""
-    atom = f"(GWORDS | {ref})" if words else ref
+    Drum in Eco Lamp"``). One of ``ref``, ``words`` and ``names`` must be given."""
+    atoms = [a for a in ("GWORDS" if words else None, ref) if a]
+    if not atoms:
+        return "GNAME"
+    atom = atoms[0] if len(atoms) == 1 else f"({' | '.join(atoms)})"
     last = ' (" " GCONN " " GNAME)? | GNAME' if names else ""
     return f'{atom} (" " GCONN " " {atom})*{last}'
 
@@ -430,13 +433,7 @@ def _line_strings(
     if expr:
         out.append(f'EXPR{i}: "\\"" GEXPR{i} "\\""')
     if grounded and (words or names):
-        if ref is None and not words:
-            text = "GNAME"
-        elif ref is None:
-            text = _text("GWORDS", words=False, names=names)
-        else:
-            text = _text(ref, words=words, names=names)
-        out.append(f"GTEXT{i}: {text}")
+        out.append(f"GTEXT{i}: {_text(ref, words=words, names=names)}")
         out.append(f'STRING{i}: "\\"" (GTEXT{i} | GEXPR{i}) "\\""')
     elif grounded:
         out.append(f'STRING{i}: "\\"" GEXPR{i} "\\""')

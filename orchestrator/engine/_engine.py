@@ -721,16 +721,14 @@ class Engine:
         full = self._full_text(s)
         if s.stop_at is not None:
             full = full[: s.stop_at]
-        missing = _missing(full, s.req.require, s.req.require_order)
-        if missing is None:
-            missing = _missing(full, s.req.required, False)
+        first = _missing(full, s.req.require, s.req.require_order)
+        missing = first or _missing(full, s.req.required, False)
         if missing is None:
             return False
         k, after = missing
-        ordered = _missing(full, s.req.require, True) if s.req.require_order else None
         held = sum(r in full for r in s.req.required)
-        if ordered is not None:  # in order: only those before the first out of place
-            held -= sum(r in full for r in s.req.require[ordered[0] :])
+        if first is not None and s.req.require_order:  # only those before the first missing
+            held -= sum(r in full for r in s.req.require[first[0] :])
         here: tuple[bool, int] = (not length, held)
         if s.best_end is None or here > s.best_end[0]:
             reason: FinishReason = "length" if length else "stop"
