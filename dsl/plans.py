@@ -55,6 +55,7 @@ __all__ = [
     "parse_verdict",
     "plan",
     "plan_grammar",
+    "question_lists",
     "question_names",
     "tool_words",
 ]
@@ -232,6 +233,12 @@ def question_names(question: str) -> tuple[str, ...]:
     ``"Compare the price of Mini Drum, PINE-8 and Eco Lamp."`` gives ``("Mini Drum", "PINE-8",
     "Eco Lamp")``; ``"Add the top speed of camel and elk."`` gives ``("camel", "elk")``.
     ``dsl.plan(..., names="in_order")`` asks the plan to write them all, in this order."""
+    return tuple(dict.fromkeys(n for _, _, n in _names_at(question)))
+
+
+def _names_at(question: str) -> list[tuple[int, int, str]]:
+    """``question_names``'s names where the question writes them: (start, end, name), in the
+    question's order, each time it writes one."""
     found: list[tuple[int, int, str]] = []  # start, end, name
     lists: list[int] = []  # where the lists end
     run: list[re.Match[str]] = []
@@ -271,7 +278,39 @@ def question_names(question: str) -> tuple[str, ...]:
         ):
             found.append((m.start(1), m.end(1), m.group(1)))
     found.sort()
-    return tuple(dict.fromkeys(n for _, _, n in found if n != "I"))
+    return [f for f in found if f[2] != "I"]
+
+
+_LIST_GAP = re.compile(r",? (?:and|or) |, ")
+_AFTER_LIST = re.compile(r"\s*(?:[?.!,;]|$|([A-Za-z]+)\b)")
+
+
+def question_lists(question: str) -> tuple[tuple[str, ...], ...]:
+    """The lists of names ``question`` writes, each in its order: two or more of
+    ``question_names``'s names in a row, one ``", "``, ``" and "`` or ``" or "`` (``", and "``,
+    ``", or "``) apart, that end a clause or are followed by a function word other than
+    ``of`` (``"among camel and elk than ..."``). Not when ``of`` or another word follows: the
+    items are then what is asked of a shared thing (``"history and open problems of
+    railways"``), or the last is cut short.
+
+    A plan for a question asks the same of each item of a list, one task each, on consecutive
+    lines in the list's order (``search("price of Eco Lamp")`` then ``search("price of Mini
+    Drum")``); ``dsl.plan(..., names="in_order")`` holds its lines to that (the engine's
+    ``alike``). ``"Average the top speed of camel, elk and bison."`` gives ``(("camel", "elk",
+    "bison"),)``; ``"the price of Eco Lamp and the stock of Mini Drum"`` gives ``()``."""
+    runs: list[list[tuple[int, int, str]]] = []
+    for start, end, name in _names_at(question):
+        if runs and _LIST_GAP.fullmatch(question[runs[-1][-1][1] : start]):
+            runs[-1].append((start, end, name))
+        else:
+            runs.append([(start, end, name)])
+    lists: list[tuple[str, ...]] = []
+    for run in runs:
+        after = _AFTER_LIST.match(question, run[-1][1])
+        word = after.group(1) if after else None
+        if len(run) > 1 and after and (word is None or (word in FUNCTION_WORDS and word != "of")):
+            lists.append(tuple(n for _, _, n in run))
+    return tuple(lists)
 
 
 def tool_words(question: str, tools: Iterable[str]) -> tuple[str, ...]:

@@ -81,6 +81,9 @@ class LLMRequest:
     """More strings the output must each contain, in any order even with ``require_order``
     (a plan's words that name a tool; ``EngineRequest.require_anywhere``); other engines
     ignore it."""
+    alike: tuple[tuple[str, ...], ...] = ()
+    """Groups of strings (a question's lists of names) written on consecutive lines that read
+    alike, one string each (``EngineRequest.alike``); other engines ignore it."""
     hints: Hints = field(default_factory=lambda: Hints(program="-", thread="-"))
     node: str = "-"
 

@@ -131,6 +131,7 @@ class LocalBackend:
             require=request.require,
             require_order=request.require_order,
             require_anywhere=request.require_anywhere,
+            alike=request.alike,
         )
         try:
             self.engine.check(req)

@@ -258,6 +258,7 @@ class OpenAICompatible:
             require=request.require,
             require_order=request.require_order,
             require_anywhere=request.require_anywhere,
+            alike=request.alike,
         )
         max_tokens: int | Omit = omit
         max_completion_tokens: int | Omit = omit
@@ -401,10 +402,11 @@ def _dialect_extras(
     require: tuple[str, ...] = (),
     require_order: bool = False,
     require_anywhere: tuple[str, ...] = (),
+    alike: tuple[tuple[str, ...], ...] = (),
 ) -> tuple[dict[str, str], dict[str, object]]:
     """The headers and extra body fields ``dialect`` needs for ``hints``, ``grammar``,
-    ``distinct_lines``, ``require``, ``require_order`` and ``require_anywhere`` (the last four
-    read by the embedded engine's server alone)."""
+    ``distinct_lines``, ``require``, ``require_order``, ``require_anywhere`` and ``alike`` (the
+    last five read by the embedded engine's server alone)."""
     headers = hints.headers()
     body: dict[str, object] = {}
     match dialect:
@@ -417,6 +419,8 @@ def _dialect_extras(
                 body["require_order"] = True
             if require_anywhere:
                 body["require_anywhere"] = list(require_anywhere)
+            if alike:
+                body["alike"] = [list(group) for group in alike]
         case "vllm":
             headers["X-Vllm-Priority"] = str(hints.priority)
         case "sglang":

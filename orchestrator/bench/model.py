@@ -48,7 +48,13 @@ import anyio
 from rich.console import Console
 
 import dsl
-from dsl.plans import grounding_runs, plan_grammar, question_names, tool_words
+from dsl.plans import (
+    grounding_runs,
+    plan_grammar,
+    question_lists,
+    question_names,
+    tool_words,
+)
 from integrations.text2sql import connect_read_only, execute, result_key
 from orchestrator.backends import LLMRequest, LocalBackend, Message
 from orchestrator.bench._report import Report, Target, progress
@@ -150,6 +156,8 @@ def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
             if ex.plan is not None and mode == "named"
             else ()
         ),
+        # as dsl.plan(names="in_order") asks: a list's items on alike lines
+        alike=(question_lists(ex.plan.question) if ex.plan is not None and mode == "named" else ()),
     )
 
 

@@ -107,6 +107,14 @@ class EngineRequest:
         require_anywhere: more strings the output must each contain, in any order even with
             ``require_order`` (a plan's words that name a tool, next to its names in order);
             searched for as ``require`` strings are, over the whole output.
+        alike: groups of strings (a question's lists of names, ``dsl.plans.question_lists``),
+            each written on consecutive lines that read alike: once a line has written a
+            group's first string (as a whole word), each next line is that line with the
+            group's next string in its place (list markers aside), up to the group's last.
+            A line that goes another way is taken back to the token where it does, and the
+            expected text is written from there, as a rewound required string is (counted
+            with the rewinds, at most ``MAX_REWINDS``). Its text is sent only at the end, as
+            with ``require``. Not with ``pause``.
     """
 
     prompt: Sequence[int]
@@ -121,11 +129,19 @@ class EngineRequest:
     require: tuple[str, ...] = ()
     require_order: bool = False
     require_anywhere: tuple[str, ...] = ()
+    alike: tuple[tuple[str, ...], ...] = ()
 
     @property
     def rewinds(self) -> bool:
-        """Whether the engine may rewind this request (``distinct_lines`` or ``require``)."""
-        return self.distinct_lines or bool(self.require or self.require_anywhere)
+        """Whether the engine may rewind this request (``distinct_lines``, ``require`` or
+        ``alike``)."""
+        return self.distinct_lines or self.held
+
+    @property
+    def held(self) -> bool:
+        """Whether its text is held back until it ends, because a rewind may take back any of
+        it (required strings or ``alike`` lines)."""
+        return bool(self.require or self.require_anywhere or self.alike)
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -297,13 +313,24 @@ class Engine:
                 f"the request needs {need} KV blocks but the engine has {self.pool.num_blocks}"
             )
         if req.rewinds and req.pause:
-            what = "distinct_lines" if req.distinct_lines else "require"
+            what = (
+                "distinct_lines"
+                if req.distinct_lines
+                else "alike"
+                if req.alike and not req.required
+                else "require"
+            )
             raise RequestRejected(f"{what} cannot be combined with pause strings")
         if any(not r for r in req.required):
             what = "require" if any(not r for r in req.require) else "require_anywhere"
             raise RequestRejected(f"{what} holds an empty string")
         if req.require_order and not req.require:
             raise RequestRejected("require_order needs require strings")
+        for group in req.alike:
+            if len(group) < 2 or any(not x for x in group):
+                raise RequestRejected(
+                    f"alike group {list(group)!r} needs two or more non-empty strings"
+                )
         if self.model is not None:
             vocab = self.model.config.vocab_size
             bad = next((t for t in req.prompt if not 0 <= t < vocab), None)
@@ -336,7 +363,7 @@ class Engine:
             tokens=list(req.prompt),
             rng=np.random.default_rng(req.params.seed),
             stream=stream,
-            starts=self._starts(req.required),
+            starts=self._starts(req.required, alike=bool(req.alike)),
         )
         self._by_id[seq.id] = seq
         self._waiting.append(seq)
@@ -685,6 +712,8 @@ class Engine:
                 return  # rewound: the next step samples again where the repeat began
             if s.req.require_order and self._out_of_order(s, full):
                 return  # rewound into the line that wrote a required string too early
+            if s.req.alike and self._unlike(s, full):
+                return  # taken back to where a line left the form of its list
         text, stopped = self._text(s, full)
         if s.req.pause and not stopped:
             self._check_pause(s)
@@ -747,10 +776,15 @@ class Engine:
         s.stop_at = None
         kept = self._full_text(s)
         s.stop_from = min(s.stop_from, len(kept))
-        if s.req.distinct_lines:  # the lines it checks are those still written
+        self._relines(s, kept)
+        return True
+
+    def _relines(self, s: _Seq, kept: str) -> None:
+        """After a rewind that may have taken back whole lines: the lines ``distinct_lines``
+        checks are those still written (``kept``: the text now)."""
+        if s.req.distinct_lines:
             s.line_from = kept.rfind("\n") + 1
             s.line_keys = {line_key(line) for line in kept[: s.line_from].split("\n")[:-1]}
-        return True
 
     def _end_best(self, s: _Seq) -> bool:
         """The search for ``s``'s required strings has failed: end ``s`` with the best ending
@@ -886,6 +920,41 @@ class Engine:
         if want is not None and begins_at >= 0:  # it begins ``want``: take it, even sampling
             s.forced[prefix] = token
             s.writing = (want, begins_at)
+        self._cut(s, j, taken)
+        return True
+
+    def _unlike(self, s: _Seq, full: str) -> bool:
+        """Whether the line ``s`` is writing has left the form its ``alike`` group asks of it;
+        then take it back to the token where it did and write the expected text from there
+        (True). Not while a rewind is writing a string, nor once the rewinds are spent."""
+        if s.writing is not None or s.rewinds >= MAX_REWINDS:
+            return False
+        for group in s.req.alike:
+            line = _alike_line(full, group)
+            if line is None:
+                continue
+            at, want = line
+            written = full[at:]
+            if want.startswith(written):
+                continue
+            d = at  # where it left the form
+            while d - at < min(len(written), len(want)) and written[d - at] == want[d - at]:
+                d += 1
+            j = len(s.generated) - 1
+            while j > 0 and len(self._decode(s.generated[:j])) > d:
+                j -= 1
+            begin = len(self._decode(s.generated[:j]))
+            start = min(at, begin)
+            s.forced.pop(tuple(s.generated[:j]), None)
+            s.writing = (full[start:at] + want, start)
+            self._cut(s, j)
+            self._relines(s, full[:begin])
+            return True
+        return False
+
+    def _cut(self, s: _Seq, j: int, taken: int = 0) -> None:
+        """Take ``s`` back to its first ``j`` generated tokens (``taken``: an end token its
+        grammar accepted, undone too) and count a rewind."""
         drop = len(s.generated) - j
         if s.req.constraint is not None:
             s.req.constraint.rollback(drop + taken)
@@ -906,7 +975,6 @@ class Engine:
             s.table, s.num_computed, s.blocks_hint = None, 0, None
             self._running.remove(s)
             self._waiting.append(s)
-        return True
 
     def _check_pause(self, s: _Seq) -> None:
         """Pause ``s`` if a pause string has appeared in its output since the last one."""
@@ -934,7 +1002,7 @@ class Engine:
                 idx = -1
             if idx >= 0:
                 s.stop_at = idx
-                if s.req.require:
+                if s.req.held:
                     return "", True  # the whole text goes in the tail, if it ends here
                 piece = full[s.sent : idx]
                 s.sent = idx
@@ -942,7 +1010,7 @@ class Engine:
         safe = len(full)
         if full.endswith("\ufffd"):
             safe -= 1  # an incomplete multi-byte character
-        if s.req.require:
+        if s.req.held:
             safe = 0  # sent at the end, once it is known to hold every required string
         elif s.req.distinct_lines:
             safe = min(safe, s.line_from)  # a line is sent once it is known not to repeat
@@ -1000,10 +1068,13 @@ class Engine:
             s.writing = None
         return ids or None
 
-    def _starts(self, required: Sequence[str]) -> tuple[npt.NDArray[np.int64], ...]:
+    def _starts(
+        self, required: Sequence[str], *, alike: bool = False
+    ) -> tuple[npt.NDArray[np.int64], ...]:
         """Per string of ``required``, the tokens that would begin a word writing it (their
-        text past leading spaces and punctuation begins it or is begun by it)."""
-        if not required or self.tokenizer is None or self.model is None:
+        text past leading spaces and punctuation begins it or is begun by it). Each token's
+        text is learnt here too, once, for a request that writes strings (``alike``)."""
+        if not (required or alike) or self.tokenizer is None or self.model is None:
             return ()
         if self._token_texts is None:
             vocab = self.model.config.vocab_size
@@ -1075,6 +1146,41 @@ def _begins(full: str, at: int, text: str, want: str) -> int:
             start -= 1
     head = full[start:at] + text[i:]
     return start if want.startswith(head) or head.startswith(want) else -1
+
+
+def _alike_line(full: str, group: Sequence[str]) -> tuple[int, str] | None:
+    """Where the line ``full`` is now writing begins and what it must read (its list marker
+    as written, the form, a newline), when it is one of the lines ``group`` (an
+    ``EngineRequest.alike`` group) asks for: the lines after the first line that wrote
+    ``group[0]``, one per further string. None when there is no such line, or its marker
+    is not yet written."""
+    m = re.search(rf"(?<![^\W_]){re.escape(group[0])}(?![^\W_])", full)
+    if m is None:
+        return None
+    first = full.rfind("\n", 0, m.start()) + 1
+    end = full.find("\n", m.end())
+    if end < 0:
+        return None
+    mark = _LIST_MARK.match(full[first:end])
+    content = first + (mark.end() if mark else 0)
+    head, tail = full[content : m.start()], full[m.end() : end]
+    at = end + 1
+    for item in group[1:]:
+        if at >= len(full):
+            return None
+        nl = full.find("\n", at)
+        line = full[at:] if nl < 0 else full[at : nl + 1]
+        marker = ""
+        if mark is not None:
+            own = _LIST_MARK.match(line)
+            if own is None or own.end() == len(line):
+                return None
+            marker = own.group()
+        want = f"{marker}{head}{item}{tail}\n"
+        if line != want:
+            return at, want
+        at = nl + 1
+    return None
 
 
 def _missing(text: str, required: Sequence[str], ordered: bool) -> tuple[int, int] | None:

@@ -9,8 +9,9 @@ mask. Legato's own body fields: ``distinct_lines: true`` keeps the output's line
 (``EngineRequest.distinct_lines``); ``require: [...]`` rewinds an output that would end without
 one of those strings (``EngineRequest.require``), and ``require_order: true`` asks for them in
 their order; ``require_anywhere: [...]`` are more strings, in any order
-(``EngineRequest.require_anywhere``). Bad requests get a 400 naming the field; an unknown model
-a 404.
+(``EngineRequest.require_anywhere``); ``alike: [[...], ...]`` are groups of strings written on
+consecutive lines that read alike (``EngineRequest.alike``). Bad requests get a 400 naming the
+field; an unknown model a 404.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class _Common(BaseModel):
     require: list[str] = Field(default_factory=list, max_length=64)
     require_order: bool = False
     require_anywhere: list[str] = Field(default_factory=list, max_length=64)
+    alike: list[list[str]] = Field(default_factory=list, max_length=16)
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -292,6 +294,7 @@ def create_app(
             require=tuple(body.require),
             require_order=body.require_order,
             require_anywhere=tuple(body.require_anywhere),
+            alike=tuple(tuple(group) for group in body.alike),
         )
 
     async def run(

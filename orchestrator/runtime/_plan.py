@@ -28,6 +28,7 @@ from dsl.plans import (
     joiner_grammar,
     parse_verdict,
     plan_grammar,
+    question_lists,
     question_names,
     tool_words,
 )
@@ -151,6 +152,8 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
         named = node.names != "free" and not context
         required = question_names(str(inputs["question"])) if named else ()
         anywhere = tool_words(str(inputs["question"]), node.tools) if named else ()
+        in_order = named and node.names == "in_order"
+        alike = question_lists(str(inputs["question"])) if in_order else ()
         prompt = dsl.render(
             node.planner,
             {**inputs, "tools": describe_tools(signatures), "context": context},
@@ -165,8 +168,9 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
             grammar=grammar,
             distinct_lines=True,  # a plan never needs the same call twice: $k reuses a result
             require=required,
-            require_order=bool(required) and node.names == "in_order",
+            require_order=bool(required) and in_order,
             require_anywhere=anywhere,
+            alike=alike,
             hints=Hints(program=run.id, thread=node.thread),
             node=node.id,
         )
@@ -188,6 +192,7 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
                 require=request.require,
                 require_order=request.require_order,
                 require_anywhere=request.require_anywhere,
+                alike=request.alike,
                 hints=request.hints,
                 node=node.id,
             )

@@ -18,6 +18,7 @@ from dsl.plans import (
     grounding_runs,
     parse_verdict,
     plan_grammar,
+    question_lists,
     question_names,
     tool_words,
 )
@@ -176,6 +177,36 @@ def test_grounding_runs_break_at_punctuation() -> None:
 )
 def test_question_names(question: str, names: tuple[str, ...]) -> None:
     assert question_names(question) == names
+
+
+@pytest.mark.parametrize(
+    ("question", "lists"),
+    [
+        ("Average the top speed of camel, elk and bison.", (("camel", "elk", "bison"),)),
+        (
+            "Compare the price of Mini Drum, PINE-8, and Eco Lamp?",
+            (("Mini Drum", "PINE-8", "Eco Lamp"),),
+        ),
+        ("Is it colder in Oslo or Lima", (("Oslo", "Lima"),)),
+        # a list ends a clause or runs into a function word, never "of" or another word
+        ("How much faster is the fastest among lion and elk than the slowest?", (("lion", "elk"),)),
+        ("Is Oslo or Lima colder than camel, elk and bison?", (("camel", "elk", "bison"),)),
+        ("Research the history and open problems of railways.", ()),
+        ("Research the open problems, how it works and history of compost.", ()),
+        # names apart, not a list
+        ("What is the price of Eco Lamp and the stock of Mini Drum?", ()),
+        ("What is the stock of Eco Lamp and the price of Eco Lamp?", ()),
+        ("Look up Etna.", ()),
+        ("", ()),
+        # two lists in one question
+        (
+            "Add the price of Eco Lamp and Mini Drum; then the stock of Pro Camera and Eco Lamp.",
+            (("Eco Lamp", "Mini Drum"), ("Pro Camera", "Eco Lamp")),
+        ),
+    ],
+)
+def test_question_lists(question: str, lists: tuple[tuple[str, ...], ...]) -> None:
+    assert question_lists(question) == lists
 
 
 def test_a_grounded_quote_keeps_names_whole() -> None:

@@ -214,6 +214,60 @@ async def test_required_strings_with_distinct_lines(engine: Engine) -> None:
         assert first != second and "z" in (first, second), fin.text
 
 
+# A list's first line, then two lines in its form or another: random weights mix the forms.
+LISTED = dsl.Grammar.lark(
+    'start: "- " F "(a, " X ")\\n" line line\n'
+    'line: "- " F "(" W ", " X ")\\n"\n'
+    'F: "f" | "g" | "h"\nW: "a" | "b" | "c"\nX: "x" | "y"'
+)
+
+
+async def listed(engine: Engine, seed: int, alike: tuple[tuple[str, ...], ...]) -> FinishEvent:
+    assert engine.tokenizer is not None
+    req = EngineRequest(
+        prompt=engine.tokenizer.encode(f"list {seed}:"),
+        params=SampleParams(max_tokens=40, temperature=1.0, seed=seed),
+        constraint=await engine.matcher(LISTED),
+        alike=alike,
+    )
+    return (await engine.complete(req))[1]
+
+
+async def test_a_lists_items_are_written_on_alike_lines(engine: Engine) -> None:
+    """``alike``: once a line writes ``a``, the next lines are that line with ``b``, then
+    ``c``. A line that goes another way is taken back to where it did and written in the
+    form; the text is sent at the end."""
+    plain = [(await listed(engine, seed, ())).text for seed in range(12)]
+
+    def alike(t: str) -> bool:
+        first = t.split("\n")[0]
+        return t == f"{first}\n{first.replace('a,', 'b,')}\n{first.replace('a,', 'c,')}\n"
+
+    assert sum(not alike(t) for t in plain) >= 8, plain  # else the test shows little
+    before = engine.counters["rewinds"]
+    for seed in range(12):
+        fin = await listed(engine, seed, (("a", "b", "c"),))
+        assert fin.reason == "stop" and alike(fin.text), fin.text
+        assert fin.tail == fin.text  # nothing sent before the end
+        # the first line is the model's own: the form it chose is kept
+        assert fin.text.split("\n")[0] == plain[seed].split("\n")[0]
+    assert engine.counters["rewinds"] - before >= sum(not alike(t) for t in plain)
+
+
+async def test_a_group_whose_first_string_is_not_written_asks_nothing(engine: Engine) -> None:
+    for seed in range(4):
+        plain = await listed(engine, seed, ())
+        assert (await listed(engine, seed, (("q", "b", "c"),))).text == plain.text
+
+
+async def test_alike_is_refused_with_pause_or_a_short_group(engine: Engine) -> None:
+    with pytest.raises(RequestRejected, match="alike cannot be combined with pause"):
+        engine.check(EngineRequest(prompt=[1, 2], alike=(("a", "b"),), pause=("[TRAP]",)))
+    for group in (("a",), ("a", "")):
+        with pytest.raises(RequestRejected, match="needs two or more non-empty strings"):
+            engine.check(EngineRequest(prompt=[1, 2], alike=(group,)))
+
+
 async def test_require_is_refused_with_pause_or_an_empty_string(engine: Engine) -> None:
     with pytest.raises(RequestRejected, match="require"):
         engine.check(EngineRequest(prompt=[1, 2], require=("z",), pause=("[TRAP]",)))

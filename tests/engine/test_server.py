@@ -314,3 +314,36 @@ def test_required_strings_reach_the_engine_from_the_backend(server: EngineServer
     assert any("z" not in t for t in anyio.run(main, ())), "the test would show nothing"
     assert all("z" in t for t in anyio.run(main, ("z",)))
     assert all("z" in t for t in anyio.run(main, (), ("z",)))
+
+
+def test_alike_lines_reach_the_engine_from_the_backend(server: EngineServer) -> None:
+    """``LLMRequest.alike`` travels as a body field of the ``legato`` dialect: the lines after
+    the one that writes ``a`` read as it does (random weights mix the forms)."""
+    import dsl
+    from orchestrator.backends import LLMRequest
+
+    grammar = dsl.Grammar.lark(
+        'start: "- " F "(a)\\n" ("- " F "(" W ")\\n")~2\nF: "f" | "g" | "h"\nW: "b" | "c"'
+    )
+
+    async def main(alike: tuple[tuple[str, ...], ...]) -> list[str]:
+        async with OpenAICompatible(server.url) as backend:
+            out = []
+            for seed in range(8):
+                req = LLMRequest(
+                    prompt=f"list {seed}:",
+                    max_tokens=24,
+                    temperature=1.0,
+                    seed=seed,
+                    grammar=grammar,
+                    alike=alike,
+                )
+                out.append((await backend.complete(req)).text)
+            return out
+
+    def alike(t: str) -> bool:
+        f = t[2]
+        return t == f"- {f}(a)\n- {f}(b)\n- {f}(c)\n"
+
+    assert sum(not alike(t) for t in anyio.run(main, ())) >= 4, "the test would show little"
+    assert all(alike(t) for t in anyio.run(main, (("a", "b", "c"),)))

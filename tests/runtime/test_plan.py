@@ -222,13 +222,15 @@ async def test_names_are_asked_of_the_first_plan_only() -> None:
     first, replan = engine.requests[0], engine.requests[2]
     assert first.require == ("Oslo", "Lima", "camel", "elk", "bison") and first.require_order
     assert first.require_anywhere == ("search",)  # the word that names a tool, in any order
+    assert first.alike == (("camel", "elk", "bison"),)  # a list: "Oslo or Lima" runs on
     assert replan.require == () and not replan.require_order and replan.require_anywhere == ()
+    assert replan.alike == ()
 
 
 async def test_on_the_demo_model_a_plan_asked_for_names_writes_each_in_order() -> None:
     """The trained model, greedy: without names its plan for this question skips ``zebra``;
-    asked for the question's names in order, the engine's search finds a plan that looks up
-    all four animals (it may still look up something else too)."""
+    asked for the question's names in order (and its list on alike lines), the engine finds
+    a plan that looks up the four animals, each once and nothing else."""
     looked_up: list[str] = []
 
     @dsl.tool
@@ -268,4 +270,4 @@ async def test_on_the_demo_model_a_plan_asked_for_names_writes_each_in_order() -
         assert "zebra" not in looked_up, "the plain plan found zebra: the test would show little"
         looked_up.clear()
         await (await orch.submit(program("in_order"), question)).result()
-    assert {"lion", "zebra", "bison", "elk"} <= set(looked_up)
+    assert sorted(looked_up) == ["bison", "elk", "lion", "zebra"]
