@@ -873,7 +873,9 @@ def plan(
             (``question_names``: capitalised runs, words with digits, items of lists of single
             words) and every word of it that names one of ``tools`` (``tool_words``: "stock"
             for ``get_stock``); ``"in_order"``: the names in the question's order (the tool
-            words in any). The embedded engine searches for such a plan
+            words in any), and each list of names (``question_lists``) on consecutive task
+            lines of one form (``LLMRequest.alike``: ``search("top speed of elk")`` after
+            ``search("top speed of camel")``). The embedded engine searches for such a plan
             (``LLMRequest.require`` and ``require_order``): a name written before an earlier
             one is rewound at once, a plan that would end without one is rewound to its least
             sure choice, within a bound; it then holds the plan's text until its end, so tasks
