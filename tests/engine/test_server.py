@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import httpx
@@ -257,13 +258,12 @@ def test_echo_is_refused_not_ignored(server: EngineServer) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "echo"
 
 
-def test_distinct_lines_reach_the_engine_from_the_backend(server: EngineServer) -> None:
-    """``LLMRequest.distinct_lines`` travels as the body field of the ``legato`` dialect; the
-    engine rewinds repeated lines (random weights repeat a letter in most of these walks)."""
+def walks(server: EngineServer, grammar: str, max_tokens: int, **fields: Any) -> list[str]:
+    """Eight sampled walks (seeds 0-7) through the backend's ``legato`` dialect, under the Lark
+    ``grammar``, with ``fields`` of ``LLMRequest`` (the searches the engine reads from the
+    body)."""
     import dsl
     from orchestrator.backends import LLMRequest
-
-    letters = dsl.Grammar.lark('start: "1." L "\\n2." L "\\n3." L "\\n"\nL: "x" | "y" | "z"')
 
     async def main() -> list[str]:
         async with OpenAICompatible(server.url) as backend:
@@ -271,17 +271,24 @@ def test_distinct_lines_reach_the_engine_from_the_backend(server: EngineServer) 
             for seed in range(8):
                 req = LLMRequest(
                     prompt=f"walk {seed}:",
-                    max_tokens=40,
+                    max_tokens=max_tokens,
                     temperature=1.0,
                     seed=seed,
-                    grammar=letters,
-                    distinct_lines=True,
+                    grammar=dsl.Grammar.lark(grammar),
+                    **fields,
                 )
                 out.append((await backend.complete(req)).text)
             return out
 
+    return anyio.run(main)
+
+
+def test_distinct_lines_reach_the_engine_from_the_backend(server: EngineServer) -> None:
+    """``LLMRequest.distinct_lines`` travels as the body field of the ``legato`` dialect; the
+    engine rewinds repeated lines (random weights repeat a letter in most of these walks)."""
+    letters = 'start: "1." L "\\n2." L "\\n3." L "\\n"\nL: "x" | "y" | "z"'
     before = metrics(server).get("legato_engine_rewinds_total", 0.0)
-    for text in anyio.run(main):
+    for text in walks(server, letters, 40, distinct_lines=True):
         assert sorted(line[2:] for line in text.splitlines()) == ["x", "y", "z"], text
     assert metrics(server)["legato_engine_rewinds_total"] > before
 
@@ -290,60 +297,20 @@ def test_required_strings_reach_the_engine_from_the_backend(server: EngineServer
     """``LLMRequest.require`` and ``require_anywhere`` travel as body fields of the ``legato``
     dialect: each output holds the required letter (random weights leave it out of many
     walks)."""
-    import dsl
-    from orchestrator.backends import LLMRequest
-
-    three = dsl.Grammar.lark('start: L L L\nL: "x" | "y" | "z"')
-
-    async def main(require: tuple[str, ...], anywhere: tuple[str, ...] = ()) -> list[str]:
-        async with OpenAICompatible(server.url) as backend:
-            out = []
-            for seed in range(8):
-                req = LLMRequest(
-                    prompt=f"walk {seed}:",
-                    max_tokens=8,
-                    temperature=1.0,
-                    seed=seed,
-                    grammar=three,
-                    require=require,
-                    require_anywhere=anywhere,
-                )
-                out.append((await backend.complete(req)).text)
-            return out
-
-    assert any("z" not in t for t in anyio.run(main, ())), "the test would show nothing"
-    assert all("z" in t for t in anyio.run(main, ("z",)))
-    assert all("z" in t for t in anyio.run(main, (), ("z",)))
+    three = 'start: L L L\nL: "x" | "y" | "z"'
+    assert any("z" not in t for t in walks(server, three, 8)), "the test would show nothing"
+    assert all("z" in t for t in walks(server, three, 8, require=("z",)))
+    assert all("z" in t for t in walks(server, three, 8, require_anywhere=("z",)))
 
 
 def test_alike_lines_reach_the_engine_from_the_backend(server: EngineServer) -> None:
     """``LLMRequest.alike`` travels as a body field of the ``legato`` dialect: the lines after
     the one that writes ``a`` read as it does (random weights mix the forms)."""
-    import dsl
-    from orchestrator.backends import LLMRequest
-
-    grammar = dsl.Grammar.lark(
-        'start: "- " F "(a)\\n" ("- " F "(" W ")\\n")~2\nF: "f" | "g" | "h"\nW: "b" | "c"'
-    )
-
-    async def main(alike: tuple[tuple[str, ...], ...]) -> list[str]:
-        async with OpenAICompatible(server.url) as backend:
-            out = []
-            for seed in range(8):
-                req = LLMRequest(
-                    prompt=f"list {seed}:",
-                    max_tokens=24,
-                    temperature=1.0,
-                    seed=seed,
-                    grammar=grammar,
-                    alike=alike,
-                )
-                out.append((await backend.complete(req)).text)
-            return out
+    grammar = 'start: "- " F "(a)\\n" ("- " F "(" W ")\\n")~2\nF: "f" | "g" | "h"\nW: "b" | "c"'
 
     def alike(t: str) -> bool:
         f = t[2]
         return t == f"- {f}(a)\n- {f}(b)\n- {f}(c)\n"
 
-    assert sum(not alike(t) for t in anyio.run(main, ())) >= 4, "the test would show little"
-    assert all(alike(t) for t in anyio.run(main, (("a", "b", "c"),)))
+    assert sum(not alike(t) for t in walks(server, grammar, 24)) >= 4, "it would show little"
+    assert all(alike(t) for t in walks(server, grammar, 24, alike=(("a", "b", "c"),)))
