@@ -58,7 +58,16 @@ def line_key(line: str) -> str:
 
 
 class RequestRejected(ValueError):
-    """The request can never run on this engine (e.g. its prompt exceeds the context)."""
+    """The request can never run on this engine (e.g. its prompt exceeds the context).
+
+    Attributes:
+        field: the ``EngineRequest`` field at fault when it is one of the searches'
+            (``require``, ``alike``, ...), else None (the prompt or its size).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,16 +329,17 @@ class Engine:
                 if req.alike and not req.required
                 else "require"
             )
-            raise RequestRejected(f"{what} cannot be combined with pause strings")
+            raise RequestRejected(f"{what} cannot be combined with pause strings", field=what)
         if any(not r for r in req.required):
             what = "require" if any(not r for r in req.require) else "require_anywhere"
-            raise RequestRejected(f"{what} holds an empty string")
+            raise RequestRejected(f"{what} holds an empty string", field=what)
         if req.require_order and not req.require:
-            raise RequestRejected("require_order needs require strings")
+            raise RequestRejected("require_order needs require strings", field="require_order")
         for group in req.alike:
             if len(group) < 2 or any(not x for x in group):
                 raise RequestRejected(
-                    f"alike group {list(group)!r} needs two or more non-empty strings"
+                    f"alike group {list(group)!r} needs two or more non-empty strings",
+                    field="alike",
                 )
         if self.model is not None:
             vocab = self.model.config.vocab_size

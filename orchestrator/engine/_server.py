@@ -23,7 +23,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -67,7 +67,9 @@ class _Common(BaseModel):
     require: list[str] = Field(default_factory=list, max_length=64)
     require_order: bool = False
     require_anywhere: list[str] = Field(default_factory=list, max_length=64)
-    alike: list[list[str]] = Field(default_factory=list, max_length=16)
+    alike: list[Annotated[list[str], Field(max_length=64)]] = Field(
+        default_factory=list, max_length=16
+    )
 
     def stops(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -429,8 +431,8 @@ def create_app(
             except _BadRequest as exc:
                 return _error(400, str(exc), param=exc.param)
             except RequestRejected as exc:
-                param = "prompt" if not chat else "messages"
-                return _error(400, str(exc), param="structured_outputs" if grammar else param)
+                param = exc.field or ("structured_outputs" if grammar else None)
+                return _error(400, str(exc), param=param or ("messages" if chat else "prompt"))
             include_usage = bool((parsed.stream_options or {}).get("include_usage"))
             return await run(request, parsed, req, chat=chat, include_usage=include_usage)
 

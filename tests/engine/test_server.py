@@ -314,3 +314,18 @@ def test_alike_lines_reach_the_engine_from_the_backend(server: EngineServer) -> 
 
     assert sum(not alike(t) for t in walks(server, grammar, 24)) >= 4, "it would show little"
     assert all(alike(t) for t in walks(server, grammar, 24, alike=(("a", "b", "c"),)))
+
+
+@pytest.mark.parametrize(
+    ("alike", "message"),
+    [
+        ([["a"]], "needs two or more non-empty strings"),
+        ([["a", ""]], "needs two or more non-empty strings"),
+        ([["a", "b"]] * 17, "alike"),
+        ("a, b", "alike"),
+    ],
+)
+def test_a_bad_alike_field_is_refused(server: EngineServer, alike: object, message: str) -> None:
+    r = httpx.post(f"{server.url}/completions", json={"prompt": "x", "alike": alike})
+    assert r.status_code == 400 and message in r.text, r.text
+    assert r.json()["error"]["param"] == "alike"
