@@ -178,28 +178,63 @@ def test_async_tools_combine_results_on_a_scripted_backend() -> None:
 
 def test_parallel_qa_runs_its_plan() -> None:
     qa = load_program(str(EXAMPLES / "parallel_qa.py"))
-    plan = '1. population("Oslo")\n2. population("Lisbon")\n3. ratio($1, $2)\n4. join()\n'
+    plan = '1. get_population("Oslo")\n2. get_population("Lisbon")\n3. math("$1 - $2")\n4. join()\n'
     backend = ScriptedBackend(
         {
-            "Plan and results": "Finish(Oslo is 1.3 times bigger)",
+            "Plan and results": "Finish(164,000.0 people)",
             "plan of tool": plan + "<END_OF_PLAN>",
         }
     )
 
     async def go() -> tuple[str, dict[str, orchestrator.NodeStats]]:
         async with orchestrator.Orchestrator(backend) as orch:
-            h = await orch.submit(qa, "How many times bigger is Oslo than Lisbon?")
+            h = await orch.submit(
+                qa, "What is the difference in population between Oslo and Lisbon?"
+            )
             return await h.result(), h.stats
 
     import anyio
 
     answer, stats = anyio.run(go)
-    assert answer == "Oslo is 1.3 times bigger"
-    lookups = [s for k, s in stats.items() if k.startswith("plan_population")]
+    assert answer == "164,000.0 people"
+    lookups = [s for k, s in stats.items() if k.startswith("plan_get_population")]
     assert len(lookups) == 2
     assert max(s.start for s in lookups) < min(s.end for s in lookups)  # type: ignore[type-var]
+    # the joiner reads each task as the plan wrote it ($k, not the parser's objects), with its
+    # value: the lines the demo model's joiner was trained on
     joiner = backend.calls[-1].request.text
-    assert "-> 709000" in joiner and "-> 545000" in joiner and "-> 1.3" in joiner
+    assert '1. get_population("Oslo") -> "709,000 people"' in joiner
+    assert '3. math("$1 - $2") -> "164,000.0 people"' in joiner
+
+
+def test_parallel_qa_plans_right_on_the_demo_model() -> None:
+    """On the default engine and model, greedy: the plan looks up both cities and averages
+    them; the joiner is shown each result (what it then writes is the small model's)."""
+    import anyio
+
+    from orchestrator.backends import Completion, LocalBackend
+
+    qa = load_program(str(EXAMPLES / "parallel_qa.py"))
+    seen: list[str] = []
+
+    class Recording(LocalBackend):
+        async def complete(self, request: LLMRequest) -> Completion:
+            seen.append(request.text)
+            return await super().complete(request)
+
+    async def go() -> dict[str, orchestrator.NodeStats]:
+        async with orchestrator.Orchestrator(Recording("demo")) as orch:
+            h = await orch.submit(qa, "What is the average population of Lisbon and Porto?")
+            await h.result()
+            return h.stats
+
+    stats = anyio.run(go)
+    tasks = sorted(k for k in stats if k.startswith("plan_"))
+    assert tasks == ["plan_get_population_1", "plan_get_population_2", "plan_math_1"], tasks
+    joiner = next(t for t in seen if "Plan and results" in t)
+    assert '1. get_population("Lisbon") -> "545,000 people"' in joiner, joiner
+    assert '2. get_population("Porto") -> "232,000 people"' in joiner, joiner
+    assert '3. math("($1 + $2) / 2") -> "388,500.0 people"' in joiner, joiner
 
 
 def test_graph_command_prints_mermaid() -> None:

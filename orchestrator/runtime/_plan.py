@@ -62,6 +62,19 @@ def _show(value: Any) -> str:
         return repr(value)
 
 
+def _as_written(arg: Any) -> str:
+    """A parsed argument as the plan wrote it: ``$k`` for a task's value, a string with its
+    ``$k`` in place (``"$1 - $2"``), other literals as JSON."""
+    if isinstance(arg, TaskRef):
+        return f"${arg.task}"
+    if isinstance(arg, TextWithRefs):
+        text = "".join(p if isinstance(p, str) else f"${p.task}" for p in arg.parts)
+        return json.dumps(text, ensure_ascii=False)
+    if isinstance(arg, list):
+        return f"[{', '.join(_as_written(a) for a in arg)}]"
+    return _show(arg)
+
+
 class _Round:
     """One plan: its text, its tasks' nodes, and what went wrong."""
 
@@ -107,7 +120,7 @@ class _Round:
         """Wait for every task; one line per task with its value or its error."""
         out = []
         for index, task in sorted(self.lines.items()):
-            call = f"{task.tool}({', '.join(_show(a) for a in task.args)})"
+            call = f"{task.tool}({', '.join(_as_written(a) for a in task.args)})"
             try:
                 value = await self.run.wait(self.ids[index])
                 out.append(f"{index}. {call} -> {_show(value)}")

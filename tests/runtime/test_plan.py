@@ -98,7 +98,9 @@ async def test_tasks_run_as_lines_arrive_and_independent_ones_overlap() -> None:
     combine_node = next(n for n in graph if isinstance(n, dsl.ToolNode) and n.tool == "combine")
     assert len(combine_node.deps) == 2  # $1 and $2 are data edges: typed values, not text
     joiner_prompt = engine.requests[-1].text
-    assert "3. combine($1, $2)" in joiner_prompt and '-> "<a>+<b>"' in joiner_prompt
+    # each result line shows the task as the plan wrote it, $k and all
+    assert '\n3. combine($1, $2) -> "<a>+<b>"\n' in joiner_prompt, joiner_prompt
+    assert '\n4. search("c $3") -> ' in joiner_prompt, joiner_prompt
     # the planner's request carried the grammar built from the tools, and asked for distinct
     # task lines (the joiner's did not)
     assert engine.requests[0].grammar is not None
