@@ -958,6 +958,7 @@ class Engine:
             s.forced.pop(tuple(s.generated[:j]), None)
             s.writing = (full[start:at] + want, start)
             self._cut(s, j)
+            s.stop_from = min(s.stop_from, begin)
             self._relines(s, full[:begin])
             return True
         return False
