@@ -140,6 +140,9 @@ def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
         runs = grounding_runs(ex.plan.question) if mode in ("grounded", "named") else None
         g = dsl.Grammar.lark(plan_grammar([t.signature() for t in ex.plan.tools], runs=runs))
     required = _required(ex, mode, paths)
+    # as dsl.plan(names="in_order") asks: the question's names in order, its tool words
+    # anywhere, its lists on alike lines
+    named = ex.plan if mode == "named" else None
     return LLMRequest(
         messages=tuple(Message(_ROLES[role], content) for role, content in ex.messages),
         max_tokens=SQL_TOKENS if ex.kind == "sql" else PLAN_TOKENS,
@@ -147,17 +150,13 @@ def _request(ex: Example, mode: Mode, paths: dict[str, Path]) -> LLMRequest:
         grammar=g,
         # As dsl.plan decodes a plan: under a grammar, its task lines distinct.
         distinct_lines=ex.plan is not None and mode != "off",
-        # As the Text-to-SQL pipeline asks: under the grammar, the question's values all used;
-        # as dsl.plan(names="in_order") asks: the question's names, in order.
+        # As the Text-to-SQL pipeline asks: under the grammar, the question's values all used.
         require=required,
-        require_order=bool(required) and ex.plan is not None and mode == "named",
+        require_order=bool(required) and named is not None,
         require_anywhere=(
-            tool_words(ex.plan.question, [t.name for t in ex.plan.tools])
-            if ex.plan is not None and mode == "named"
-            else ()
+            tool_words(named.question, [t.name for t in named.tools]) if named else ()
         ),
-        # as dsl.plan(names="in_order") asks: a list's items on alike lines
-        alike=(question_lists(ex.plan.question) if ex.plan is not None and mode == "named" else ()),
+        alike=question_lists(named.question) if named else (),
     )
 
 

@@ -40,6 +40,7 @@ async def walk(
     temperature: float = 1.0,
     require_order: bool = False,
     require_anywhere: tuple[str, ...] = (),
+    alike: tuple[tuple[str, ...], ...] = (),
 ) -> tuple[list[TokenEvent], FinishEvent]:
     assert engine.tokenizer is not None
     req = EngineRequest(
@@ -49,6 +50,7 @@ async def walk(
         require=require,
         require_order=require_order,
         require_anywhere=require_anywhere,
+        alike=alike,
     )
     return await engine.complete(req)
 
@@ -222,22 +224,11 @@ LISTED = dsl.Grammar.lark(
 )
 
 
-async def listed(engine: Engine, seed: int, alike: tuple[tuple[str, ...], ...]) -> FinishEvent:
-    assert engine.tokenizer is not None
-    req = EngineRequest(
-        prompt=engine.tokenizer.encode(f"list {seed}:"),
-        params=SampleParams(max_tokens=40, temperature=1.0, seed=seed),
-        constraint=await engine.matcher(LISTED),
-        alike=alike,
-    )
-    return (await engine.complete(req))[1]
-
-
 async def test_a_lists_items_are_written_on_alike_lines(engine: Engine) -> None:
     """``alike``: once a line writes ``a``, the next lines are that line with ``b``, then
     ``c``. A line that goes another way is taken back to where it did and written in the
     form; the text is sent at the end."""
-    plain = [(await listed(engine, seed, ())).text for seed in range(12)]
+    plain = [(await walk(engine, seed, grammar=LISTED))[1].text for seed in range(12)]
 
     def alike(t: str) -> bool:
         first = t.split("\n")[0]
@@ -246,7 +237,7 @@ async def test_a_lists_items_are_written_on_alike_lines(engine: Engine) -> None:
     assert sum(not alike(t) for t in plain) >= 8, plain  # else the test shows little
     before = engine.counters["rewinds"]
     for seed in range(12):
-        fin = await listed(engine, seed, (("a", "b", "c"),))
+        _, fin = await walk(engine, seed, grammar=LISTED, alike=(("a", "b", "c"),))
         assert fin.reason == "stop" and alike(fin.text), fin.text
         assert fin.tail == fin.text  # nothing sent before the end
         # the first line is the model's own: the form it chose is kept
@@ -256,8 +247,9 @@ async def test_a_lists_items_are_written_on_alike_lines(engine: Engine) -> None:
 
 async def test_a_group_whose_first_string_is_not_written_asks_nothing(engine: Engine) -> None:
     for seed in range(4):
-        plain = await listed(engine, seed, ())
-        assert (await listed(engine, seed, (("q", "b", "c"),))).text == plain.text
+        _, plain = await walk(engine, seed, grammar=LISTED)
+        _, fin = await walk(engine, seed, grammar=LISTED, alike=(("q", "b", "c"),))
+        assert fin.text == plain.text
 
 
 async def test_alike_is_refused_with_pause_or_a_short_group(engine: Engine) -> None:
