@@ -22,12 +22,19 @@ class Hints:
             converts it to the engine's own field and direction.
         kv_ttl: seconds the engine should keep this program's KV cache after the call
             (``X-Legato-KV-TTL``), or None.
+        promote_after: anti-starvation at the engine: if the call has waited there this
+            many seconds (``X-Legato-Promote-After``), its priority becomes ``promote_to``
+            (``X-Legato-Promote-To``). None: its priority never changes. The embedded engine
+            honours it; other engines' priority fields carry ``priority`` alone.
+        promote_to: the priority after ``promote_after``.
     """
 
     program: str
     thread: str
     priority: int = 0
     kv_ttl: float | None = None
+    promote_after: float | None = None
+    promote_to: int = 0
 
     def headers(self) -> dict[str, str]:
         """Legato's own headers, sent on every request whatever the dialect."""
@@ -38,6 +45,9 @@ class Hints:
         }
         if self.kv_ttl is not None:
             h["X-Legato-KV-TTL"] = f"{self.kv_ttl:g}"
+        if self.promote_after is not None:
+            h["X-Legato-Promote-After"] = f"{self.promote_after:g}"
+            h["X-Legato-Promote-To"] = str(self.promote_to)
         return h
 
 

@@ -127,6 +127,8 @@ class LocalBackend:
             program=hints.program,
             thread=hints.thread,
             kv_ttl=hints.kv_ttl,
+            promote_after=hints.promote_after,
+            promote_to=hints.promote_to,
             distinct_lines=request.distinct_lines,
             require=request.require,
             require_order=request.require_order,

@@ -80,6 +80,10 @@ class EngineRequest:
         priority: lower = sooner (used by priority batch policies).
         program, thread: the Legato program and thread it belongs to, if any.
         kv_ttl: seconds to keep its KV blocks pinned after it finishes.
+        promote_after: once the request has been at the engine this many seconds, batch
+            policies see ``promote_to`` as its priority (the orchestrator's anti-starvation,
+            ``Hints.promote_after``). None: ``priority`` always.
+        promote_to: its priority after ``promote_after``.
         constraint: a grammar matcher (``GrammarCompiler.compile(g).matcher()``): each step
             only the tokens it allows may be sampled, and the generation ends when it is
             complete and an end token is chosen. Owned by this request (one per sequence).
@@ -132,6 +136,8 @@ class EngineRequest:
     program: str | None = None
     thread: str | None = None
     kv_ttl: float | None = None
+    promote_after: float | None = None
+    promote_to: int = 0
     constraint: constrain.TokenMatcher | None = None
     pause: tuple[str, ...] = ()
     distinct_lines: bool = False
@@ -151,6 +157,12 @@ class EngineRequest:
         """Whether its text is held back until it ends, because a rewind may take back any of
         it (required strings or ``alike`` lines)."""
         return bool(self.require or self.require_anywhere or self.alike)
+
+    def priority_at(self, waited: float) -> int:
+        """Its priority once it has been at the engine ``waited`` seconds."""
+        if self.promote_after is not None and waited >= self.promote_after:
+            return self.promote_to
+        return self.priority
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -321,6 +333,11 @@ class Engine:
             raise RequestRejected(
                 f"the request needs {need} KV blocks but the engine has {self.pool.num_blocks}"
             )
+        if req.promote_after is not None and not req.promote_after >= 0:
+            raise RequestRejected(
+                f"promote_after must be seconds >= 0, got {req.promote_after}",
+                field="promote_after",
+            )
         if req.rewinds and req.pause:
             what = (
                 "distinct_lines"
@@ -483,7 +500,7 @@ class Engine:
         """A paused sequence with nothing left to compute: no step has work for it."""
         return s.held and s.num_computed >= len(s.tokens)
 
-    def _view(self, s: _Seq, running: bool) -> SeqView:
+    def _view(self, s: _Seq, running: bool, now: float) -> SeqView:
         if running:
             blocks = len(s.table.blocks) if s.table else 0
         else:
@@ -493,7 +510,7 @@ class Engine:
             blocks = s.blocks_hint
         return SeqView(
             id=s.id,
-            priority=s.req.priority,
+            priority=s.req.priority_at(now - s.arrival),
             arrival=s.arrival,
             program=s.req.program,
             blocks_needed=blocks,
@@ -525,8 +542,8 @@ class Engine:
         ):
             return  # nothing to admit and the policy never preempts: skip building views
         decision = self.policy.schedule(
-            [self._view(s, False) for s in self._waiting],
-            [self._view(s, True) for s in self._running],
+            [self._view(s, False, now) for s in self._waiting],
+            [self._view(s, True, now) for s in self._running],
             free_blocks=self.pool.free_blocks + self.pool.pinned_blocks,
             max_batch=self.max_batch,
             now=now,
@@ -1117,7 +1134,7 @@ class Engine:
             on_finish = getattr(self.policy, "on_finish", None)
             if on_finish is not None:
                 now = anyio.current_time()
-                on_finish(self._view(s, True), now, now - s.started)
+                on_finish(self._view(s, True, now), now, now - s.started)
         if s.table is not None:
             pin = None
             if reason != "abort" and s.req.kv_ttl and s.req.program:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import uuid
 import warnings
@@ -131,6 +132,20 @@ def _int_header(request: Request, name: str) -> int | None:
         return int(value)
     except ValueError:
         raise _BadRequest(f"header {name} must be an integer, got {value!r}", name) from None
+
+
+def _seconds_header(request: Request, name: str, label: str) -> float | None:
+    """A header holding a number of seconds (``label``: its name as written), or None."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
+        raise _BadRequest(f"header {label} must be a number of seconds >= 0, got {value!r}", name)
+    return seconds
 
 
 def _grammar(so: dict[str, Any] | None) -> Grammar | None:
@@ -263,13 +278,14 @@ def create_app(
             priority = _int_header(request, "x-vllm-priority")
         if priority is None:
             priority = body.priority or 0
-        ttl_text = request.headers.get("x-legato-kv-ttl")
-        try:
-            ttl = float(ttl_text) if ttl_text is not None else None
-        except ValueError:
+        ttl = _seconds_header(request, "x-legato-kv-ttl", "X-Legato-KV-TTL")
+        promote_after = _seconds_header(request, "x-legato-promote-after", "X-Legato-Promote-After")
+        promote_to = _int_header(request, "x-legato-promote-to")
+        if promote_to is not None and promote_after is None:
             raise _BadRequest(
-                f"header X-Legato-KV-TTL must be a number, got {ttl_text!r}", "x-legato-kv-ttl"
-            ) from None
+                "header X-Legato-Promote-To needs X-Legato-Promote-After (when to promote)",
+                "x-legato-promote-to",
+            )
         max_tokens = body.max_tokens
         if isinstance(body, ChatBody) and body.max_completion_tokens is not None:
             max_tokens = body.max_completion_tokens
@@ -292,6 +308,8 @@ def create_app(
             program=request.headers.get("x-legato-program"),
             thread=request.headers.get("x-legato-thread"),
             kv_ttl=ttl,
+            promote_after=promote_after,
+            promote_to=promote_to or 0,
             distinct_lines=body.distinct_lines,
             require=tuple(body.require),
             require_order=body.require_order,

@@ -233,9 +233,7 @@ async def _admitted(
         now = anyio.current_time()
         if st.stats.start is None:
             st.stats.start = now
-        hints = dataclasses.replace(
-            request.hints, priority=orch.policy.priority(call, now), kv_ttl=None
-        )
+        hints = orch.hints(request.hints, call, now, kv_ttl=None)
         try:
             yield dataclasses.replace(request, hints=hints)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import secrets
 from types import TracebackType
@@ -12,12 +13,12 @@ import anyio
 import anyio.abc
 
 import dsl
-from orchestrator.backends import Backend, backend_from_spec
+from orchestrator.backends import Backend, Hints, backend_from_spec
 from orchestrator.errors import ConfigError, ProgramError
 from orchestrator.runtime._admission import Admission
 from orchestrator.runtime._retry import RetryPolicy
 from orchestrator.runtime._run import NodeStats, ProgramRun
-from orchestrator.scheduler import Policy, TTLPredictor, make_policy
+from orchestrator.scheduler import CallInfo, Policy, TTLPredictor, make_policy
 
 __all__ = ["Orchestrator", "ProgramHandle", "arun", "resolve_backend", "run"]
 
@@ -152,6 +153,23 @@ class Orchestrator:
         """Fold one LLM call's time at the backend into the running average (what a KV-cache
         miss would make the next turn wait again)."""
         self.call_latency += 0.1 * (seconds - self.call_latency)
+
+    def hints(self, hints: Hints, call: CallInfo, now: float, *, kv_ttl: float | None) -> Hints:
+        """``hints`` with the policy's word on ``call``, admitted at ``now``: its priority, and
+        when and to what it is promoted if it waits at the engine (the policy's
+        ``promotion``, where it has one and it would raise the priority)."""
+        priority = self.policy.priority(call, now)
+        promotion = getattr(self.policy, "promotion", None)
+        promote = promotion(call, now) if promotion is not None else None
+        if promote is not None and promote[1] >= priority:
+            promote = None  # nothing to gain: it is already there
+        return dataclasses.replace(
+            hints,
+            priority=priority,
+            kv_ttl=kv_ttl,
+            promote_after=None if promote is None else round(promote[0], 3),
+            promote_to=0 if promote is None else promote[1],
+        )
 
     def next_call_seq(self) -> int:
         """A number that increases with each LLM call (ties in the policies' orderings)."""

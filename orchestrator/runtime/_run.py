@@ -433,11 +433,7 @@ class ProgramRun:
                     if st.stats.start is None:
                         st.stats.start = anyio.current_time()
                     now = anyio.current_time()
-                    hints = dataclasses.replace(
-                        request.hints,
-                        priority=orch.policy.priority(call, now),
-                        kv_ttl=self._kv_ttl(node, request),
-                    )
+                    hints = orch.hints(request.hints, call, now, kv_ttl=self._kv_ttl(node, request))
                     req = dataclasses.replace(request, hints=hints)
                     with anyio.fail_after(timeout):
                         completion = await backend.complete(req)
@@ -480,9 +476,7 @@ class ProgramRun:
             now = anyio.current_time()
             if st.stats.start is None:
                 st.stats.start = now
-            hints = dataclasses.replace(
-                request.hints, priority=orch.policy.priority(call, now), kv_ttl=None
-            )
+            hints = orch.hints(request.hints, call, now, kv_ttl=None)
             chunks = orch.backend.stream(dataclasses.replace(request, hints=hints))
             try:
                 yield chunks

@@ -12,7 +12,12 @@ engine, so a program's first call always starts in the top queue. Within a queue
 arrival order. **Anti-starvation:** a waiting call whose program has waited at least ``beta = 4``
 times its service so far (including this call's wait) jumps to the top queue; Autellix promotes
 on the same wait/service ratio. 4 keeps the promotion rare for programs that are merely long
-while bounding any program's slowdown.
+while bounding any program's slowdown. A program's wait counts its calls' time in the admission
+queue and, where the engine reports its own service time, their time queued at the engine before
+they first ran. Calls mostly wait at the engine when the orchestrator admits more calls than the
+engine batches, so the rule travels with each call: ``promotion(call, now)`` says when, if the call
+is still waiting at the engine, its program starves and what priority it should have then (sent
+as ``X-Legato-Promote-After`` / ``X-Legato-Promote-To``; the embedded engine honours them).
 """
 
 from __future__ import annotations
@@ -54,11 +59,20 @@ class _Base:
 
     config: QueueConfig = field(default_factory=QueueConfig)
     programs: dict[str, _Program] = field(default_factory=lambda: defaultdict(_Program))
+    admitted: dict[str, float] = field(default_factory=dict)
+    """When each call now at the backend was admitted (its wait since then is not yet in its
+    program's ``waited``)."""
+
+    def _since(self, call: CallInfo) -> float:
+        """Since when ``call`` has been waiting, as far as its program's ``waited`` does not
+        count yet: its admission if it was admitted (it may wait at the engine), else the
+        moment it became ready."""
+        return self.admitted.get(call.call, call.arrival)
 
     def _starved(self, call: CallInfo, now: float) -> bool:
         p = self.programs.get(call.program)
         service = p.service if p else 0.0
-        waited = (p.waited if p else 0.0) + (now - call.arrival)
+        waited = (p.waited if p else 0.0) + (now - self._since(call))
         return service > 0.0 and waited >= self.config.beta * service
 
     def expires(self, call: CallInfo, now: float) -> float:
@@ -67,18 +81,37 @@ class _Base:
         p = self.programs.get(call.program)
         if p is None or p.service <= 0.0 or self._starved(call, now):
             return math.inf  # never starves, or already has: time alone changes nothing now
-        return call.arrival + self.config.beta * p.service - p.waited
+        return self._since(call) + self.config.beta * p.service - p.waited
+
+    def promotion(self, call: CallInfo, now: float) -> tuple[float, int] | None:
+        """For a call sent to the engine at ``now``: if it is still waiting there after the
+        first number of seconds, its program starves and its priority should become the
+        second (0: the top queue). None if it cannot starve or already has (its priority says
+        so now)."""
+        when = self.expires(call, now)
+        if when == math.inf:
+            return None
+        return max(0.0, when - now), 0
 
     def on_admit(self, call: CallInfo, now: float) -> None:
         self.programs[call.program].waited += now - call.arrival
+        self.admitted[call.call] = now
 
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
         p = self.programs[call.program]
         p.service += service
         p.calls += 1
+        admitted = self.admitted.pop(call.call, None)
+        if admitted is not None:
+            # held ``now - admitted``, ran ``service``: the rest it waited at the engine (0
+            # when ``service`` is the slot's own time, without the engine's figure)
+            p.waited += max(0.0, now - admitted - service)
 
     def on_program_end(self, program: str, kind: str, now: float) -> None:
         self.programs.pop(program, None)
+        prefix = program + "/"
+        for k in [k for k in self.admitted if k.startswith(prefix)]:
+            del self.admitted[k]
 
     def priority(self, call: CallInfo, now: float) -> int:
         return int(self.key(call, now)[0])
@@ -161,6 +194,10 @@ class SLO(_Base):
         latest_start = call.deadline - call.expected_service
         # slack = latest_start - now; ``now`` is common to every call, so order by the rest
         return (0.0 if now <= latest_start else 1.0, latest_start, call.arrival, call.seq)
+
+    def promotion(self, call: CallInfo, now: float) -> tuple[float, int] | None:
+        """None: a late call goes after the others, it is never promoted."""
+        return None
 
     def expires(self, call: CallInfo, now: float) -> float:
         """The moment a call's slack turns negative (its key changes class then)."""

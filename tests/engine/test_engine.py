@@ -224,6 +224,38 @@ async def test_priority_policy_preempts_for_urgent_work(
         assert engine.counters["preemptions"] >= 1
 
 
+@pytest.mark.parametrize("promote", [False, True])
+async def test_a_request_is_promoted_once_it_has_waited_its_allowance(
+    tiny: GGUFModel, tokenizer: EngineTokenizer, promote: bool
+) -> None:
+    """One slot. ``old`` (priority 9) waits behind ``blocker`` (5), then ``fresh`` (2) comes
+    and preempts. Without a promotion ``old`` goes last; with ``promote_after`` 0.05 s to
+    priority 0 it overtakes (and preempts) both once it has waited that long."""
+    async with running(make_engine(tiny, tokenizer, max_batch=1, policy=PriorityBatch())) as engine:
+        done: list[str] = []
+        slow = SampleParams(max_tokens=200, temperature=0.0, ignore_eos=True)
+
+        async def run(name: str, priority: int, delay: float, after: float | None) -> None:
+            await anyio.sleep(delay)
+            r = req(tokenizer, name, params=slow, priority=priority, promote_after=after)
+            await engine.complete(r)
+            done.append(name)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "blocker", 5, 0.0, None)
+            tg.start_soon(run, "old", 9, 0.02, 0.05 if promote else None)
+            tg.start_soon(run, "fresh", 2, 0.04, None)
+        assert done == (["old", "fresh", "blocker"] if promote else ["fresh", "blocker", "old"])
+
+
+async def test_a_negative_promotion_time_is_rejected(
+    engine: Engine, tokenizer: EngineTokenizer
+) -> None:
+    with pytest.raises(RequestRejected, match="promote_after") as err:
+        await engine.complete(req(tokenizer, promote_after=-1.0))
+    assert err.value.field == "promote_after"
+
+
 async def test_appended_tokens_join_the_context(engine: Engine, tokenizer: EngineTokenizer) -> None:
     base = req(tokenizer, params=SampleParams(max_tokens=30, temperature=0.0, ignore_eos=True))
     plain, _ = await engine.complete(base)

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 import orchestrator
-from orchestrator.backends import OpenAICompatible
+from orchestrator.backends import Hints, OpenAICompatible
 from orchestrator.cli import load_program
 from orchestrator.testing import EngineServer
 
@@ -179,6 +179,31 @@ def test_bad_priority_header(server: EngineServer) -> None:
         f"{server.url}/completions", json={"prompt": "x"}, headers={"X-Vllm-Priority": "soon"}
     )
     assert r.status_code == 400 and "X-Vllm-Priority".lower() in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "param"),
+    [
+        ({"X-Legato-Promote-After": "soon"}, "x-legato-promote-after"),
+        ({"X-Legato-Promote-After": "-1"}, "x-legato-promote-after"),
+        ({"X-Legato-Promote-After": "1", "X-Legato-Promote-To": "top"}, "x-legato-promote-to"),
+        ({"X-Legato-Promote-To": "0"}, "x-legato-promote-to"),
+        ({"X-Legato-KV-TTL": "nan"}, "x-legato-kv-ttl"),
+    ],
+)
+def test_bad_promotion_headers(server: EngineServer, headers: dict[str, str], param: str) -> None:
+    r = httpx.post(f"{server.url}/completions", json={"prompt": "x"}, headers=headers)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_promotion_headers_are_accepted(server: EngineServer) -> None:
+    hints = Hints(program="p", thread="t", priority=7, promote_after=0.5, promote_to=0)
+    r = httpx.post(
+        f"{server.url}/completions",
+        json={"prompt": "x", "max_tokens": 2},
+        headers=hints.headers(),
+    )
+    assert r.status_code == 200, r.text
 
 
 def test_a_client_that_disconnects_mid_stream_frees_its_sequence(server: EngineServer) -> None:

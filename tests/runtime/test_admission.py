@@ -8,7 +8,7 @@ import pytest
 import dsl
 import orchestrator
 from orchestrator.runtime import Admission
-from orchestrator.scheduler import FCFS, CallInfo
+from orchestrator.scheduler import FCFS, PLAS, CallInfo, QueueConfig
 from orchestrator.testing import ScriptedBackend
 
 pytestmark = pytest.mark.anyio
@@ -86,6 +86,26 @@ async def test_priority_hint_comes_from_the_policy() -> None:
         for tag in ("A", "B"):
             await (await orch.submit(chain, tag, 1)).result()
     assert [c.request.hints.priority for c in backend.calls] == [0, 1]
+
+
+async def test_each_call_carries_when_it_would_starve_at_the_engine() -> None:
+    """PLAS (beta 4, a first queue under 0.05 s): the first call has no service behind it and
+    is never promoted; the second, of a program with ~0.1 s of service (queue 1), is promoted
+    to 0 if it waits ~0.4 s at the engine, and says so in its headers."""
+
+    async def reply(req: object) -> str:
+        await anyio.sleep(0.1)
+        return "ok"
+
+    backend = ScriptedBackend(reply)
+    policy = PLAS(config=QueueConfig(thresholds=(0.05, 1.0)))
+    async with orchestrator.Orchestrator(backend, policy=policy) as orch:
+        await (await orch.submit(chain, "A", 2)).result()
+    first, second = (c.request.hints for c in backend.calls)
+    assert first.promote_after is None and "X-Legato-Promote-After" not in first.headers()
+    assert second.promote_after is not None and 0.35 < second.promote_after < 0.6
+    assert second.promote_to == 0 and second.priority == 1
+    assert second.headers()["X-Legato-Promote-To"] == "0"
 
 
 async def test_cancelled_waiter_gives_its_turn_away() -> None:

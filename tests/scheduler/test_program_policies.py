@@ -87,6 +87,47 @@ def test_anti_starvation_promotes_long_waiters() -> None:
     assert order(p, [waiting, fresh], now=30.1) == ["long", "fresh"]
 
 
+def test_time_queued_at_the_engine_counts_as_waiting() -> None:
+    """A call held 5 s at the backend that ran 2 s of it (the engine's own figure) waited 3 s
+    there; with only the slot's time (service = time held) it waited none."""
+    p = PLAS()
+    c = call("p")
+    p.on_admit(c, 0.0)
+    p.on_finish(c, 5.0, 2.0)
+    assert p.programs["p"].waited == 3.0
+    d = call("q")
+    p.on_admit(d, 0.0)
+    p.on_finish(d, 5.0, 5.0)
+    assert p.programs["q"].waited == 0.0
+
+
+@pytest.mark.parametrize("name", ["plas", "atlas", "mlfq", "adaptive"])
+def test_promotion_says_when_a_call_at_the_engine_starves(name: str) -> None:
+    """A call admitted at 12 after 2 s in the admission queue, of a program with 1 s of
+    service (beta 4): 2 s of its 4 s allowance are spent, so if it still waits at the engine
+    at 14 it is promoted to the top priority; before, its priority is the policy's own."""
+    p = make_policy(name)
+    first = call("p", node="a")
+    p.on_admit(first, 0.0)
+    p.on_finish(first, 1.0, 1.0)
+    second = call("p", 10.0, node="b", expected=10.0)  # MLFQ: a long call, a low queue
+    p.on_admit(second, 12.0)  # type: ignore[attr-defined]
+    assert p.promotion(second, 12.0) == (2.0, 0)  # type: ignore[attr-defined]
+    assert p.priority(second, 12.0) > 0  # not starved yet: its wait is not counted twice
+    assert p.priority(second, 14.0) == 0
+    assert p.promotion(second, 14.0) is None  # starved: its priority says so already
+
+
+def test_no_promotion_without_service_or_for_slo() -> None:
+    p = PLAS()
+    c = call("new")
+    p.on_admit(c, 1.0)
+    assert p.promotion(c, 1.0) is None  # no service yet: it cannot starve
+    s = SLO()
+    late = call("p", deadline=5.0)
+    assert s.promotion(late, 1.0) is None
+
+
 def test_atlas_counts_parallel_branches_once() -> None:
     a, p = ATLAS(), PLAS()
     root = call("dag", node="root")
