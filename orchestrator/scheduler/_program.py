@@ -325,10 +325,11 @@ class Adaptive(_Base):
     module docstring.
 
     Evidence (``legato bench sched --workload W``, default rates, one run each, adaptive's mean
-    completion time over the best other policy's): chat 1.006 (MLFQ best; 1.14 before the chain
-    rule), react 1.004, tree 1.037 (request-level FCFS best; 1.083 while age preempted), dag
-    1.010, text2sql 1.005 (program-level FCFS best), mixed 0.987 (adaptive best; 0.908 and 0.963
-    with seeds 1 and 2). ``call_cv = 0.6`` sits between react's call sizes (CV ~0.43; size
+    completion time over the best other policy's): chat 0.998 (adaptive best; 1.14 before the
+    chain rule), react 1.021, tree 1.013 (slo, about fcfs, best; 1.083 while age preempted), dag
+    1.003, text2sql 1.001 (program-level FCFS best), mixed 0.988 (adaptive best; 0.908 and 0.963
+    with seeds 1 and 2 before anti-starvation reached the engine). Before it did, chat measured
+    1.006 and react 1.004. ``call_cv = 0.6`` sits between react's call sizes (CV ~0.43; size
     order there measured 1.04 of program-level FCFS) and chat's (~0.9).
     """
 
