@@ -47,6 +47,7 @@ from rich.console import Console
 
 from orchestrator.backends import Backend, LocalBackend, Replicas
 from orchestrator.bench._report import Report, Target, progress
+from orchestrator.bench._virtual import run_virtual
 from orchestrator.bench.overhead import percentile
 from orchestrator.bench.workloads import WORKLOADS, Arrival, make_workload
 from orchestrator.engine import CostModel, virtual_engine
@@ -306,19 +307,11 @@ def _metrics(policy: str, records: list[_Record], t0: float, end: float) -> dict
 
 def simulate(arrivals: Sequence[Arrival], **options: Any) -> dict[str, Any]:
     """``run_workload(arrivals, **options)`` in a fresh event loop under trio's mock clock
-    (virtual time); adds ``wall_s``, the wall-clock seconds it took. Needs ``trio``."""
-    try:
-        import trio.testing
-    except ImportError as exc:  # pragma: no cover - trio is a development dependency
-        raise ConfigError(
-            "legato bench sched runs in virtual time on trio's mock clock: pip install trio"
-        ) from exc
-    clock = trio.testing.MockClock(autojump_threshold=0)
+    (virtual time, the same figures every time: ``run_virtual``); adds ``wall_s``, the
+    wall-clock seconds it took. Needs ``trio``."""
     start = time.perf_counter()
-    result: dict[str, Any] = anyio.run(
-        functools.partial(run_workload, arrivals, **options),
-        backend="trio",
-        backend_options={"clock": clock},
+    result: dict[str, Any] = run_virtual(
+        functools.partial(run_workload, arrivals, **options), what="legato bench sched"
     )
     result["wall_s"] = time.perf_counter() - start
     return result

@@ -70,7 +70,6 @@ now and then).
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 import math
@@ -93,6 +92,7 @@ from dsl.plans import END_OF_PLAN, PlanError, PlanParser, TaskLine, ToolSignatur
 from orchestrator import constrain
 from orchestrator.backends import Backend, Completion, LLMRequest
 from orchestrator.bench._report import Report, Target, progress
+from orchestrator.bench._virtual import run_virtual
 from orchestrator.engine import (
     CostModel,
     Engine,
@@ -638,18 +638,7 @@ async def _run_plans(
 
 
 def _simulate(questions: list[Question], on_done: Callable[[], None]) -> list[_Result]:
-    try:
-        import trio.testing
-    except ImportError as exc:  # pragma: no cover - trio is a development dependency
-        raise ConfigError(
-            "legato bench tools runs in virtual time on trio's mock clock: pip install trio"
-        ) from exc
-    out: list[_Result] = anyio.run(
-        functools.partial(_run_plans, questions, CostModel(), on_done),
-        backend="trio",
-        backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)},
-    )
-    return out
+    return run_virtual(_run_plans, questions, CostModel(), on_done, what="legato bench tools")
 
 
 def _row(case: str, results: list[_Result]) -> dict[str, Any]:

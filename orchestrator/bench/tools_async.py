@@ -45,7 +45,6 @@ the completions endpoint with the frames appended) and reports its timings.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import re
 import statistics
@@ -62,6 +61,7 @@ from dsl import cml
 from orchestrator.backends import Completion, LLMRequest
 from orchestrator.backends.local import SessionText
 from orchestrator.bench._report import Target
+from orchestrator.bench._virtual import run_virtual
 from orchestrator.engine import CostModel
 from orchestrator.runtime import Orchestrator
 
@@ -441,17 +441,13 @@ def measure_async(
         Conveyor gave each call, the wall time), and the targets
         ``bfcl_async_speedup_vs_sync`` and ``bfcl_async_gap_to_latency_model``.
     """
-    import trio.testing
-
     n = 30 if quick else calls
     cases = bfcl_workload(n, seed=seed)
     cost = CostModel()
     modes = ("sync", "async_trap", "async_each")
     start = time.perf_counter()
-    outcome: _Outcome = anyio.run(
-        functools.partial(_run_all, cases, modes, cost, advance),
-        backend="trio",
-        backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)},
+    outcome: _Outcome = run_virtual(
+        _run_all, cases, modes, cost, advance, what="legato bench tools", seed=seed
     )
     wall = time.perf_counter() - start
     rows: list[dict[str, Any]] = []
