@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.scheduler import Adaptive, PriorityBatch, SeqView
+from orchestrator.scheduler import Adaptive, PriorityBatch, ProgramFCFS, SeqView
 
 
 def seq(id: str, priority: int, arrival: float = 0.0) -> SeqView:
@@ -28,6 +28,13 @@ def test_threshold_lets_only_a_better_class_preempt() -> None:
     policy = PriorityBatch(preempt_threshold=Adaptive.preempt_threshold)
     assert decide(policy, 1_000_001) == ((), ())  # same class, older program: waits its turn
     assert decide(policy, 1) == (("head",), ("old-run",))  # a better class preempts
+
+
+def test_program_fcfs_hints_never_preempt_for_age() -> None:
+    policy = PriorityBatch(preempt_threshold=ProgramFCFS.preempt_threshold)
+    assert decide(policy, 0) == ((), ())  # the oldest program waits for a free slot
+    free = policy.schedule([seq("head", 0)], [], free_blocks=8, max_batch=1, now=2.0)
+    assert free.admit == ("head",)
 
 
 def test_negative_threshold_is_rejected() -> None:
