@@ -361,6 +361,9 @@ def _row(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         key = keys[column]
         if metrics[key] is not None:
             row[f"{column.removesuffix('_s')}_x"] = _ratio(metrics[key], base[key])
+    if metrics.get("slowdown_p99") is not None:
+        row["slow_p99"] = metrics["slowdown_p99"]
+        row["slow_max"] = metrics["slowdown_max"]
     row["preempt"] = metrics["preemptions"]
     row["cached"] = metrics["cached_share"]
     row["failed"] = metrics["failed"]
@@ -448,7 +451,9 @@ def measure(
         ``mean_s``, ``p50_s``, ``p95_s``, ``p99_s`` (completion time, virtual seconds),
         ``thru`` (programs/s), ``slo`` (attainment, SLO workloads only), then ``mean_x``,
         ``p50_x``, ``p99_x``, ``thru_x``, ``slo_x``: the figure divided by fcfs's (below 1 is
-        better for times, above 1 for throughput and SLO attainment), then ``preempt`` (engine
+        better for times, above 1 for throughput and SLO attainment), on chat ``slow_p99`` and
+        ``slow_max`` (p99 and worst of each program's completion time over its time alone, from
+        the run that bounds the p50 speedup), then ``preempt`` (engine
         preemptions), ``cached`` (share of prompt tokens found in the prefix cache),
         ``failed`` (programs that raised) and ``wall_s``.
     """
@@ -469,9 +474,12 @@ def measure(
             _note_failures(runs[name], console)
     config = _config(workload, rate, programs, seed, arrivals, options)
     if workload == "chat":
-        alone = _alone(arrivals, options, console)
+        alone_times = _alone(arrivals, options, console)
+        alone = percentile(alone_times, 50)
         config["chat_p50_alone_s"] = alone
         config["chat_p50_speedup_bound"] = _ratio(runs["fcfs"]["p50_s"], alone)
+        for m in runs.values():
+            m.update(_slowdowns(m, alone_times))
     rows = [_row(runs[n], runs["fcfs"]) for n in names]
     return Report("sched", config, rows, _targets(workload, runs, config)), runs
 
@@ -480,18 +488,28 @@ ALONE_GAP_S = 1000.0
 """Seconds between programs when each runs alone (longer than any chat program takes)."""
 
 
-def _alone(arrivals: Sequence[Arrival], options: dict[str, Any], console: Console) -> float:
-    """The p50 completion time of ``arrivals`` with each program alone on the engine
-    (``ALONE_GAP_S`` apart). No policy can beat it: sharing the engine never makes a program
-    faster, so each program's completion time is at least its time alone, and so is the
-    median. ``fcfs p50 / this`` bounds the chat p50 speedup any policy can reach at the load."""
+def _alone(arrivals: Sequence[Arrival], options: dict[str, Any], console: Console) -> list[float]:
+    """Each program's completion time alone on the engine (``ALONE_GAP_S`` apart), in arrival
+    order. No policy can beat it: sharing the engine never makes a program faster, so each
+    program's completion time is at least its time alone, and so is the median. ``fcfs p50 /
+    the p50 of these`` bounds the chat p50 speedup any policy can reach at the load."""
     spaced = [replace(a, time=i * ALONE_GAP_S) for i, a in enumerate(arrivals)]
     with progress(console=console) as bar:
         task = bar.add_task("alone", total=len(spaced))
         done = simulate(
             spaced, policy="fcfs", on_done=functools.partial(bar.advance, task), **options
         )
-    return float(done["p50_s"])
+    return [float(t) for t in done["completion_times"]]
+
+
+def _slowdowns(metrics: dict[str, Any], alone: Sequence[float]) -> dict[str, float | None]:
+    """Slowdown (each program's completion time over its time alone), p99 and worst: what
+    anti-starvation is meant to bound. None where a program failed (the lists do not pair)."""
+    times = metrics["completion_times"]
+    if metrics["failed"] or len(times) != len(alone) or not times:
+        return {"slowdown_p99": None, "slowdown_max": None}
+    ratios = [t / a for t, a in zip(times, alone, strict=True) if a > 0]
+    return {"slowdown_p99": percentile(ratios, 99), "slowdown_max": max(ratios)}
 
 
 def _note_failures(metrics: dict[str, Any], console: Console) -> None:
