@@ -14,7 +14,6 @@ again by that much.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -70,7 +69,8 @@ def run_virtual(
         ) from exc
     with _deterministic(seed):
         result: T = anyio.run(
-            functools.partial(fn, *args),
+            fn,
+            *args,
             backend="trio",
             backend_options={"clock": trio.testing.MockClock(autojump_threshold=0)},
         )

@@ -61,7 +61,7 @@ class _Base:
     programs: dict[str, _Program] = field(default_factory=lambda: defaultdict(_Program))
     admitted: dict[str, float] = field(default_factory=dict)
     """When each call now at the backend was admitted (its wait since then is not yet in its
-    program's ``waited``)."""
+    program's ``waited``); ``on_finish``, which admission always calls, removes it."""
 
     def _since(self, call: CallInfo) -> float:
         """Since when ``call`` has been waiting, as far as its program's ``waited`` does not
@@ -109,9 +109,6 @@ class _Base:
 
     def on_program_end(self, program: str, kind: str, now: float) -> None:
         self.programs.pop(program, None)
-        prefix = program + "/"
-        for k in [k for k in self.admitted if k.startswith(prefix)]:
-            del self.admitted[k]
 
     def priority(self, call: CallInfo, now: float) -> int:
         return int(self.key(call, now)[0])
