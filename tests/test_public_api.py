@@ -122,6 +122,7 @@ PUBLIC = {
         "SLO",
         "SeqView",
         "TTLPredictor",
+        "batch_policy_for",
         "gittins_index",
         "make_policy",
     },

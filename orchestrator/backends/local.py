@@ -27,6 +27,7 @@ from orchestrator.engine import (
 )
 from orchestrator.engine import build_engine as _build_engine
 from orchestrator.errors import BackendError, BackendRejected, ConfigError
+from orchestrator.scheduler import batch_policy_for
 
 __all__ = ["LocalBackend", "LocalSession", "SessionText"]
 
@@ -36,8 +37,10 @@ class LocalBackend:
 
     Use as an async context manager (an ``Orchestrator`` enters it for you): entering loads the
     model (making a preset on first use, cached in the user's cache folder) and starts the
-    engine's step loop; leaving stops it. The engine obeys every hint: priorities (with the
-    ``"priority"`` batch policy), KV time-to-live pins, and grammars as a hard token mask.
+    engine's step loop; leaving stops it. The engine obeys every hint: priorities and their
+    promotions (with a ``"priority"`` batch policy), KV time-to-live pins, and grammars as a
+    hard token mask. Given to an ``Orchestrator`` without a ``policy=`` option, the engine's
+    batch policy follows the orchestrator's policy (``follow``); otherwise it is ``"fcfs"``.
 
     Args:
         model: ``"demo"`` (the trained model shipped with Legato, the default), a preset name
@@ -47,7 +50,7 @@ class LocalBackend:
         grammar_timeout: seconds a grammar may take to compile before the call is rejected
             (the engine goes on serving other requests meanwhile).
         **options: engine settings for ``build_engine`` (``kv_tokens``, ``max_batch``,
-            ``policy``...).
+            ``policy``: the batch policy...).
     """
 
     def __init__(
@@ -68,6 +71,16 @@ class LocalBackend:
         self.started = False
         self._tg: anyio.abc.TaskGroup | None = None
         self._words = WordTokenizer()
+        self._batch_given = "policy" in options
+
+    def follow(self, policy: object) -> None:
+        """Let the engine this backend builds carry out the hints of the request policy
+        ``policy`` (an ``Orchestrator`` calls this with its own): its batch policy becomes
+        ``batch_policy_for(policy)``, so priorities order the batch, promotions act, and the
+        policy's preemption threshold holds. Does nothing when a batch policy was given
+        (``policy=``) or the engine is already built."""
+        if self.engine is None and not self._batch_given:
+            self.options["policy"] = batch_policy_for(policy)
 
     async def __aenter__(self) -> Self:
         if self.started:

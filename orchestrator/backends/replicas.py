@@ -130,6 +130,13 @@ class Replicas:
         finally:
             self.loads[i] -= 1
 
+    def follow(self, policy: object) -> None:
+        """Pass ``policy`` to each replica that builds its own engine (``LocalBackend.follow``)."""
+        for b in self.backends:
+            follow = getattr(b, "follow", None)
+            if follow is not None:
+                follow(policy)
+
     async def release_program(self, program: str) -> None:
         """The program has ended: forget its replica and release its pins everywhere."""
         self.balancer.forget(program)

@@ -53,7 +53,7 @@ from orchestrator.bench.workloads import WORKLOADS, Arrival, make_workload
 from orchestrator.engine import CostModel, virtual_engine
 from orchestrator.errors import ConfigError
 from orchestrator.runtime import Orchestrator
-from orchestrator.scheduler import POLICIES, PriorityBatch
+from orchestrator.scheduler import POLICIES, PriorityBatch, batch_policy_for
 
 __all__ = [
     "BENCH_KV_TOKENS",
@@ -183,8 +183,7 @@ async def run_workload(
 
     def batcher() -> str | PriorityBatch:
         # the engine's preemption threshold as the policy's hints want it (see PriorityBatch)
-        threshold = int(getattr(POLICIES[policy], "preempt_threshold", 0))
-        return PriorityBatch(threshold) if engine_policy == "priority" else engine_policy
+        return batch_policy_for(POLICIES[policy]) if engine_policy == "priority" else engine_policy
 
     engines = [
         virtual_engine(

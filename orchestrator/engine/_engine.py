@@ -80,8 +80,9 @@ class EngineRequest:
         priority: lower = sooner (used by priority batch policies).
         program, thread: the Legato program and thread it belongs to, if any.
         kv_ttl: seconds to keep its KV blocks pinned after it finishes.
-        promote_after: once the request has been at the engine this many seconds, batch
-            policies see ``promote_to`` as its priority (the orchestrator's anti-starvation,
+        promote_after: once the request has waited this many seconds in the engine's queue
+            (not counting its time in the batch), batch policies see ``promote_to`` as its
+            priority (the orchestrator's anti-starvation,
             ``Hints.promote_after``). None: ``priority`` always.
         promote_to: its priority after ``promote_after``.
         constraint: a grammar matcher (``GrammarCompiler.compile(g).matcher()``): each step
@@ -159,7 +160,8 @@ class EngineRequest:
         return bool(self.require or self.require_anywhere or self.alike)
 
     def priority_at(self, waited: float) -> int:
-        """Its priority once it has been at the engine ``waited`` seconds."""
+        """Its priority once it has waited ``waited`` seconds in the engine's queue (time in
+        the batch is service, not waiting, and does not count)."""
         if self.promote_after is not None and waited >= self.promote_after:
             return self.promote_to
         return self.priority
@@ -220,6 +222,8 @@ class _Seq:
     stop_at: int | None = None
     stop_from: int = 0  # stop strings before this offset were grammar content, not stops
     started: float | None = None  # when it first joined the batch
+    queued_at: float = 0.0  # when it last entered the queue (arrival, preemption)
+    waited: float = 0.0  # seconds queued before that (its time in the batch does not count)
     stream: bool = True
     collected: list[TokenEvent] = field(default_factory=list)
     blocks_hint: int | None = None  # blocks to join, estimated when it (re)entered the queue
@@ -386,7 +390,8 @@ class Engine:
             id=seq_id if seq_id is not None else self.new_seq_id(),
             req=req,
             send=send,
-            arrival=anyio.current_time(),
+            arrival=(now := anyio.current_time()),
+            queued_at=now,
             tokens=list(req.prompt),
             rng=np.random.default_rng(req.params.seed),
             stream=stream,
@@ -508,9 +513,10 @@ class Engine:
                 cached, _ = self.pool.match_prefix(s.tokens)
                 s.blocks_hint = self.pool.blocks_for(len(s.tokens) + 1) - len(cached)
             blocks = s.blocks_hint
+        waited = s.waited if running else s.waited + now - s.queued_at
         return SeqView(
             id=s.id,
-            priority=s.req.priority_at(now - s.arrival),
+            priority=s.req.priority_at(waited),
             arrival=s.arrival,
             program=s.req.program,
             blocks_needed=blocks,
@@ -527,8 +533,19 @@ class Engine:
             s.num_computed = 0
         s.blocks_hint = None if mode != "keep" else 0
         self._running.remove(s)
-        self._waiting.append(s)
+        self._requeue(s)
         self.counters["preemptions"] += 1
+
+    def _requeue(self, s: _Seq) -> None:
+        """Put a sequence taken out of the batch back in the queue; its wait starts again."""
+        s.queued_at = anyio.current_time()
+        self._waiting.append(s)
+
+    def _join(self, s: _Seq, now: float) -> None:
+        """Move a queued sequence into the batch, counting its wait."""
+        s.waited += now - s.queued_at
+        self._waiting.remove(s)
+        self._running.append(s)
 
     def _schedule(self, now: float) -> None:
         self.pool.expire_pins(now)
@@ -559,8 +576,7 @@ class Engine:
                 continue
             s = found
             if s.table is not None:  # preempted with "keep": its blocks are still there
-                self._waiting.remove(s)
-                self._running.append(s)
+                self._join(s, now)
                 continue
             try:
                 s.table, cached = self.pool.allocate(s.tokens, now)
@@ -581,8 +597,7 @@ class Engine:
                 self.counters["prompt_tokens"] += s.prompt_len
             if s.started is None:
                 s.started = now
-            self._waiting.remove(s)
-            self._running.append(s)
+            self._join(s, now)
 
     def _plan(self, now: float) -> list[tuple[_Seq, int]]:
         work: list[tuple[_Seq, int]] = []
@@ -1002,7 +1017,7 @@ class Engine:
         except OutOfBlocks:
             s.table, s.num_computed, s.blocks_hint = None, 0, None
             self._running.remove(s)
-            self._waiting.append(s)
+            self._requeue(s)
 
     def _check_pause(self, s: _Seq) -> None:
         """Pause ``s`` if a pause string has appeared in its output since the last one."""

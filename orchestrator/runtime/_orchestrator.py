@@ -95,7 +95,11 @@ class Orchestrator:
     Args:
         backend: a ``Backend``; ``"local"`` or ``"local:MODEL"`` for the embedded engine (the
             default); or the URL of an OpenAI-compatible server.
-        policy: the scheduling policy by name (``"fcfs"``, ``"program_fcfs"``) or an object.
+        policy: the scheduling policy by name (``"fcfs"``, ``"program_fcfs"``, ``"plas"``,
+            ``"atlas"``, ``"mlfq"``, ``"slo"``, ``"adaptive"``) or an object. It orders the
+            admission queue and sets each call's hints; an embedded engine that Legato builds
+            (``"local"``, or a ``LocalBackend`` given no batch ``policy=``) also runs its batch
+            by those hints (``LocalBackend.follow``).
         max_in_flight: how many LLM calls may be at the backend at once; the policy orders the
             rest.
         retry: how failed calls and tools are retried (nodes may override ``retries``).
@@ -129,6 +133,9 @@ class Orchestrator:
                 raise ConfigError(str(exc)) from None
         else:
             self.policy = policy
+        follow = getattr(self.backend, "follow", None)
+        if follow is not None:  # an embedded engine not built yet: its batcher follows too
+            follow(self.policy)
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if timeout is not None and timeout <= 0:

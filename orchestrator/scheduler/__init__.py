@@ -12,6 +12,7 @@ from orchestrator.scheduler._batch import (
     PolicyBatch,
     PriorityBatch,
     SeqView,
+    batch_policy_for,
 )
 from orchestrator.scheduler._fcfs import FCFS, ProgramFCFS
 from orchestrator.scheduler._kv_ttl import TTLPredictor
@@ -50,6 +51,7 @@ __all__ = [
     "PriorityBatch",
     "ProgramFCFS",
     "SeqView",
+    "batch_policy_for",
     "make_policy",
 ]
 

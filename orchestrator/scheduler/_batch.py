@@ -3,13 +3,22 @@ which running ones are preempted. Pure, like the request policies: views in, a d
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from orchestrator.scheduler._policy import CallInfo, Policy
 
-__all__ = ["BatchDecision", "BatchPolicy", "FCFSBatch", "PolicyBatch", "PriorityBatch", "SeqView"]
+__all__ = [
+    "BatchDecision",
+    "BatchPolicy",
+    "FCFSBatch",
+    "PolicyBatch",
+    "PriorityBatch",
+    "SeqView",
+    "batch_policy_for",
+]
 
 PreemptMode = Literal["recompute", "keep"]
 
@@ -110,19 +119,26 @@ class PriorityBatch:
             policy whose hints put a tie-break below a class (``Adaptive``: ``class * 10**6 +
             program age``) sets it so that only a better class preempts: throwing away a
             running call's work to serve a slightly older program costs more than it saves.
+            ``sys.maxsize`` never preempts (``ProgramFCFS``): priorities then order admissions
+            only.
     """
 
     name = "priority"
-    preempts = True
 
     def __init__(self, preempt_threshold: int = 0) -> None:
         if preempt_threshold < 0:
             raise ValueError(f"preempt_threshold must be >= 0, got {preempt_threshold}")
         self.preempt_threshold = preempt_threshold
+        self.preempts = preempt_threshold < sys.maxsize
 
     def rank(self, s: SeqView, now: float) -> tuple[float, ...]:
         """Order of a sequence: lower goes first (here: its priority hint, then arrival)."""
         return (s.priority, s.arrival)
+
+    def urgency(self, s: SeqView, now: float) -> int:
+        """The priority that preemption compares, against ``preempt_threshold``: a running
+        sequence yields only to one more urgent by more than the threshold (here: the hint)."""
+        return s.priority
 
     def on_finish(self, s: SeqView, now: float, service: float) -> None:
         """A sequence finished after ``service`` seconds in the batch."""
@@ -145,11 +161,14 @@ class PriorityBatch:
         room -= len(admitted)
         free = free_blocks - sum(s.blocks_needed for s in order[: len(admitted)])
         victims: list[tuple[str, PreemptMode]] = []
-        head_rank = self.rank(head, now)
-        for v in sorted(running, key=lambda s: self.rank(s, now), reverse=True):
+        head_urgency = self.urgency(head, now)
+        worst_first = sorted(
+            running, key=lambda s: (self.urgency(s, now), self.rank(s, now)), reverse=True
+        )
+        for v in worst_first:
             if room >= 1 and free >= head.blocks_needed:
                 break
-            if self.rank(v, now)[0] - head_rank[0] <= self.preempt_threshold:
+            if self.urgency(v, now) - head_urgency <= self.preempt_threshold:
                 break  # only a sequence worse by more than the threshold yields
             victims.append((v.id, "recompute"))
             room += 1
@@ -167,12 +186,17 @@ class PolicyBatch(PriorityBatch):
     clients that say which program a request belongs to but send no priorities; with priorities
     from Legato's orchestrator, ``PriorityBatch`` already follows them.
 
+    Admissions follow the policy's key; preemption compares the policy's priority hints with
+    its ``preempt_threshold``, as ``PriorityBatch`` does with the hints the orchestrator sends,
+    so a policy preempts the same way inside the engine as through its hints (program-level
+    FCFS never preempts; adaptive preempts for a better Gittins class only).
+
     The engine never learns that a program ended, so per-program state lives as long as the
     engine (fine for a benchmark or a bounded run; a long-lived server should restart).
     """
 
     def __init__(self, policy: Policy) -> None:
-        super().__init__()
+        super().__init__(preempt_threshold=int(getattr(policy, "preempt_threshold", 0)))
         self.policy = policy
         self.name = policy.name
         self._program_first: dict[str, tuple[float, int]] = {}
@@ -195,6 +219,17 @@ class PolicyBatch(PriorityBatch):
     def rank(self, s: SeqView, now: float) -> tuple[float, ...]:
         return self.policy.key(self._call(s), now)
 
+    def urgency(self, s: SeqView, now: float) -> int:
+        return self.policy.priority(self._call(s), now)
+
     def on_finish(self, s: SeqView, now: float, service: float) -> None:
         self.policy.on_finish(self._call(s), now, service)
         self._seq.pop(s.id, None)
+
+
+def batch_policy_for(policy: object) -> PriorityBatch:
+    """The embedded engine's batch policy that carries out the hints of the request policy
+    ``policy`` (an instance or a class): ``PriorityBatch`` with the policy's
+    ``preempt_threshold`` (0 where it declares none). For request-level FCFS, whose hints are
+    all 0 and which never preempts, that orders by arrival, as ``FCFSBatch`` does."""
+    return PriorityBatch(int(getattr(policy, "preempt_threshold", 0)))

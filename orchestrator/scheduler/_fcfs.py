@@ -16,6 +16,8 @@ class FCFS:
     """
 
     name = "fcfs"
+    preempt_threshold = sys.maxsize
+    """For the engine's batcher: never preempt (all its hints are equal anyway)."""
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
         return (call.arrival, call.seq)

@@ -248,6 +248,31 @@ async def test_a_request_is_promoted_once_it_has_waited_its_allowance(
         assert done == (["old", "fresh", "blocker"] if promote else ["fresh", "blocker", "old"])
 
 
+async def test_time_in_the_batch_does_not_count_toward_a_promotion(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    """One slot. ``running`` (priority 9, promoted after 0.03 s of waiting) joins the batch at
+    once and is still running when ``urgent`` (2, four tokens) comes 0.05 s later: it has
+    waited (nearly) nothing, so it is not promoted, and ``urgent`` preempts it and ends
+    before ``running`` has waited its 0.03 s."""
+    async with running(make_engine(tiny, tokenizer, max_batch=1, policy=PriorityBatch())) as engine:
+        done: list[str] = []
+
+        async def run(name: str, priority: int, delay: float, tokens: int) -> None:
+            await anyio.sleep(delay)
+            params = SampleParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+            after = 0.03 if name == "running" else None
+            r = req(tokenizer, name, params=params, priority=priority, promote_after=after)
+            await engine.complete(r)
+            done.append(name)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "running", 9, 0.0, 200)
+            tg.start_soon(run, "urgent", 2, 0.05, 4)
+        assert done == ["urgent", "running"]
+        assert engine.counters["preemptions"] >= 1
+
+
 async def test_a_negative_promotion_time_is_rejected(
     engine: Engine, tokenizer: EngineTokenizer
 ) -> None:

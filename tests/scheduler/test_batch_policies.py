@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.scheduler import Adaptive, PriorityBatch, ProgramFCFS, SeqView
+from orchestrator.scheduler import (
+    PLAS,
+    Adaptive,
+    BatchDecision,
+    PolicyBatch,
+    PriorityBatch,
+    ProgramFCFS,
+    QueueConfig,
+    SeqView,
+    batch_policy_for,
+)
 
 
 def seq(id: str, priority: int, arrival: float = 0.0) -> SeqView:
@@ -40,3 +50,44 @@ def test_program_fcfs_hints_never_preempt_for_age() -> None:
 def test_negative_threshold_is_rejected() -> None:
     with pytest.raises(ValueError, match="preempt_threshold"):
         PriorityBatch(preempt_threshold=-1)
+
+
+def call(id: str, program: str, arrival: float) -> SeqView:
+    return SeqView(id=id, priority=0, arrival=arrival, program=program, blocks_needed=1)
+
+
+def older_program_arrives(policy: PolicyBatch) -> BatchDecision:
+    """Program A's first call runs and ends; program B's call runs; A's second call arrives."""
+    a1, b1, a2 = call("a1", "A", 0.0), call("b1", "B", 1.0), call("a2", "A", 2.0)
+    assert policy.schedule([a1], [], free_blocks=8, max_batch=1, now=0.0).admit == ("a1",)
+    policy.on_finish(a1, 0.5, 0.5)
+    assert policy.schedule([b1], [], free_blocks=8, max_batch=1, now=1.0).admit == ("b1",)
+    return policy.schedule([a2], [b1], free_blocks=8, max_batch=1, now=2.0)
+
+
+def test_a_policy_inside_the_batcher_preempts_as_its_hints_would() -> None:
+    # program-level FCFS orders admissions by age but never preempts for it
+    inside = PolicyBatch(ProgramFCFS())
+    assert not inside.preempts
+    assert older_program_arrives(inside) == BatchDecision()
+    # adaptive: an older program of the same Gittins class waits for a slot
+    assert older_program_arrives(PolicyBatch(Adaptive())) == BatchDecision()
+    # PLAS: A has attained service, B has none, so B keeps its slot
+    plas = PolicyBatch(PLAS(config=QueueConfig(thresholds=(0.1, 10.0))))
+    assert older_program_arrives(plas) == BatchDecision()
+
+
+def test_plas_inside_the_batcher_preempts_for_a_better_queue() -> None:
+    plas = PolicyBatch(PLAS(config=QueueConfig(thresholds=(0.1, 10.0))))
+    a1, a2, b1 = call("a1", "A", 0.0), call("a2", "A", 1.0), call("b1", "B", 2.0)
+    plas.schedule([a1], [], free_blocks=8, max_batch=1, now=0.0)
+    plas.on_finish(a1, 0.5, 0.5)
+    plas.schedule([a2], [], free_blocks=8, max_batch=1, now=1.0)
+    d = plas.schedule([b1], [a2], free_blocks=8, max_batch=1, now=2.0)
+    assert d == BatchDecision(admit=("b1",), preempt=(("a2", "recompute"),))
+
+
+def test_batch_policy_for_carries_each_policy_s_threshold() -> None:
+    assert batch_policy_for(ProgramFCFS).preempts is False
+    assert batch_policy_for(Adaptive()).preempt_threshold == Adaptive.preempt_threshold
+    assert batch_policy_for(PLAS()).preempt_threshold == 0
