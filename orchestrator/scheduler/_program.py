@@ -322,14 +322,15 @@ class Adaptive(_Base):
     module docstring.
 
     Evidence (``legato bench sched --workload W``, default rates, one run each, adaptive's mean
-    completion time over the best other policy's): chat 0.998 (adaptive best; 1.14 before the
-    chain rule), react 1.027, tree 1.033 (request-level FCFS best; 1.083 while age preempted),
-    dag 1.005, text2sql 1.022 (program-level FCFS best), mixed 0.977 (adaptive best; 0.908 and
+    completion time over the best other policy's): chat 1.004 (MLFQ best; 1.14 before the
+    chain rule), react 1.034, tree 1.033 (request-level FCFS best; 1.083 while age preempted),
+    dag 1.005, text2sql 1.022 (program-level FCFS best), mixed 0.993 (adaptive best; 0.908 and
     0.963 with seeds 1 and 2 in earlier, unreproducible runs). Before anti-starvation reached
     the engine, chat measured 1.006 and react 1.004; before program-level FCFS stopped
-    preempting for age, react 1.015 and text2sql 1.004. ``call_cv = 0.6`` sits between react's
-    call sizes (CV ~0.43; size order there measured 1.04 of program-level FCFS) and chat's
-    (~0.9).
+    preempting for age, react 1.015 and text2sql 1.004; before the engine stopped counting a
+    call's time in the batch toward its promotion, chat 0.998, react 1.027 and mixed 0.977.
+    ``call_cv = 0.6`` sits between react's call sizes (CV ~0.43; size order there measured
+    1.04 of program-level FCFS) and chat's (~0.9).
     """
 
     name = "adaptive"
