@@ -445,7 +445,11 @@ class Engine:
         return compiled.matcher()
 
     def release_program(self, program: str) -> int:
-        """The program has ended: drop the pins it holds (returns how many blocks)."""
+        """The program has ended: drop the pins it holds (returns how many blocks), and tell
+        a batch policy that keeps per-program state (``PolicyBatch``) to forget it."""
+        end = getattr(self.policy, "on_program_end", None)
+        if end is not None:
+            end(program, anyio.current_time())
         return self.pool.drop_pins(owner=program)
 
     def append_tokens(

@@ -3,6 +3,8 @@ which running ones are preempted. Pure, like the request policies: views in, a d
 
 from __future__ import annotations
 
+import itertools
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -191,29 +193,72 @@ class PolicyBatch(PriorityBatch):
     so a policy preempts the same way inside the engine as through its hints (program-level
     FCFS never preempts; adaptive preempts for a better Gittins class only).
 
-    The engine never learns that a program ended, so per-program state lives as long as the
-    engine (fine for a benchmark or a bounded run; a long-lived server should restart).
+    A program's state is dropped when it ends: when the engine is told (``Engine.
+    release_program``, which an in-process ``Orchestrator`` calls at each program's end), or,
+    since an HTTP client never says so, once none of its sequences has been queued or running
+    for ``forget_after`` seconds. So a long-lived server's memory stays bounded; a program that
+    comes back after that long starts afresh.
+
+    Args:
+        policy: the request policy.
+        forget_after: seconds without a sequence after which a program counts as ended.
     """
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, *, forget_after: float = 600.0) -> None:
         super().__init__(preempt_threshold=int(getattr(policy, "preempt_threshold", 0)))
+        if not forget_after > 0:
+            raise ValueError(f"forget_after must be seconds > 0, got {forget_after}")
         self.policy = policy
         self.name = policy.name
+        self.forget_after = forget_after
         self._program_first: dict[str, tuple[float, int]] = {}
-        self._seq: dict[str, int] = {}
+        self._seen: dict[str, float] = {}  # program -> when a sequence of it was last seen
+        self._seq: dict[str, tuple[int, str]] = {}  # sequence -> (its number, its program)
+        self._programs = itertools.count()
+        self._calls = itertools.count()
+        self._next_sweep = -math.inf
+
+    @property
+    def programs(self) -> int:
+        """Programs whose state is kept."""
+        return len(self._program_first)
 
     def _call(self, s: SeqView) -> CallInfo:
         program = s.program or s.id
-        first = self._program_first.setdefault(program, (s.arrival, len(self._program_first)))
-        seq = self._seq.setdefault(s.id, len(self._seq))
+        first = self._program_first.get(program)
+        if first is None:
+            first = self._program_first[program] = (s.arrival, next(self._programs))
+        seq = self._seq.get(s.id)
+        if seq is None:
+            seq = self._seq[s.id] = (next(self._calls), program)
         return CallInfo(
             call=f"{program}/{s.id}",
             program=program,
             thread="",
             arrival=s.arrival,
             program_arrival=first[0],
-            seq=seq,
+            seq=seq[0],
             program_seq=first[1],
+        )
+
+    def schedule(
+        self,
+        waiting: Sequence[SeqView],
+        running: Sequence[SeqView],
+        *,
+        free_blocks: int,
+        max_batch: int,
+        now: float,
+    ) -> BatchDecision:
+        for s in (*waiting, *running):
+            self._seen[s.program or s.id] = now
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.forget_after / 4
+            for program, seen in list(self._seen.items()):
+                if now - seen > self.forget_after:
+                    self.on_program_end(program, now)
+        return super().schedule(
+            waiting, running, free_blocks=free_blocks, max_batch=max_batch, now=now
         )
 
     def rank(self, s: SeqView, now: float) -> tuple[float, ...]:
@@ -225,6 +270,15 @@ class PolicyBatch(PriorityBatch):
     def on_finish(self, s: SeqView, now: float, service: float) -> None:
         self.policy.on_finish(self._call(s), now, service)
         self._seq.pop(s.id, None)
+
+    def on_program_end(self, program: str, now: float) -> None:
+        """``program`` has ended: the policy forgets it (and learns its size, where it learns)."""
+        if self._program_first.pop(program, None) is None:
+            return
+        self._seen.pop(program, None)
+        for sid in [sid for sid, (_, p) in self._seq.items() if p == program]:
+            del self._seq[sid]
+        self.policy.on_program_end(program, "", now)
 
 
 def batch_policy_for(policy: object) -> PriorityBatch:

@@ -461,3 +461,5 @@ async def test_program_level_policy_inside_the_batcher(
             tg.start_soon(run, "B1", "B", 0.04)  # ...but B has had no service yet
         assert done == ["A1", "B1", "A2"]
         assert policy.policy.programs["A"].service > 0  # the engine taught the policy
+        engine.release_program("A")  # the program's end reaches the policy
+        assert "A" not in policy.policy.programs and policy.programs == 1

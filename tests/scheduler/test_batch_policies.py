@@ -91,3 +91,35 @@ def test_batch_policy_for_carries_each_policy_s_threshold() -> None:
     assert batch_policy_for(ProgramFCFS).preempts is False
     assert batch_policy_for(Adaptive()).preempt_threshold == Adaptive.preempt_threshold
     assert batch_policy_for(PLAS()).preempt_threshold == 0
+
+
+def test_a_program_unseen_for_forget_after_is_forgotten() -> None:
+    """An HTTP client never says a program ended: the batcher forgets one whose sequences it
+    has not seen for ``forget_after`` seconds, so a long-lived server's state stays bounded."""
+    plas = PolicyBatch(PLAS(), forget_after=60.0)
+    a1 = call("a1", "A", 0.0)
+    plas.schedule([a1], [], free_blocks=8, max_batch=4, now=0.0)
+    plas.on_finish(a1, 1.0, 1.0)
+    assert plas.programs == 1 and "A" in plas.policy.programs  # type: ignore[attr-defined]
+    b1 = call("b1", "B", 30.0)
+    plas.schedule([b1], [], free_blocks=8, max_batch=4, now=30.0)  # A was seen 30 s ago
+    assert plas.programs == 2
+    b2 = call("b2", "B", 61.0)
+    plas.schedule([b2], [], free_blocks=8, max_batch=4, now=61.0)  # 61 s: A is gone, B stays
+    assert plas.programs == 1 and "A" not in plas.policy.programs  # type: ignore[attr-defined]
+
+
+def test_a_program_s_end_is_forgotten_at_once() -> None:
+    plas = PolicyBatch(PLAS())
+    a1 = call("a1", "A", 0.0)
+    plas.schedule([a1], [], free_blocks=8, max_batch=4, now=0.0)
+    plas.on_finish(a1, 1.0, 1.0)
+    plas.on_program_end("A", 1.0)
+    plas.on_program_end("A", 1.0)  # twice, or a program never seen: nothing happens
+    plas.on_program_end("never", 1.0)
+    assert plas.programs == 0 and not plas.policy.programs  # type: ignore[attr-defined]
+
+
+def test_forget_after_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="forget_after"):
+        PolicyBatch(PLAS(), forget_after=0)
