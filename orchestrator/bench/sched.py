@@ -450,9 +450,10 @@ def measure(
         ``mean_s``, ``p50_s``, ``p95_s``, ``p99_s`` (completion time, virtual seconds),
         ``thru`` (programs/s), ``slo`` (attainment, SLO workloads only), then ``mean_x``,
         ``p50_x``, ``p99_x``, ``thru_x``, ``slo_x``: the figure divided by fcfs's (below 1 is
-        better for times, above 1 for throughput and SLO attainment), on chat ``slow_p99`` and
-        ``slow_max`` (p99 and worst of each program's completion time over its time alone, from
-        the run that bounds the p50 speedup), then ``preempt`` (engine
+        better for times, above 1 for throughput and SLO attainment), ``slow_p99`` and
+        ``slow_max`` (p99 and worst of each program's completion time over its time alone: a
+        run of fcfs with the programs far apart, which on chat also bounds the p50 speedup),
+        then ``preempt`` (engine
         preemptions), ``cached`` (share of prompt tokens found in the prefix cache),
         ``failed`` (programs that raised) and ``wall_s``.
     """
@@ -472,19 +473,20 @@ def measure(
             )
             _note_failures(runs[name], console)
     config = _config(workload, rate, programs, seed, arrivals, options)
+    alone_times = _alone(arrivals, options, console)
+    for m in runs.values():
+        m.update(_slowdowns(m, alone_times))
     if workload == "chat":
-        alone_times = _alone(arrivals, options, console)
         alone = percentile(alone_times, 50)
         config["chat_p50_alone_s"] = alone
         config["chat_p50_speedup_bound"] = _ratio(runs["fcfs"]["p50_s"], alone)
-        for m in runs.values():
-            m.update(_slowdowns(m, alone_times))
     rows = [_row(runs[n], runs["fcfs"]) for n in names]
     return Report("sched", config, rows, _targets(workload, runs, config)), runs
 
 
 ALONE_GAP_S = 1000.0
-"""Seconds between programs when each runs alone (longer than any chat program takes)."""
+"""Seconds between programs when each runs alone (longer than any program of the workloads
+takes alone)."""
 
 
 def _alone(arrivals: Sequence[Arrival], options: dict[str, Any], console: Console) -> list[float]:
