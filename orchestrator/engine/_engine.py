@@ -196,7 +196,8 @@ class FinishEvent:
     cached_tokens: int
     events: tuple[TokenEvent, ...] = ()
     service_time: float = 0.0
-    """Seconds from first joining the batch to the end (its queueing before excluded)."""
+    """Seconds in the batch: from arrival to the end, less the time queued (before it first
+    joined and after each preemption)."""
     """The token events, for a request opened with ``stream=False`` (sent here, not one by
     one)."""
 
@@ -544,6 +545,14 @@ class Engine:
         """Put a sequence taken out of the batch back in the queue; its wait starts again."""
         s.queued_at = anyio.current_time()
         self._waiting.append(s)
+
+    def _service(self, s: _Seq) -> float:
+        """Seconds ``s`` has spent in the batch: its time at the engine less its time queued,
+        before it first joined and after each preemption (0 if it never joined)."""
+        if s.started is None:
+            return 0.0
+        queued = s.waited + (anyio.current_time() - s.queued_at if s in self._waiting else 0.0)
+        return max(0.0, anyio.current_time() - s.arrival - queued)
 
     def _join(self, s: _Seq, now: float) -> None:
         """Move a queued sequence into the batch, counting its wait."""
@@ -1144,6 +1153,7 @@ class Engine:
         if s.done:
             return
         s.done = True
+        service = self._service(s)
         if s in self._running:
             self._running.remove(s)
         if s in self._waiting:
@@ -1153,7 +1163,7 @@ class Engine:
             on_finish = getattr(self.policy, "on_finish", None)
             if on_finish is not None:
                 now = anyio.current_time()
-                on_finish(self._view(s, True, now), now, now - s.started)
+                on_finish(self._view(s, True, now), now, service)
         if s.table is not None:
             pin = None
             if reason != "abort" and s.req.kv_ttl and s.req.program:
@@ -1164,7 +1174,6 @@ class Engine:
         if s.stop_at is not None:
             text = text[: s.stop_at]
         tail = text[s.sent :] if reason != "abort" else ""
-        service = anyio.current_time() - s.started if s.started is not None else 0.0
         event = FinishEvent(
             reason,
             text,

@@ -224,6 +224,32 @@ async def test_priority_policy_preempts_for_urgent_work(
         assert engine.counters["preemptions"] >= 1
 
 
+async def test_service_time_leaves_out_the_time_a_preempted_request_waits(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    """One slot, so time in the batch never overlaps: ``low`` is preempted by ``high`` and
+    waits while it runs. The two service times together fit in ``low``'s time at the engine
+    (before, ``low``'s counted from its first start to its end, ``high``'s run included)."""
+    async with running(make_engine(tiny, tokenizer, max_batch=1, policy=PriorityBatch())) as engine:
+        slow = SampleParams(max_tokens=150, temperature=0.0, ignore_eos=True)
+        ends: dict[str, FinishEvent] = {}
+
+        async def run(name: str, priority: int, delay: float) -> None:
+            await anyio.sleep(delay)
+            _, ends[name] = await engine.complete(
+                req(tokenizer, name, params=slow, priority=priority)
+            )
+
+        start = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "low", 10, 0.0)
+            tg.start_soon(run, "high", 0, 0.05)
+        elapsed = anyio.current_time() - start
+        assert engine.counters["preemptions"] >= 1
+        low, high = ends["low"].service_time, ends["high"].service_time
+        assert 0 < high < low and low + high <= elapsed
+
+
 @pytest.mark.parametrize("promote", [False, True])
 async def test_a_request_is_promoted_once_it_has_waited_its_allowance(
     tiny: GGUFModel, tokenizer: EngineTokenizer, promote: bool
