@@ -107,6 +107,10 @@ def test_promotion_says_when_a_call_at_the_engine_starves(name: str) -> None:
     service (beta 4): 2 s of its 4 s allowance are spent, so if it still waits at the engine
     at 14 it is promoted to the top priority; before, its priority is the policy's own."""
     p = make_policy(name)
+    if name == "adaptive":  # an order that can starve (by Gittins index, not oldest first)
+        p = Adaptive(min_samples=2, predictable_cv=0.0)
+        for h in ("h1", "h2"):
+            _finish_program(p, h, "k", 1.0)
     first = call("p", node="a")
     p.on_admit(first, 0.0)
     p.on_finish(first, 1.0, 1.0)
@@ -116,6 +120,32 @@ def test_promotion_says_when_a_call_at_the_engine_starves(name: str) -> None:
     assert p.priority(second, 12.0) > 0  # not starved yet: its wait is not counted twice
     assert p.priority(second, 14.0) == 0
     assert p.promotion(second, 14.0) is None  # starved: its priority says so already
+
+
+def _finish_program(a: Adaptive, program: str, kind: str, service: float) -> None:
+    c = call(program, kind=kind)
+    a.on_admit(c, 0.0)
+    a.on_finish(c, service, service)
+    a.on_program_end(program, kind, service)
+
+
+def test_adaptive_does_not_promote_where_programs_run_oldest_first() -> None:
+    """Alike programs run oldest first: a young program waits only behind older ones, which
+    FCFS serves in turn, so it is not promoted over them (that only preempts). Once a kind
+    whose order can starve it is in progress too, anti-starvation applies again."""
+    a = Adaptive(min_samples=2)
+    for h in ("h1", "h2"):
+        _finish_program(a, h, "alike", 1.0)  # equal sizes: oldest first
+    young = call("young", kind="alike", node="a")
+    a.on_admit(young, 0.0)
+    a.on_finish(young, 1.0, 1.0)
+    waiting = call("young", arrival=1.0, kind="alike", node="b")
+    assert a.key(waiting, 100.0)[0] == 1 and a.promotion(waiting, 1.0) is None
+    for h, size in (("t1", 0.1), ("t2", 50.0)):
+        _finish_program(a, h, "tails", size)  # varied sizes: by Gittins index
+    a.on_admit(call("t3", kind="tails"), 1.0)
+    assert a.key(waiting, 100.0)[0] == 0  # starved: waited 99 s, beta * service is 4 s
+    assert a.promotion(waiting, 1.0) == (4.0, 0)
 
 
 def test_no_promotion_without_service_or_for_slo() -> None:
