@@ -350,7 +350,8 @@ class Adaptive(_Base):
     window: int = 500
     history: dict[str, deque[float]] = field(default_factory=dict)
     epoch: int = 0
-    """Bumped when a kind's distribution is refreshed: every queued key may have moved."""
+    """Bumped when a kind's distribution is refreshed or a kind starts or stops having programs
+    in progress: every queued key may have moved."""
     _sorted: dict[str, list[float]] = field(default_factory=dict)
     _unsorted: dict[str, int] = field(default_factory=dict)
     _index: dict[tuple[str, str], tuple[float, int, float]] = field(default_factory=dict)
@@ -370,6 +371,8 @@ class Adaptive(_Base):
     _chains: set[str] = field(default_factory=set)
     _active: dict[str, set[str]] = field(default_factory=dict)
     """Programs admitted and not ended, by kind."""
+    _exempt: dict[str, bool] = field(default_factory=dict)
+    _exempt_epoch: int = -1
 
     def _gittins(self, program: str, kind: str, attained: float) -> float | None:
         samples = self._sorted.get(kind)
@@ -419,15 +422,22 @@ class Adaptive(_Base):
         first and no kind in progress is placed ahead of it. Program-level FCFS bounds such a
         wait by the older programs' work, so anti-starvation would only reorder programs that
         FCFS already serves in turn (and preempt to do it)."""
+        if self._exempt_epoch != self.epoch:  # the answer moves only with the epoch
+            self._exempt.clear()
+            self._exempt_epoch = self.epoch
+        cached = self._exempt.get(call.kind)
+        if cached is not None:
+            return cached
         mine = self._fcfs_class(call.kind)
-        if mine is None:
-            return False
-        for kind in self._active:
-            if kind != call.kind:
-                other = self._fcfs_class(kind)
+        exempt = mine is not None
+        if mine is not None:
+            for kind in self._active:
+                other = mine if kind == call.kind else self._fcfs_class(kind)
                 if other is None or other < mine:
-                    return False
-        return True
+                    exempt = False
+                    break
+        self._exempt[call.kind] = exempt
+        return exempt
 
     def _starved(self, call: CallInfo, now: float) -> bool:
         return not self._cannot_starve(call) and super()._starved(call, now)
@@ -471,7 +481,11 @@ class Adaptive(_Base):
 
     def on_admit(self, call: CallInfo, now: float) -> None:
         super().on_admit(call, now)
-        self._active.setdefault(call.kind, set()).add(call.program)
+        active = self._active.get(call.kind)
+        if active is None:
+            active = self._active[call.kind] = set()
+            self.epoch += 1  # a kind in progress may end another kind's exemption
+        active.add(call.program)
         n = self._in_flight[call.program] = self._in_flight[call.program] + 1
         self._width[call.program] = max(self._width[call.program], n)
 
@@ -514,4 +528,5 @@ class Adaptive(_Base):
             active.discard(program)
             if not active:
                 del self._active[kind]
+                self.epoch += 1
         super().on_program_end(program, kind, now)

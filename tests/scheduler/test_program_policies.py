@@ -143,7 +143,9 @@ def test_adaptive_does_not_promote_where_programs_run_oldest_first() -> None:
     assert a.key(waiting, 100.0)[0] == 1 and a.promotion(waiting, 1.0) is None
     for h, size in (("t1", 0.1), ("t2", 50.0)):
         _finish_program(a, h, "tails", size)  # varied sizes: by Gittins index
+    epoch = a.epoch
     a.on_admit(call("t3", kind="tails"), 1.0)
+    assert a.epoch > epoch  # a kind in progress: queued calls are keyed again
     assert a.key(waiting, 100.0)[0] == 0  # starved: waited 99 s, beta * service is 4 s
     assert a.promotion(waiting, 1.0) == (4.0, 0)
 
