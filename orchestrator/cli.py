@@ -369,7 +369,7 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="priority: preempt a running sequence only for a priority better by more than this "
-        "(default 0; with Legato's adaptive policy, 999999: only a better class preempts)",
+        "(default 0; with Legato's adaptive policy, 500000000: only a better class preempts)",
     )
     sv.add_argument("--max-batch", type=int, default=16, help="most sequences per step")
     sv.add_argument("--kv-tokens", type=int, default=16384, help="KV cache budget in tokens")

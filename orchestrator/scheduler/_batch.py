@@ -118,7 +118,7 @@ class PriorityBatch:
         preempt_threshold: a running sequence yields only to one whose priority is better by
             more than this (SGLang's priority-scheduling preemption threshold). 0, the default,
             preempts for any strictly better priority, as vLLM's priority scheduling does. A
-            policy whose hints put a tie-break below a class (``Adaptive``: ``class * 10**6 +
+            policy whose hints put a tie-break below a class (``Adaptive``: ``class * 10**9 +
             program age``) sets it so that only a better class preempts: throwing away a
             running call's work to serve a slightly older program costs more than it saves.
             ``sys.maxsize`` never preempts (``ProgramFCFS``): priorities then order admissions

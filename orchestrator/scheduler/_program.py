@@ -236,7 +236,16 @@ def gittins_index(samples: Sequence[float], attained: float) -> float:
     return best
 
 
-_PROGRAMS = 1_000_000
+_CLASS = 10**9
+"""Adaptive's priorities are ``class * _CLASS + rank`` (see ``_rank``)."""
+_TICK = 0.01
+
+
+def _rank(t: float) -> int:
+    """A moment (a program's arrival, or a call's latest start) as a rank within a class: 10 ms
+    ticks, offset so that the small and negative times of a virtual clock keep their order, and
+    wrapping every ``_CLASS`` ticks (about 116 days of a clock's time)."""
+    return (math.floor(t / _TICK) + _CLASS // 2) % _CLASS
 
 
 def _cv(values: Sequence[float]) -> float:
@@ -307,7 +316,16 @@ class Adaptive(_Base):
       ``predictable_cv``): attained service is a poor measure of progress (a map-reduce program
       attains service fast in its parallel phase and still has its critical path ahead), so the
       kind's index at the start places the kind among the others and, within the kind, the
-      oldest program goes first (program-level FCFS).
+      oldest program goes first (program-level FCFS). Where the kind's programs run calls in
+      parallel (a tree search, a map-reduce), a call counts as older by ``slack_weight`` times
+      the work on its program's longest chain from it (its own expected service plus the
+      graph's ``remaining``): the key is ``program_arrival - slack_weight * (expected_service +
+      remaining)``, a blend of program-level FCFS (weight 0) and least-slack-first with one
+      deadline per program (weight 1). A new program's first calls, which gate all of its
+      fan-out, then go before an older program's last wide level, which can only use the
+      batch's spare slots anyway: programs overlap their narrow and wide phases, as
+      request-level FCFS makes them do by accident, while each program's critical path stays
+      in order.
     - **Otherwise**: the program's Gittins index over its kind's distribution of total service
       at its attained service; where the compiled graph knows the program's remaining work
       (static DAGs), at least the reciprocal of that work (shortest remaining first).
@@ -316,36 +334,41 @@ class Adaptive(_Base):
       service. A new kind is placed by what is known of programs in general rather than ahead
       of every kind that has history. Before any program has finished, oldest program first.
 
-    Priorities sent to engines are ``class * 10**6 + program_seq``: the Gittins class (a factor
-    of 2**0.25 apart), then program age, so an engine that breaks ties by request arrival still
-    keeps programs in order; ``preempt_threshold`` tells an engine that honours one (the
-    embedded engine, SGLang) to preempt for a better class only. Anti-starvation as in the
-    module docstring, except where it cannot starve anyone: a call whose kind runs oldest
-    program first (alike programs, or nothing known yet), with no kind in progress placed
-    ahead of it, waits only behind older programs that FCFS serves in turn, so it is never
-    promoted. Promoting there only preempted: on ``tree`` (one alike kind) it made 1,015
+    Priorities sent to engines are ``class * 10**9 + rank``: the Gittins class (a factor of
+    2**0.25 apart), then the key's moment (the program's arrival, or the slack-shifted moment
+    above) in 10 ms ticks, so an engine that breaks ties by request arrival still keeps
+    programs in order; ``preempt_threshold`` tells an engine that honours one (the embedded
+    engine, SGLang) to preempt for a better class only. Anti-starvation as in the module
+    docstring, except where it cannot starve anyone: a call whose kind runs oldest program
+    first (alike programs, or nothing known yet), with no kind in progress placed ahead of it,
+    waits only behind older programs that FCFS serves in turn (and, with the slack shift,
+    behind programs younger by at most ``slack_weight`` times a chain of their work), so it is
+    never promoted. Promoting there only preempted: on ``tree`` (one alike kind) it made 1,015
     preemptions with seed 2 and cost 14% of mean completion time against program-level FCFS
     (seeds 0, 1, 2: adaptive / best other 1.071, 1.062, 1.138 with it, 1.058, 1.027, 1.001
     without); where another kind is ordered ahead (``mixed``), the rule applies as before.
 
     Evidence (``legato bench sched --workload W``, default rates, one run each, adaptive's mean
-    completion time over the best other policy's): chat 1.004 (MLFQ best; 1.14 before the
-    chain rule), react 1.034, tree 1.033 (request-level FCFS best; 1.083 while age preempted),
-    dag 1.005, text2sql 1.022 (program-level FCFS best), mixed 0.993 (adaptive best; 0.908 and
-    0.963 with seeds 1 and 2 in earlier, unreproducible runs). Before anti-starvation reached
-    the engine, chat measured 1.006 and react 1.004; before program-level FCFS stopped
-    preempting for age, react 1.015 and text2sql 1.004; before the engine stopped counting a
-    call's time in the batch toward its promotion, chat 0.998, react 1.027 and mixed 0.977.
+    completion time over the best other policy's): chat 1.005 (MLFQ best; 1.14 before the
+    chain rule), react 1.037 (program-level FCFS best), tree 1.000 (request-level FCFS best by
+    0.05%; 1.058 before the slack shift, 1.083 while age preempted), dag 0.978, text2sql 0.973
+    and mixed 0.966 (adaptive best in all three; before the slack shift dag 1.005, text2sql
+    1.019, mixed 0.974). Before anti-starvation reached the engine, chat measured 1.006 and
+    react 1.004; before program-level FCFS stopped preempting for age, react 1.015 and text2sql
+    1.004; before the engine stopped counting a call's time in the batch toward its
+    promotion, chat 0.998, react 1.027 and mixed 0.977.
     ``call_cv = 0.6`` sits between react's call sizes (CV ~0.43; size order there measured
     1.04 of program-level FCFS) and chat's (~0.9).
     """
 
     name = "adaptive"
     uses_kv_ttl = True
-    preempt_threshold = _PROGRAMS - 1
+    preempt_threshold = _CLASS // 2
     """For the engine's batcher (``PriorityBatch(preempt_threshold=...)``): only a better
     Gittins class preempts a running call; program age alone orders admissions but does not
-    preempt (on ``tree``, 1,400 preemptions for age cost 8% of mean completion time)."""
+    preempt (on ``tree``, 1,400 preemptions for age cost 8% of mean completion time). Half a
+    class, not a class less one: ranks of calls alive together differ by far less than half a
+    class, so a better class preempts whatever the two calls' ranks."""
     min_samples: int = 8
     window: int = 500
     history: dict[str, deque[float]] = field(default_factory=dict)
@@ -359,6 +382,9 @@ class Adaptive(_Base):
     predictable_cv: float = 0.5
     """Below this coefficient of variation of a kind's program service, its programs are
     alike and run oldest first (the Gittins index would say the same, less exactly)."""
+    slack_weight: float = 0.25
+    """How much of a call's chain of remaining work (seconds) makes it count as older, in kinds
+    whose programs run calls in parallel (see the class docstring)."""
     call_cv: float = 0.6
     """Above this coefficient of variation of a chain kind's call sizes, its calls go shortest
     first (see the class docstring)."""
@@ -463,7 +489,10 @@ class Adaptive(_Base):
             # the kind, oldest program first (progress in service is not progress in a DAG).
             start = self._gittins("\0start", call.kind, 0.0)
             assert start is not None
-            return (1, _bucket(start), call.program_arrival, call.seq)
+            moment = call.program_arrival
+            if self._kind_width.get(call.kind, 1) > 1:
+                moment -= self.slack_weight * (call.expected_service + call.remaining)
+            return (1, _bucket(start), moment, call.seq)
         index = self._gittins(call.program, call.kind, attained)
         assert index is not None
         if call.remaining > 0.0:
@@ -472,12 +501,12 @@ class Adaptive(_Base):
 
     def priority(self, call: CallInfo, now: float) -> int:
         """0 for starved calls; then by Gittins class (higher index, lower value) and, within
-        a class, by program age (``class * 10**6 + program_seq``), so an engine that breaks
-        ties by request arrival still keeps programs in order."""
+        a class, by the key's moment (``class * 10**9 + rank``, see ``_rank``), so an engine
+        that breaks ties by request arrival still keeps programs in order."""
         k = self.key(call, now)
         if k[0] == 0:
             return 0
-        return (1 + int(k[1])) * _PROGRAMS + call.program_seq % _PROGRAMS
+        return (1 + int(k[1])) * _CLASS + _rank(k[2])
 
     def on_admit(self, call: CallInfo, now: float) -> None:
         super().on_admit(call, now)

@@ -21,8 +21,10 @@ def seq(id: str, priority: int, arrival: float = 0.0) -> SeqView:
     return SeqView(id=id, priority=priority, arrival=arrival, program=None, blocks_needed=1)
 
 
-def decide(policy: PriorityBatch, head_priority: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    running = [seq("old-run", 1_000_005)]
+def decide(
+    policy: PriorityBatch, head_priority: int, running_priority: int = 1_000_005
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    running = [seq("old-run", running_priority)]
     d = policy.schedule(
         [seq("head", head_priority, 1.0)], running, free_blocks=8, max_batch=1, now=2.0
     )
@@ -36,8 +38,9 @@ def test_any_better_priority_preempts_by_default() -> None:
 
 def test_threshold_lets_only_a_better_class_preempt() -> None:
     policy = PriorityBatch(preempt_threshold=Adaptive.preempt_threshold)
-    assert decide(policy, 1_000_001) == ((), ())  # same class, older program: waits its turn
-    assert decide(policy, 1) == (("head",), ("old-run",))  # a better class preempts
+    run = 2 * 10**9 + 5  # Adaptive's hints: class * 10**9 + rank
+    assert decide(policy, 2 * 10**9 + 1, run) == ((), ())  # same class, older: waits its turn
+    assert decide(policy, 10**9 + 900, run) == (("head",), ("old-run",))  # a better class
 
 
 def test_program_fcfs_hints_never_preempt_for_age() -> None:

@@ -295,6 +295,45 @@ def test_adaptive_keeps_programs_together_unless_chains_of_varied_sizes(
     assert order(a, [new_short, old_long], now=3.0) == ["old", "new"]  # oldest program first
 
 
+def test_adaptive_starts_a_fan_out_program_s_chain_before_an_older_program_s_last_level() -> None:
+    a = Adaptive()
+    for i in range(10):  # alike programs of parallel calls
+        _run_calls(a, f"p{i}", "tree", [1.0] * 8, width=4)
+    # the older program's last level (nothing after it) against a younger program's root, four
+    # calls of work on its chain: 0.25 * (1 + 3) = 1 s counts; 0.5 s younger goes first ...
+    leaf = call("old", 1.0, kind="tree", expected=1.0, remaining=0.0, program_arrival=0.0)
+    root = call("young", 1.0, kind="tree", expected=1.0, remaining=3.0, program_arrival=0.5)
+    assert order(a, [leaf, root], now=2.0) == ["young", "old"]
+    assert a.priority(root, 2.0) < a.priority(leaf, 2.0)  # the engine sees the same order
+    # ... 2 s younger does not: the shift is bounded by the work on the chain
+    later = call("later", 1.0, kind="tree", expected=1.0, remaining=3.0, program_arrival=2.0)
+    assert order(a, [later, leaf], now=2.0) == ["old", "later"]
+    assert a.priority(leaf, 2.0) < a.priority(later, 2.0)
+    # within a program, the call with the longer chain after it first (critical path first)
+    deep = call("old", 1.0, kind="tree", expected=1.0, remaining=2.0, program_arrival=0.0)
+    assert sorted([leaf, deep], key=lambda c: a.key(c, 2.0)) == [deep, leaf]
+
+
+def test_adaptive_keeps_chains_of_alike_calls_in_program_order_whatever_remains() -> None:
+    a = Adaptive()
+    for i in range(10):  # one call at a time: no fan-out to overlap
+        _run_calls(a, f"p{i}", "loop", [1.0, 1.1, 0.9, 1.0])
+    old = call("old", 1.0, kind="loop", expected=1.0, remaining=0.0, program_arrival=0.0)
+    young = call("young", 1.0, kind="loop", expected=1.0, remaining=30.0, program_arrival=0.5)
+    assert order(a, [young, old], now=2.0) == ["old", "young"]
+
+
+def test_adaptive_priority_ranks_keep_their_order_on_a_virtual_clock() -> None:
+    a = Adaptive()
+    for i in range(10):
+        _run_calls(a, f"p{i}", "tree", [1.0] * 8, width=4)
+    # a virtual clock starts at 0: shifted moments are negative and must still rank in order
+    early = call("a", 0.0, kind="tree", expected=1.0, remaining=8.0, program_arrival=0.0)
+    late = call("b", 0.0, kind="tree", expected=1.0, remaining=0.0, program_arrival=0.01)
+    assert a.key(early, 0.0)[2] < 0.0
+    assert 0 < a.priority(early, 0.0) < a.priority(late, 0.0)
+
+
 def test_adaptive_places_a_kind_without_history_by_every_kind_s_history() -> None:
     a = Adaptive(min_samples=4)
     for i, size in enumerate([1.0, 1.0, 1.0, 100.0]):  # heavy tail, another kind
@@ -347,5 +386,5 @@ def test_adaptive_priority_is_an_int_for_every_index() -> None:
     a.on_finish(call("past", kind="k"), 0.0, 5.0)  # beyond every sample: an infinite index
     for prog in ("past", "fresh"):
         value = a.priority(call(prog, kind="k"), 1.0)
-        assert isinstance(value, int) and 0 <= value < 101 * 10**6
+        assert isinstance(value, int) and 0 <= value < 101 * 10**9
     assert a.priority(call("past", kind="k"), 1.0) <= a.priority(call("fresh", kind="k"), 1.0)
