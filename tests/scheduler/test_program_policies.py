@@ -300,13 +300,13 @@ def test_adaptive_starts_a_fan_out_program_s_chain_before_an_older_program_s_las
     for i in range(10):  # alike programs of parallel calls
         _run_calls(a, f"p{i}", "tree", [1.0] * 8, width=4)
     # the older program's last level (nothing after it) against a younger program's root, four
-    # calls of work on its chain: 0.25 * (1 + 3) = 1 s counts; 0.5 s younger goes first ...
+    # calls of work on its chain: 0.5 * (1 + 3) = 2 s counts; 1 s younger goes first ...
     leaf = call("old", 1.0, kind="tree", expected=1.0, remaining=0.0, program_arrival=0.0)
-    root = call("young", 1.0, kind="tree", expected=1.0, remaining=3.0, program_arrival=0.5)
+    root = call("young", 1.0, kind="tree", expected=1.0, remaining=3.0, program_arrival=1.0)
     assert order(a, [leaf, root], now=2.0) == ["young", "old"]
     assert a.priority(root, 2.0) < a.priority(leaf, 2.0)  # the engine sees the same order
-    # ... 2 s younger does not: the shift is bounded by the work on the chain
-    later = call("later", 1.0, kind="tree", expected=1.0, remaining=3.0, program_arrival=2.0)
+    # ... 3 s younger does not: the shift is bounded by the work on the chain
+    later = call("later", 1.0, kind="tree", expected=1.0, remaining=3.0, program_arrival=3.0)
     assert order(a, [later, leaf], now=2.0) == ["old", "later"]
     assert a.priority(leaf, 2.0) < a.priority(later, 2.0)
     # within a program, the call with the longer chain after it first (critical path first)
