@@ -60,10 +60,21 @@ async def long_second_turn() -> str:
     return await dsl.gen("second turn", max_tokens=300, temperature=0.0)
 
 
+watched: list[LocalBackend] = []
+
+
+def a_second_turn_generating() -> bool:
+    engine = watched[0].engine
+    return engine is not None and engine.counters["generated_tokens"] > 4  # the first turn's 4
+
+
 @dsl.program
 async def newcomer() -> str:
     await a_between_turns.wait()
-    await anyio.sleep(0.05)  # A's second call is in the batch by now
+    for _ in range(1000):  # until A's second call is in the batch (at most 5 s)
+        if a_second_turn_generating():
+            break
+        await anyio.sleep(0.005)
     return await dsl.gen("newcomer", max_tokens=4, temperature=0.0)
 
 
@@ -77,6 +88,7 @@ def test_a_new_program_preempts_a_demoted_one_in_the_engine(
     a_between_turns = anyio.Event()
     options = {} if batch is None else {"policy": batch}
     backend = LocalBackend("tiny", max_batch=1, **options)
+    watched[:] = [backend]
     plas = PLAS(config=QueueConfig(thresholds=(1e-6, 10.0)))
     ended: list[str] = []
 
