@@ -88,7 +88,10 @@ DEFAULT_RATES: dict[str, float] = {
 }
 """Programs/s per workload that load the benchmark's engine (``BENCH_MAX_BATCH``,
 ``BENCH_KV_TOKENS``) enough for queueing to show (fcfs's mean completion time ~1.5-2x the
-unloaded one) without running away; calibrated with fcfs at ``DEFAULT_PROGRAMS``."""
+unloaded one); calibrated with fcfs at ``DEFAULT_PROGRAMS``. All but dag's are above what the
+engine sustains: over a run twice as long at the same rate, fcfs's mean completion time grows
+(chat 28.9 to 55.8 s, react 27.4 to 62.4 s, text2sql 4.85 to 9.09 s, tree 5.75 to 8.09 s; dag
+5.49 to 5.13 s), so a run measures how a burst drains, not a steady state."""
 
 DEFAULT_PROGRAMS: dict[str, int] = {
     "chat": 500,
