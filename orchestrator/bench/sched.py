@@ -118,6 +118,10 @@ AIMS: dict[str, tuple[float, str]] = {
 
 SWEEP_BOUND = 2.0
 """--sweep: the mean completion time bound, as a multiple of the unloaded mean."""
+SWEEP_STEADY = 1.1
+"""--sweep: a policy's highest rate is ``steady`` when arrivals at that rate for twice the window
+keep the mean completion time within this factor of the window's (a queue the engine keeps up
+with); otherwise the rate is one the engine absorbs as a burst but does not sustain."""
 
 
 # -- one run --------------------------------------------------------------------------------
@@ -648,9 +652,13 @@ def sweep(
     until the bound is crossed, then bisect ``steps`` times in log space (to ~5% with 3).
 
     Returns the report (config ``sweep: true``; per policy: ``max_rate``, the throughput and
-    mean measured there, ``max_rate_x`` = its ratio to fcfs's, and how many runs it took) and
-    the (rate, mean) points per policy (latency-vs-load curves). Throughput at equal latency is
-    ``max_rate``: the measured throughput of a finite run also counts the drain at its end.
+    mean measured there, ``max_rate_x`` = its ratio to fcfs's, how many runs it took, and
+    ``mean_2w_s`` / ``steady``: the mean with arrivals at ``max_rate`` for twice the window,
+    and whether it stays within ``SWEEP_STEADY`` of the window's) and the (rate, mean) points
+    per policy (latency-vs-load curves). Throughput at equal latency is ``max_rate``: the
+    measured throughput of a finite run also counts the drain at its end. Where ``steady`` is
+    false the engine only absorbs that rate for the window's length: the ratio then compares
+    bursts, not sustained loads.
     """
     console = console or Console(stderr=True)
     if workload not in WORKLOADS:
@@ -661,8 +669,8 @@ def sweep(
 
     window = programs / rate
 
-    def arrivals(r: float) -> list[Arrival]:
-        n = max(1, round(r * window))
+    def arrivals(r: float, span: float = window) -> list[Arrival]:
+        n = max(1, round(r * span))
         return make_workload(workload, programs=n, rate=r, seed=seed)
 
     unloaded_arrivals = make_workload(workload, programs=programs, rate=rate / 20.0, seed=seed)
@@ -670,6 +678,7 @@ def sweep(
     limit = bound * unloaded
     curves: dict[str, list[tuple[float, float]]] = {}
     found: dict[str, tuple[float, dict[str, Any] | None, list[tuple[float, float]]]] = {}
+    longer: dict[str, dict[str, Any]] = {}
     with progress(console=console) as bar:
         task = bar.add_task(f"sweep {workload}", total=None)
         for name in names:
@@ -681,10 +690,15 @@ def sweep(
 
             found[name] = _search(run, rate, limit, steps)
             curves[name] = found[name][2]
+            best = found[name][0]
+            if not math.isnan(best):  # the same rate for twice as long: does the queue hold?
+                longer[name] = simulate(arrivals(best, 2 * window), policy=name, **options)
+                bar.advance(task)
     base_rate = found["fcfs"][0]
     rows = []
     for name in names:
         best, m, points = found[name]
+        mean_2w = longer[name]["mean_s"] if name in longer else math.nan
         rows.append(
             {
                 "policy": name,
@@ -694,6 +708,8 @@ def sweep(
                 "programs": m["programs"] if m else 0,
                 "max_rate_x": _ratio(best, base_rate),
                 "runs": len(points),
+                "mean_2w_s": mean_2w,
+                "steady": bool(m) and mean_2w <= SWEEP_STEADY * m["mean_s"],
             }
         )
     config = _config(workload, rate, programs, seed, arrivals(rate), options)

@@ -237,6 +237,9 @@ def test_sweep_finds_a_rate_per_policy() -> None:
     assert not math.isnan(row["throughput"])
     assert len(curves["fcfs"]) == row["runs"] >= 2
     assert report.config["sweep_bound_s"] == pytest.approx(2.0 * report.config["unloaded_mean_s"])
+    # the same rate for twice the window: a queue the engine keeps up with holds its mean
+    assert row["mean_2w_s"] > 0 and isinstance(row["steady"], bool)
+    assert row["steady"] == (row["mean_2w_s"] <= sched.SWEEP_STEADY * row["mean_s"])
 
 
 def test_plot_without_matplotlib_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
