@@ -709,7 +709,7 @@ def sweep(
                 "max_rate_x": _ratio(best, base_rate),
                 "runs": len(points),
                 "mean_2w_s": mean_2w,
-                "steady": bool(m) and mean_2w <= SWEEP_STEADY * m["mean_s"],
+                "steady": m is not None and mean_2w <= SWEEP_STEADY * m["mean_s"],
             }
         )
     config = _config(workload, rate, programs, seed, arrivals(rate), options)
