@@ -119,8 +119,9 @@ class PriorityBatch:
             more than this (SGLang's priority-scheduling preemption threshold). 0, the default,
             preempts for any strictly better priority, as vLLM's priority scheduling does. A
             policy whose hints put a tie-break below a class (``Adaptive``: ``class * 10**9 +
-            program age``) sets it so that only a better class preempts: throwing away a
-            running call's work to serve a slightly older program costs more than it saves.
+            rank``, the rank being the program's arrival in 10 ms ticks) sets it so that only a
+            better class preempts: throwing away a running call's work to serve a slightly
+            older program costs more than it saves.
             ``sys.maxsize`` never preempts (``ProgramFCFS``): priorities then order admissions
             only.
     """
