@@ -428,7 +428,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--sweep",
         action="store_true",
-        help="sched: throughput at equal latency (highest rate under a bound)",
+        help="sched: throughput at equal latency (highest rate sustained under a bound)",
     )
     b.add_argument("--plot", metavar="FILE.png", default=None, help="sched: plot (matplotlib)")
     b.add_argument(

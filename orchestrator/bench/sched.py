@@ -11,8 +11,9 @@ Per policy it reports completion time (mean, p50, p95, p99), throughput (program
 the makespan), SLO attainment where the workload has SLOs, engine counters (preemptions, share
 of prompt tokens found in the prefix cache), and each figure's ratio to ``fcfs`` run in the same
 process (``fcfs`` is added to the policies if missing). ``--sweep`` finds, per policy, the
-highest arrival rate at which the mean completion time stays under a bound (twice the unloaded
-mean, measured at a very low rate): throughput at equal latency.
+highest arrival rate the engine sustains with the mean completion time under a bound (twice the
+unloaded mean, measured at a very low rate): throughput at equal latency, measured after a
+warm-up window so that it is a steady state, not a burst draining (``sweep``).
 
 Targets (DESIGN.md section 6), each only where the run can measure it:
 
@@ -118,10 +119,8 @@ AIMS: dict[str, tuple[float, str]] = {
 
 SWEEP_BOUND = 2.0
 """--sweep: the mean completion time bound, as a multiple of the unloaded mean."""
-SWEEP_STEADY = 1.1
-"""--sweep: a policy's highest rate is ``steady`` when arrivals at that rate for twice the window
-keep the mean completion time within this factor of the window's (a queue the engine keeps up
-with); otherwise the rate is one the engine absorbs as a burst but does not sustain."""
+SWEEP_WINDOWS = 3
+"""--sweep: each run's arrivals last this many windows; the second is measured (see ``sweep``)."""
 
 
 # -- one run --------------------------------------------------------------------------------
@@ -181,6 +180,7 @@ async def run_workload(
         "preemptions", "cached_share", "engine_steps", "prompt_tokens", "generated_tokens",
         "by_kind": {kind: {"programs", "mean_s", "p99_s"}},
         "completion_times": [seconds per completed program, in arrival order],
+        "arrival_times": [each of those programs' arrival, seconds from the start],
         "first_error": the first failed program's error, or None}``.
     """
     if replicas < 1:
@@ -308,6 +308,7 @@ def _metrics(policy: str, records: list[_Record], t0: float, end: float) -> dict
         ),
         "by_kind": by_kind,
         "completion_times": times,
+        "arrival_times": [r.arrival - t0 for r in done],
     }
 
 
@@ -640,25 +641,28 @@ def sweep(
     console: Console | None = None,
     **options: Any,
 ) -> tuple[Report, dict[str, list[tuple[float, float]]]]:
-    """Per policy, the highest arrival rate at which the mean completion time stays under
-    ``bound`` times the unloaded mean (fcfs on ``programs`` programs at 1/20 of ``rate``, where
-    programs rarely meet).
+    """Per policy, the highest arrival rate the engine sustains with the mean completion time
+    under ``bound`` times the unloaded mean (fcfs on ``programs`` programs at 1/20 of ``rate``,
+    where programs rarely meet): throughput at equal latency, in a steady state.
 
-    Every run lasts the same arrival window, ``programs / rate`` seconds: at rate ``r`` it
-    submits ``r * window`` programs, the first ones of the same seeded stream. (A fixed count
-    would not do: squeezed into a shorter window, a finite workload is a burst whose mean
-    latency stays bounded however high the rate, so the search would find no overload.)
-    Search: from ``rate`` (default ``DEFAULT_RATES[workload]``), multiply or divide by 1.5
-    until the bound is crossed, then bisect ``steps`` times in log space (to ~5% with 3).
+    Every run lasts the same time: arrivals for ``SWEEP_WINDOWS`` (3) windows of
+    ``programs / rate`` seconds (at rate ``r``, ``3 * r * window`` programs, the first ones of
+    the same seeded stream), and the figure is the mean completion time of the programs that
+    arrive in the second window. The first window warms the engine up (queues build, caches
+    fill); the third keeps the load on while the second's programs finish. A rate passes when
+    every program completes and that mean is under the bound. Why: at a rate above what the
+    engine sustains the queue grows for as long as programs arrive, so a program's wait depends
+    on when it arrived. A single window measures how a burst drains instead (a finite burst's
+    mean stays bounded however high the rate), with its first programs finding an empty engine
+    and its last ones an engine no longer receiving work. Search: from ``rate`` (default
+    ``DEFAULT_RATES[workload]``), multiply or divide by 1.5 until the bound is crossed, then
+    bisect ``steps`` times in log space (to ~5% with 3).
 
-    Returns the report (config ``sweep: true``; per policy: ``max_rate``, the throughput and
-    mean measured there, ``max_rate_x`` = its ratio to fcfs's, how many runs it took, and
-    ``mean_2w_s`` / ``steady``: the mean with arrivals at ``max_rate`` for twice the window,
-    and whether it stays within ``SWEEP_STEADY`` of the window's) and the (rate, mean) points
-    per policy (latency-vs-load curves). Throughput at equal latency is ``max_rate``: the
-    measured throughput of a finite run also counts the drain at its end. Where ``steady`` is
-    false the engine only absorbs that rate for the window's length: the ratio then compares
-    bursts, not sustained loads.
+    Returns the report (config ``sweep: true``; per policy: ``max_rate``; there, the measured
+    window's mean (``mean_s``), the first's and the last's (``first_mean_s``, ``last_mean_s``:
+    the warm-up, and the drain after the last arrival), the measured ``throughput`` and
+    ``cached_share``; ``max_rate_x``, its ratio to fcfs's; how many runs it took) and the
+    (rate, mean) points per policy (latency-vs-load curves).
     """
     console = console or Console(stderr=True)
     if workload not in WORKLOADS:
@@ -669,8 +673,8 @@ def sweep(
 
     window = programs / rate
 
-    def arrivals(r: float, span: float = window) -> list[Arrival]:
-        n = max(1, round(r * span))
+    def arrivals(r: float) -> list[Arrival]:
+        n = max(1, round(SWEEP_WINDOWS * r * window))
         return make_workload(workload, programs=n, rate=r, seed=seed)
 
     unloaded_arrivals = make_workload(workload, programs=programs, rate=rate / 20.0, seed=seed)
@@ -678,38 +682,36 @@ def sweep(
     limit = bound * unloaded
     curves: dict[str, list[tuple[float, float]]] = {}
     found: dict[str, tuple[float, dict[str, Any] | None, list[tuple[float, float]]]] = {}
-    longer: dict[str, dict[str, Any]] = {}
     with progress(console=console) as bar:
         task = bar.add_task(f"sweep {workload}", total=None)
         for name in names:
 
             def run(r: float, name: str = name) -> dict[str, Any]:
                 m = simulate(arrivals(r), policy=name, **options)
+                m["first_mean_s"], m["mean_s"], m["last_mean_s"] = _window_means(
+                    m, window, SWEEP_WINDOWS
+                )
                 bar.advance(task)
                 return m
 
             found[name] = _search(run, rate, limit, steps)
             curves[name] = found[name][2]
-            best = found[name][0]
-            if not math.isnan(best):  # the same rate for twice as long: does the queue hold?
-                longer[name] = simulate(arrivals(best, 2 * window), policy=name, **options)
-                bar.advance(task)
     base_rate = found["fcfs"][0]
     rows = []
     for name in names:
         best, m, points = found[name]
-        mean_2w = longer[name]["mean_s"] if name in longer else math.nan
         rows.append(
             {
                 "policy": name,
                 "max_rate": best,
-                "throughput": m["throughput"] if m else math.nan,
                 "mean_s": m["mean_s"] if m else math.nan,
+                "first_mean_s": m["first_mean_s"] if m else math.nan,
+                "last_mean_s": m["last_mean_s"] if m else math.nan,
+                "throughput": m["throughput"] if m else math.nan,
+                "cached_share": m["cached_share"] if m else math.nan,
                 "programs": m["programs"] if m else 0,
                 "max_rate_x": _ratio(best, base_rate),
                 "runs": len(points),
-                "mean_2w_s": mean_2w,
-                "steady": m is not None and mean_2w <= SWEEP_STEADY * m["mean_s"],
             }
         )
     config = _config(workload, rate, programs, seed, arrivals(rate), options)
@@ -717,6 +719,7 @@ def sweep(
         {
             "sweep": True,
             "window_s": window,
+            "arrivals_s": SWEEP_WINDOWS * window,
             "sweep_bound_s": limit,
             "unloaded_mean_s": unloaded,
             "bound_factor": bound,
@@ -735,12 +738,21 @@ def sweep(
     return Report("sched", config, rows, targets), curves
 
 
+def _window_means(metrics: dict[str, Any], window: float, windows: int) -> list[float]:
+    """The mean completion time of the programs that arrived in each of ``windows`` windows of
+    ``window`` seconds (the last takes any later ones; NaN where none arrived)."""
+    groups: list[list[float]] = [[] for _ in range(windows)]
+    for arrived, took in zip(metrics["arrival_times"], metrics["completion_times"], strict=True):
+        groups[min(windows - 1, int(arrived // window))].append(took)
+    return [statistics.fmean(g) if g else math.nan for g in groups]
+
+
 def _search(
     run: Callable[[float], dict[str, Any]], start: float, limit: float, steps: int
 ) -> tuple[float, dict[str, Any] | None, list[tuple[float, float]]]:
-    """The highest rate whose run keeps every program and a mean completion time within
-    ``limit`` (NaN if none of the tried rates does), that run's metrics, and every (rate, mean)
-    tried, sorted by rate."""
+    """The highest rate whose run keeps every program and a mean completion time (its
+    ``mean_s``) within ``limit`` (NaN if none of the tried rates does), that run's metrics, and
+    every (rate, mean) tried, sorted by rate."""
     points: list[tuple[float, float]] = []
     good: dict[float, dict[str, Any]] = {}
 
