@@ -241,6 +241,11 @@ def test_sweep_finds_a_rate_per_policy() -> None:
     assert report.config["arrivals_s"] == pytest.approx(3 * report.config["window_s"])
     assert row["mean_s"] <= report.config["sweep_bound_s"]
     assert row["first_mean_s"] > 0 and row["last_mean_s"] > 0
+    # what the engine completes when overloaded, against fcfs's highest rate
+    assert report.config["saturation_rate"] > 0
+    assert report.config["saturation_x"] == pytest.approx(
+        report.config["saturation_rate"] / row["max_rate"]
+    )
 
 
 def test_plot_without_matplotlib_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -303,3 +308,9 @@ def test_window_means_split_programs_by_arrival() -> None:
     assert sched._window_means(metrics, 5.0, 2) == [2.0, 12.0]  # the last takes later ones
     first, second, third = sched._window_means(metrics, 20.0, 3)
     assert first == pytest.approx(8.5) and math.isnan(second) and third == 6.0
+
+
+def test_completion_rate_counts_programs_finishing_in_the_span() -> None:
+    metrics = {"arrival_times": [0.0, 1.0, 2.0, 8.0], "completion_times": [3.0, 9.0, 1.0, 1.0]}
+    # finishes at 3, 10, 3, 9: three of them in [2, 10)
+    assert sched._completion_rate(metrics, 2.0, 10.0) == pytest.approx(3 / 8)
