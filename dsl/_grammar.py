@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import re
+import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,11 +51,23 @@ _LINE_COL = re.compile(r"line (\d+),? col(?:umn)? (\d+)", re.IGNORECASE)
 _RULE_NAME = re.compile(r"[Rr]ule '?([A-Za-z_][A-Za-z0-9_]*)'?")
 
 
-@functools.lru_cache(maxsize=256)
+_BUILDING = threading.Lock()
+
+
 def lark_parser(text: str, start: str = "start") -> lark.Lark:
     """The Earley parser for a Lark grammar (cached by text). Earley with the complete dynamic
     lexer reads the language the way a token mask does: terminals matched in context and at
-    any length, with no separate lexing pass that could split the text differently."""
+    any length, with no separate lexing pass that could split the text differently.
+
+    One build at a time: building a large grammar's parser takes seconds (a Text-to-SQL grammar
+    scoped to a schema: ~1,000 rules, ~2 s), and threads asking for the same grammar at once
+    then wait for one build instead of each making its own."""
+    with _BUILDING:
+        return _build(text, start)
+
+
+@functools.lru_cache(maxsize=256)
+def _build(text: str, start: str) -> lark.Lark:
     return lark.Lark(text, start=start, parser="earley", lexer="dynamic_complete")
 
 

@@ -3,8 +3,10 @@ program sees it, whatever enforced the grammar while decoding (or nothing did)."
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,20 +37,41 @@ def _offset(text: str, line: int, column: int) -> int:
 
 
 def _check_lark(grammar: Grammar, text: str) -> str:
+    problem = _lark_problem(grammar.source, grammar.start, text)
+    if problem is not None:
+        raise Invalid(*problem)
+    return text
+
+
+_LOCK = threading.Lock()
+
+
+def _lark_problem(source: str, start: str, text: str) -> tuple[str, int | None] | None:
+    """Why ``text`` breaks the Lark grammar (reason, offset), or None if it parses. One check
+    at a time: checks run in worker threads, a shared parser is not promised to be
+    thread-safe, and a text checked while an equal one is being parsed then finds the answer
+    cached."""
+    with _LOCK:
+        return _parse_problem(source, start, text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_problem(source: str, start: str, text: str) -> tuple[str, int | None] | None:
+    """``_lark_problem``'s answer, cached: an Earley parse of a large grammar takes a good part
+    of a second, and the same text comes back often (self-consistency candidates that agree,
+    retries)."""
     try:
-        lark_parser(grammar.source, grammar.start).parse(text)
+        lark_parser(source, start).parse(text)
     except lark.exceptions.UnexpectedInput as e:
         line, column = getattr(e, "line", -1), getattr(e, "column", -1)
         if isinstance(e, lark.exceptions.UnexpectedEOF) or line is None or line < 0:
-            raise Invalid(
-                f"the text ends before the grammar allows (at offset {len(text)})", len(text)
-            ) from e
+            return f"the text ends before the grammar allows (at offset {len(text)})", len(text)
         pos = _offset(text, line, column)
         near = text[pos : pos + 20]
-        raise Invalid(f"unexpected {near!r} at line {line}, column {column}", pos) from e
+        return f"unexpected {near!r} at line {line}, column {column}", pos
     except lark.exceptions.LarkError as e:  # e.g. an ambiguity lark cannot resolve
-        raise Invalid(f"{type(e).__name__}: {e}") from e
-    return text
+        return f"{type(e).__name__}: {e}", None
+    return None
 
 
 def _check_json(grammar: Grammar, text: str) -> Any:

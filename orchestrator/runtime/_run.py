@@ -527,6 +527,17 @@ class ProgramRun:
                 node=node.id, text=text, reason=reason, position=exc.position
             ) from None
 
+    async def _checked(
+        self, node: LLMNode | SelectNode | PlanNode, grammar: dsl.Grammar, completion: Completion
+    ) -> Any:
+        """``_check``, in a worker thread for a Lark grammar: an Earley parse of a large one (a
+        Text-to-SQL grammar scoped to a schema has ~1,000 rules) takes a good part of a second,
+        during which the event loop would stall every program (other kinds check in
+        microseconds)."""
+        if grammar.kind == "lark" and not isinstance(node, SelectNode):
+            return await anyio.to_thread.run_sync(self._check, node, grammar, completion)
+        return self._check(node, grammar, completion)
+
     async def _constrained(
         self,
         st: _NodeState,
@@ -541,7 +552,7 @@ class ProgramRun:
         except GrammarUnsupported:
             st.stats.degraded = True
         else:
-            return self._check(node, grammar, completion)
+            return await self._checked(node, grammar, completion)
         attempts = self.orch.constraint_attempts
         req = dataclasses.replace(request, grammar=None)
         req = _ask_for(req, f"Answer with output that matches {_describe(grammar)}.")
@@ -549,7 +560,7 @@ class ProgramRun:
             completion = await self._call_backend(st, node, req)
             text = completion.text
             try:
-                return self._check(node, grammar, completion)
+                return await self._checked(node, grammar, completion)
             except ConstraintViolation as exc:
                 if attempt == attempts:
                     raise ConstraintViolation(

@@ -246,7 +246,13 @@ def test_many_questions_at_once_through_one_orchestrator(school: Path) -> None:
 
     answers = anyio.run(main)
     assert sorted(a.question for a in answers) == sorted(questions)
-    assert all(a.status == "answered" for a in answers)
+    # on failure, say why: each unanswered question's candidates and their errors
+    unanswered = {
+        a.question: [(c.status, c.error) for c in a.candidates]
+        for a in answers
+        if a.status != "answered"
+    }
+    assert not unanswered, unanswered
 
 
 def test_evaluation_on_a_scripted_backend(school: Path) -> None:

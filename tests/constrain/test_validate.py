@@ -1,0 +1,77 @@
+"""Re-parsing constrained outputs: the verdicts, and the caching that keeps a large Lark
+grammar's parses and builds from repeating."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import lark
+import pytest
+
+from dsl import Grammar
+from dsl._grammar import lark_parser
+from orchestrator import constrain
+
+
+def _text() -> str:
+    # a grammar text no other test uses: its parser is built here, not found cached
+    return f'start: "SELECT " NAME " FROM t{uuid.uuid4().hex[:8]}"\nNAME: /[a-z]+/\n'
+
+
+def _grammar() -> Grammar:
+    return Grammar.lark(_text())
+
+
+def test_a_valid_text_is_its_own_value_and_an_invalid_one_says_where() -> None:
+    g = _grammar()
+    table = g.source.split('" FROM ')[1].split('"')[0]
+    text = f"SELECT name FROM {table}"
+    assert constrain.check(g, text) == text
+    with pytest.raises(constrain.Invalid) as bad:
+        constrain.check(g, f"SELECT 9 FROM {table}")
+    assert bad.value.position == 7 and "unexpected '9" in str(bad.value)
+    with pytest.raises(constrain.Invalid, match="ends before"):
+        constrain.check(g, "SELECT name")
+
+
+def test_the_same_text_is_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    g = _grammar()
+    table = g.source.split('" FROM ')[1].split('"')[0]
+    parser = lark_parser(g.source, g.start)
+    calls = []
+    real = parser.parse
+
+    def counting(text: str) -> object:
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(parser, "parse", counting)
+    for _ in range(3):
+        constrain.check(g, f"SELECT a FROM {table}")
+        with pytest.raises(constrain.Invalid):
+            constrain.check(g, "SELECT")
+    assert calls == [f"SELECT a FROM {table}", "SELECT"]
+
+
+def test_threads_asking_for_one_grammar_at_once_build_one_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    text = _text()
+    builds = []
+    real = lark.Lark
+
+    def counting(*args: object, **kwargs: object) -> lark.Lark:
+        builds.append(args[0])
+        time.sleep(0.2)  # a slow build: the other threads ask meanwhile
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lark, "Lark", counting)
+    got: list[lark.Lark] = []
+    threads = [threading.Thread(target=lambda: got.append(lark_parser(text))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and len(got) == 4 and all(p is got[0] for p in got)
