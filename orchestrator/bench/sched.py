@@ -36,10 +36,13 @@ from __future__ import annotations
 import functools
 import importlib
 import math
+import multiprocessing
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -638,6 +641,7 @@ def sweep(
     seed: int = 0,
     bound: float = SWEEP_BOUND,
     steps: int = 3,
+    workers: int | None = None,
     console: Console | None = None,
     **options: Any,
 ) -> tuple[Report, dict[str, list[tuple[float, float]]]]:
@@ -656,7 +660,9 @@ def sweep(
     mean stays bounded however high the rate), with its first programs finding an empty engine
     and its last ones an engine no longer receiving work. Search: from ``rate`` (default
     ``DEFAULT_RATES[workload]``), multiply or divide by 1.5 until the bound is crossed, then
-    bisect ``steps`` times in log space (to ~5% with 3).
+    bisect ``steps`` times in log space (to ~5% with 3). The policies' searches run in
+    ``workers`` processes (default: one per core, at most one per policy); virtual time makes
+    the figures the same however many.
 
     Returns the report (config ``sweep: true``; per policy: ``max_rate``; there, the measured
     window's mean (``mean_s``), the first's and the last's (``first_mean_s``, ``last_mean_s``:
@@ -680,28 +686,30 @@ def sweep(
     window = programs / rate
 
     def arrivals(r: float) -> list[Arrival]:
-        n = max(1, round(SWEEP_WINDOWS * r * window))
-        return make_workload(workload, programs=n, rate=r, seed=seed)
+        return _sweep_arrivals(workload, r, window, seed)
 
     unloaded_arrivals = make_workload(workload, programs=programs, rate=rate / 20.0, seed=seed)
     unloaded = simulate(unloaded_arrivals, policy="fcfs", **options)["mean_s"]
     limit = bound * unloaded
-    curves: dict[str, list[tuple[float, float]]] = {}
     found: dict[str, tuple[float, dict[str, Any] | None, list[tuple[float, float]]]] = {}
+    workers = min(len(names), os.cpu_count() or 1) if workers is None else max(1, workers)
+    search = functools.partial(
+        _sweep_policy, workload, seed=seed, window=window, start=rate, limit=limit, steps=steps,
+        options=options,
+    )  # fmt: skip
     with progress(console=console) as bar:
         task = bar.add_task(f"sweep {workload}", total=None)
-        for name in names:
-
-            def run(r: float, name: str = name) -> dict[str, Any]:
-                m = simulate(arrivals(r), policy=name, **options)
-                m["first_mean_s"], m["mean_s"], m["last_mean_s"] = _window_means(
-                    m, window, SWEEP_WINDOWS
-                )
-                bar.advance(task)
-                return m
-
-            found[name] = _search(run, rate, limit, steps)
-            curves[name] = found[name][2]
+        if workers > 1 and len(names) > 1:  # one policy per process: the runs are independent
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = {pool.submit(search, name): name for name in names}
+                for future in as_completed(futures):
+                    found[futures[future]] = future.result()
+                    bar.advance(task, len(found[futures[future]][2]))
+        else:
+            for name in names:
+                found[name] = search(name, on_run=lambda: bar.advance(task))
+        curves = {name: found[name][2] for name in names}
         base_rate = found["fcfs"][0]
         saturation = math.nan
         if not math.isnan(base_rate):
@@ -749,6 +757,37 @@ def sweep(
                 _ratio(value, base_rate), aim, "higher"
             )
     return Report("sched", config, rows, targets), curves
+
+
+def _sweep_arrivals(workload: str, rate: float, window: float, seed: int) -> list[Arrival]:
+    """A sweep run's arrivals: ``SWEEP_WINDOWS`` windows' worth at ``rate``."""
+    n = max(1, round(SWEEP_WINDOWS * rate * window))
+    return make_workload(workload, programs=n, rate=rate, seed=seed)
+
+
+def _sweep_policy(
+    workload: str,
+    name: str,
+    *,
+    seed: int,
+    window: float,
+    start: float,
+    limit: float,
+    steps: int,
+    options: dict[str, Any],
+    on_run: Callable[[], None] | None = None,
+) -> tuple[float, dict[str, Any] | None, list[tuple[float, float]]]:
+    """One policy's search (``_search``) for ``sweep``; a module-level function, so that a
+    worker process can run it."""
+
+    def run(r: float) -> dict[str, Any]:
+        m = simulate(_sweep_arrivals(workload, r, window, seed), policy=name, **options)
+        m["first_mean_s"], m["mean_s"], m["last_mean_s"] = _window_means(m, window, SWEEP_WINDOWS)
+        if on_run is not None:
+            on_run()
+        return m
+
+    return _search(run, start, limit, steps)
 
 
 def _window_means(metrics: dict[str, Any], window: float, windows: int) -> list[float]:

@@ -11,6 +11,7 @@ import statistics
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -298,6 +299,15 @@ def test_micro_times_every_policy_on_a_small_queue() -> None:
     assert all(r["decision_us"] > 0 for r in report.rows)
     worst = report.targets["decision_us_at_10k_queued"].value
     assert worst == pytest.approx(max(r["decision_us"] for r in report.rows), abs=0.1)
+
+
+def test_sweep_in_processes_finds_what_one_process_finds() -> None:
+    args = ("dag", ["fcfs", "program_fcfs"])
+    kwargs: dict[str, Any] = {"rate": 1.0, "programs": 8, "seed": 0, "steps": 1}
+    serial, serial_curves = sweep(*args, workers=1, console=_quiet(), **kwargs)
+    parallel, parallel_curves = sweep(*args, workers=2, console=_quiet(), **kwargs)
+    assert [r["policy"] for r in parallel.rows] == ["fcfs", "program_fcfs"]
+    assert parallel.rows == serial.rows and parallel_curves == serial_curves
 
 
 def test_window_means_split_programs_by_arrival() -> None:
