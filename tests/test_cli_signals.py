@@ -81,3 +81,45 @@ def test_sigterm_runs_the_cleanup_of_a_running_command(tmp_path: Path) -> None:
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child), "the tool's child process was orphaned"
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(c) for c in text.split()]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(
+    not Path("/proc/self/task").exists() or (os.cpu_count() or 1) < 2,
+    reason="needs /proc and two cores (the sweep's worker processes)",
+)
+def test_sigterm_stops_the_sweeps_worker_processes(tmp_path: Path) -> None:
+    log = tmp_path / "legato.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "bench", "sched", "--workload", "mixed",
+             "--sweep", "--policies", "fcfs,program_fcfs"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while len(children := _children(proc.pid)) < 3:  # the resource tracker, two workers
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the sweep never started its workers"
+            time.sleep(0.1)
+        time.sleep(1.0)  # the workers are searching: minutes of work each
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 128 + signal.SIGTERM, log.read_text()
+    deadline = time.monotonic() + 5
+    while any(_alive(c) for c in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [c for c in children if _alive(c)], "a sweep worker was orphaned"

@@ -42,7 +42,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -700,15 +699,16 @@ def sweep(
     with progress(console=console) as bar:
         task = bar.add_task(f"sweep {workload}", total=None)
         if workers > 1 and len(names) > 1:  # one policy per process: the runs are independent
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = {pool.submit(search, name): name for name in names}
-                for future in as_completed(futures):
-                    found[futures[future]] = future.result()
-                    bar.advance(task, len(found[futures[future]][2]))
+            # multiprocessing's Pool, not concurrent.futures: leaving its block terminates the
+            # workers, so Ctrl-C (or SIGTERM, which the command line turns into an exit) stops
+            # the sweep at once instead of waiting for every search under way to finish
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for name, result in pool.imap_unordered(search, names):
+                    found[name] = result
+                    bar.advance(task, len(result[2]))
         else:
             for name in names:
-                found[name] = search(name, on_run=lambda: bar.advance(task))
+                found[name] = search(name, on_run=lambda: bar.advance(task))[1]
         curves = {name: found[name][2] for name in names}
         base_rate = found["fcfs"][0]
         saturation = math.nan
@@ -776,9 +776,9 @@ def _sweep_policy(
     steps: int,
     options: dict[str, Any],
     on_run: Callable[[], None] | None = None,
-) -> tuple[float, dict[str, Any] | None, list[tuple[float, float]]]:
-    """One policy's search (``_search``) for ``sweep``; a module-level function, so that a
-    worker process can run it."""
+) -> tuple[str, tuple[float, dict[str, Any] | None, list[tuple[float, float]]]]:
+    """One policy's search (``_search``) for ``sweep``, with the policy's name; a module-level
+    function, so that a worker process can run it."""
 
     def run(r: float) -> dict[str, Any]:
         m = simulate(_sweep_arrivals(workload, r, window, seed), policy=name, **options)
@@ -787,7 +787,7 @@ def _sweep_policy(
             on_run()
         return m
 
-    return _search(run, start, limit, steps)
+    return name, _search(run, start, limit, steps)
 
 
 def _window_means(metrics: dict[str, Any], window: float, windows: int) -> list[float]:
