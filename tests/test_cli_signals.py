@@ -48,6 +48,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _terminate(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM ``proc`` and its exit code (it has 20 s)."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=20)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Whatever happened, leave nothing running."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _left_alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still alive after up to 5 s."""
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
 @pytest.mark.timeout(60)
 def test_sigterm_runs_the_cleanup_of_a_running_command(tmp_path: Path) -> None:
     program = tmp_path / "hold.py"
@@ -70,17 +91,11 @@ def test_sigterm_runs_the_cleanup_of_a_running_command(tmp_path: Path) -> None:
             time.sleep(0.05)
         child = int(pidfile.read_text())
         assert _alive(child)
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=20)
+        code = _terminate(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
     assert code == 128 + signal.SIGTERM, log.read_text()
-    deadline = time.monotonic() + 5
-    while _alive(child) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(child), "the tool's child process was orphaned"
+    assert not _left_alive([child]), "the tool's child process was orphaned"
 
 
 def _children(pid: int) -> list[int]:
@@ -112,14 +127,8 @@ def test_sigterm_stops_the_sweeps_worker_processes(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the sweep never started its workers"
             time.sleep(0.1)
         time.sleep(1.0)  # the workers are searching: minutes of work each
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=20)
+        code = _terminate(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _kill(proc)
     assert code == 128 + signal.SIGTERM, log.read_text()
-    deadline = time.monotonic() + 5
-    while any(_alive(c) for c in children) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [c for c in children if _alive(c)], "a sweep worker was orphaned"
+    assert not _left_alive(children), "a sweep worker was orphaned"

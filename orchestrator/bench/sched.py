@@ -683,10 +683,6 @@ def sweep(
     names = _available(policies, console)
 
     window = programs / rate
-
-    def arrivals(r: float) -> list[Arrival]:
-        return _sweep_arrivals(workload, r, window, seed)
-
     unloaded_arrivals = make_workload(workload, programs=programs, rate=rate / 20.0, seed=seed)
     unloaded = simulate(unloaded_arrivals, policy="fcfs", **options)["mean_s"]
     limit = bound * unloaded
@@ -713,7 +709,8 @@ def sweep(
         base_rate = found["fcfs"][0]
         saturation = math.nan
         if not math.isnan(base_rate):
-            over = simulate(arrivals(2 * base_rate), policy="program_fcfs", **options)
+            overload = _sweep_arrivals(workload, 2 * base_rate, window, seed)
+            over = simulate(overload, policy="program_fcfs", **options)
             saturation = _completion_rate(over, window, SWEEP_WINDOWS * window)
             bar.advance(task)
     rows = []
@@ -733,7 +730,9 @@ def sweep(
                 "runs": len(points),
             }
         )
-    config = _config(workload, rate, programs, seed, arrivals(rate), options)
+    config = _config(
+        workload, rate, programs, seed, _sweep_arrivals(workload, rate, window, seed), options
+    )
     config.update(
         {
             "sweep": True,
