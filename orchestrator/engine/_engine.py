@@ -311,6 +311,7 @@ class Engine:
             "steps": 0,
             "aborted": 0,
             "rewinds": 0,
+            "released_programs": 0,
         }
 
     # -- public ------------------------------------------------------------------------------
@@ -446,12 +447,14 @@ class Engine:
         return compiled.matcher()
 
     def release_program(self, program: str) -> int:
-        """The program has ended: drop the pins it holds (returns how many blocks), and tell
-        a batch policy that keeps per-program state (``PolicyBatch``) to forget it."""
+        """The program has ended: drop the pins it holds (returns how many blocks), put its
+        cached blocks first in line for eviction (``BlockPool.release``), and tell a batch
+        policy that keeps per-program state (``PolicyBatch``) to forget it."""
+        self.counters["released_programs"] += 1
         end = getattr(self.policy, "on_program_end", None)
         if end is not None:
             end(program, anyio.current_time())
-        return self.pool.drop_pins(owner=program)
+        return self.pool.release(program)
 
     def append_tokens(
         self, seq_id: str, tokens: Sequence[int], *, after: int | None = None

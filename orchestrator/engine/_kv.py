@@ -6,6 +6,13 @@ indexed by block id. A block is *free* (no owner, no cached content), *cached* (
 block of some prefix, no live owner; reusable by a prompt with that prefix, evictable LRU), or
 *in use* (referenced by one or more live sequences). Pinned cached blocks are not evicted until
 their pin expires or is dropped.
+
+Eviction order, least useful first:
+- the blocks of programs that have ended (``release``): nothing of theirs will be asked for
+  again, except a prefix shared with other programs, and that is found again by whoever asks;
+- then least recently freed first, and within one sequence its last block first (blocks are
+  released tail first): a prefix is only found from its start, so losing a chain's head
+  would leave the rest of it cached but unreachable.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ class BlockPool:
         self._evictable: OrderedDict[int, None] = OrderedDict()  # cached blocks with 0 refs
         self._pins: dict[int, float] = {}  # block -> pin expiry time
         self._pin_owner: dict[int, str] = {}  # block -> the program that pinned it
+        self._user: dict[int, str] = {}  # evictable block -> the program that last freed it
+        self._freed_by: dict[str, dict[int, None]] = {}  # program -> those blocks, in order
 
     # -- accounting --------------------------------------------------------------------------
     @property
@@ -138,12 +147,16 @@ class BlockPool:
         self, table: BlockTable, *, pin_until: float | None = None, owner: str | None = None
     ) -> None:
         """Release ``table``'s blocks. Full, cached blocks stay reusable; with ``pin_until``
-        they are also kept from eviction until that time (on behalf of ``owner``)."""
-        for b in table.blocks:
+        they are also kept from eviction until that time (on behalf of ``owner``, the program
+        whose sequence it was: ``release`` evicts its blocks first once it has ended)."""
+        for b in reversed(table.blocks):  # tail first: the head is evicted last
             self._refs[b] -= 1
             if self._refs[b] == 0:
                 if b in self._hash_of:
                     self._evictable[b] = None
+                    if owner is not None:
+                        self._user[b] = owner
+                        self._freed_by.setdefault(owner, {})[b] = None
                     if pin_until is not None:
                         self._pins[b] = max(pin_until, self._pins.get(b, pin_until))
                         if owner is not None:
@@ -175,6 +188,17 @@ class BlockPool:
             del self._pin_owner[b]
         return len(mine)
 
+    def release(self, owner: str) -> int:
+        """``owner``'s program has ended: drop its pins and move the cached blocks it freed
+        last to the front of the eviction order (tail first, as they were freed). Returns how
+        many pins were dropped."""
+        dropped = self.drop_pins(owner)
+        mine = self._freed_by.pop(owner, {})
+        for b in reversed(mine):  # freed tail first: keep that order at the front
+            del self._user[b]
+            self._evictable.move_to_end(b, last=False)
+        return dropped
+
     def drop_pins_for(self, blocks: int, *, keep: str | None = None) -> int:
         """Drop pins, those expiring soonest first, until ``blocks`` blocks are available (or
         no other pin is left); returns how many were dropped. The pins of ``keep`` (the
@@ -194,12 +218,21 @@ class BlockPool:
     def _ref(self, b: int) -> None:
         if self._refs[b] == 0:
             self._evictable.pop(b, None)
+            self._forget_user(b)
             self._pins.pop(b, None)
             self._pin_owner.pop(b, None)
         self._refs[b] += 1
         h = self._hash_of.get(b)
         if h is not None:
             self._cached.move_to_end(h)
+
+    def _forget_user(self, b: int) -> None:
+        user = self._user.pop(b, None)
+        if user is not None:
+            mine = self._freed_by[user]
+            del mine[b]
+            if not mine:
+                del self._freed_by[user]
 
     def _take(self, now: float) -> int:
         if self._free:
@@ -209,6 +242,7 @@ class BlockPool:
             if b < 0:  # pragma: no cover - callers check free_blocks first
                 raise OutOfBlocks("no free block")
             del self._evictable[b]
+            self._forget_user(b)
             del self._cached[self._hash_of.pop(b)]
         self._refs[b] = 1
         return b

@@ -84,15 +84,23 @@ def test_out_of_blocks_changes_nothing() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.booleans(), st.lists(st.integers(0, 3), min_size=1, max_size=20)), max_size=30
+        st.tuples(
+            st.sampled_from(["allocate", "free", "release"]),
+            st.sampled_from(["p0", "p1", "p2"]),
+            st.lists(st.integers(0, 3), min_size=1, max_size=20),
+        ),
+        max_size=30,
     )
 )
-def test_blocks_are_never_lost_or_shared_by_writers(ops: list[tuple[bool, list[int]]]) -> None:
+def test_blocks_are_never_lost_or_shared_by_writers(ops: list[tuple[str, str, list[int]]]) -> None:
     pool = BlockPool(12, 4)
     live = []
-    for is_free, tokens in ops:
-        if is_free and live:
-            pool.free(live.pop(0))
+    for op, owner, tokens in ops:
+        if op == "release":
+            pool.release(owner)
+            continue
+        if op == "free" and live:
+            pool.free(live.pop(0), owner=owner)
             continue
         try:
             table, cached = pool.allocate(tokens, now=0.0)
@@ -107,6 +115,7 @@ def test_blocks_are_never_lost_or_shared_by_writers(ops: list[tuple[bool, list[i
     for t in live:
         pool.free(t)
     assert pool.free_blocks == 12
+    pool.allocate([9] * 47, now=0.0)  # every block can be taken: none lost to the bookkeeping
 
 
 def test_a_program_can_drop_its_own_pins() -> None:
@@ -119,3 +128,48 @@ def test_a_program_can_drop_its_own_pins() -> None:
     assert pool.pinned_blocks == 4
     assert pool.drop_pins(owner="p1") == 2
     assert pool.pinned_blocks == 2
+
+
+def _cache(pool: BlockPool, tokens: list[int], owner: str | None = None) -> None:
+    """Run ``tokens`` as one sequence of ``owner`` and free it: its full blocks stay cached."""
+    t, _ = pool.allocate(tokens, now=0.0)
+    pool.commit(t, tokens)
+    pool.free(t, owner=owner)
+
+
+def _found(pool: BlockPool, tokens: list[int]) -> int:
+    """How many of ``tokens`` the cache holds as a prefix (changes nothing)."""
+    return len(pool.match_prefix([*tokens, -1])[0]) * pool.block_size
+
+
+def test_eviction_takes_a_prefix_from_its_end() -> None:
+    # Three cached blocks, one evicted: the first two still make a prefix. Evicting the head
+    # instead would leave two blocks cached that no prompt can reach.
+    pool = BlockPool(4, 4)
+    _cache(pool, list(range(12)))
+    pool.allocate([70] * 8, now=0.0)  # two blocks: the free one and one evicted
+    assert _found(pool, list(range(12))) == 8
+
+
+def test_an_ended_programs_blocks_are_evicted_before_a_live_ones() -> None:
+    pool = BlockPool(4, 4)
+    live, ended = list(range(8)), list(range(100, 108))
+    _cache(pool, live, owner="live")  # freed first: least recently used
+    _cache(pool, ended, owner="ended")
+    pool.release("ended")
+    pool.allocate([70] * 8, now=0.0)  # needs two of the four blocks
+    assert _found(pool, live) == 8
+    assert _found(pool, ended) == 0
+
+
+def test_a_prefix_reused_by_a_live_program_is_no_longer_the_ended_ones() -> None:
+    pool = BlockPool(4, 4)
+    shared = list(range(8))
+    _cache(pool, shared, owner="a")
+    _cache(pool, [*shared, 9], owner="b")  # b used a's blocks after it: they are b's now
+    pool.release("a")
+    assert pool.release("a") == 0
+    _cache(pool, list(range(200, 208)), owner="c")  # two more blocks, freed after b's
+    pool.release("c")
+    pool.allocate([70] * 8, now=0.0)
+    assert _found(pool, shared) == 8  # c's blocks went, b's (ex-a's) stayed
