@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ Dialect = Literal["legato", "vllm", "sglang", "llamacpp", "openai"]
 
 _DialectSetting = Literal["auto", "legato", "vllm", "sglang", "llamacpp", "openai"]
 _DIALECTS: Final[frozenset[str]] = frozenset(get_args(_DialectSetting))
+RELEASE_TIMEOUT: Final = 5.0
+"""Seconds ``OpenAICompatible.release_program`` waits for the engine."""
+_log = logging.getLogger("legato")
 
 # What each engine says in ``/v1/models`` ``data[].owned_by``.
 _OWNERS: Final[Mapping[str, Dialect]] = {
@@ -220,6 +224,24 @@ class OpenAICompatible:
                                 yield text_choice.text
         except (openai.APIError, httpx.HTTPError) as exc:
             raise _map_error(exc, name=self.name, url=self.base_url, request=request) from exc
+
+    async def release_program(self, program: str) -> None:
+        """``program`` has ended. A ``legato`` engine is told (``POST /v1/legato/release``):
+        it drops the program's KV pins and evicts its cached blocks first. Other engines have
+        no such call; their pins, where they keep any, expire. Best effort: the program is
+        over, so a failure is logged (logger ``legato``), not raised, and the call gives up
+        after ``RELEASE_TIMEOUT`` seconds."""
+        if self._dialect != "legato":  # also before any request: nothing to release then
+            return
+        try:
+            await self._client.post(
+                "/legato/release",
+                body={"program": program},
+                cast_to=object,
+                options={"timeout": RELEASE_TIMEOUT},
+            )
+        except (openai.APIError, httpx.HTTPError) as exc:
+            _log.warning("%s: could not release program %r: %s", self.name, program, exc)
 
     async def aclose(self) -> None:
         """Close the HTTP client if this backend created it; an injected one is left open."""

@@ -1,14 +1,16 @@
 """The embedded engine's OpenAI-compatible HTTP server (``legato engine serve``).
 
 Routes: ``GET /health``, ``GET /metrics`` (Prometheus text), ``GET /v1/models``,
-``POST /v1/completions`` and ``POST /v1/chat/completions`` (JSON or SSE streaming, with
-``usage``). Request hints come from the ``X-Legato-*`` headers, vLLM's ``X-Vllm-Priority`` header
-or a body ``priority`` (all: lower = sooner). A grammar is read from vLLM's
-``structured_outputs`` (``grammar`` in Lark, ``regex``, ``json`` or ``choice``) and held as a token
-mask. Legato's own body fields: ``distinct_lines: true`` keeps the output's lines distinct
-(``EngineRequest.distinct_lines``); ``require: [...]`` rewinds an output that would end without
-one of those strings (``EngineRequest.require``), and ``require_order: true`` asks for them in
-their order; ``require_anywhere: [...]`` are more strings, in any order
+``POST /v1/completions`` and ``POST /v1/chat/completions`` (JSON or SSE streaming, with ``usage``),
+and ``POST /v1/legato/release`` with ``{"program": ID}``: that program has ended, so its pins go and
+its cached blocks are evicted first (``Engine.release_program``; an ``Orchestrator`` on the
+``legato`` dialect sends it when each program ends). Request hints come from the ``X-Legato-*``
+headers, vLLM's ``X-Vllm-Priority`` header or a body ``priority`` (all: lower = sooner). A grammar
+is read from vLLM's ``structured_outputs`` (``grammar`` in Lark, ``regex``, ``json`` or ``choice``)
+and held as a token mask. Legato's own body fields: ``distinct_lines: true`` keeps the output's
+lines distinct (``EngineRequest.distinct_lines``); ``require: [...]`` rewinds an output that would
+end without one of those strings (``EngineRequest.require``), and ``require_order: true`` asks for
+them in their order; ``require_anywhere: [...]`` are more strings, in any order
 (``EngineRequest.require_anywhere``); ``alike: [[...], ...]`` are groups of strings written on
 consecutive lines that read alike (``EngineRequest.alike``). Bad requests get a 400 naming the
 field; an unknown model a 404.
@@ -24,7 +26,7 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -44,6 +46,8 @@ from orchestrator.engine._engine import (
 from orchestrator.engine._sampler import SampleParams
 
 __all__ = ["create_app"]
+
+_Body = TypeVar("_Body", bound=BaseModel)
 
 
 class _Common(BaseModel):
@@ -98,6 +102,14 @@ class ChatMessage(BaseModel):
         if isinstance(v, list):  # content parts: keep the text ones
             return "".join(p.get("text", "") for p in v if isinstance(p, dict))
         return v
+
+
+class ReleaseBody(BaseModel):
+    """``POST /v1/legato/release``: a program has ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    program: str = Field(min_length=1)
 
 
 class ChatBody(_Common):
@@ -250,7 +262,7 @@ def create_app(
             lines += [f"# TYPE legato_engine_{key} gauge", f"legato_engine_{key} {value}"]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
-    async def parse(request: Request, body_type: type[_Common]) -> _Common | Response:
+    async def validated(request: Request, body_type: type[_Body]) -> _Body | Response:
         try:
             raw = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -258,9 +270,22 @@ def create_app(
         if not isinstance(raw, dict):
             return _error(400, "the body must be a JSON object")
         try:
-            body = body_type.model_validate(raw)
+            return body_type.model_validate(raw)
         except ValidationError as exc:
             return _validation_error(exc)
+
+    async def release(request: Request) -> Response:
+        body = await validated(request, ReleaseBody)
+        if isinstance(body, Response):
+            return body
+        return JSONResponse(
+            {"program": body.program, "pins_dropped": engine.release_program(body.program)}
+        )
+
+    async def parse(request: Request, body_type: type[_Common]) -> _Common | Response:
+        body = await validated(request, body_type)
+        if isinstance(body, Response):
+            return body
         if body.model is not None and body.model not in names:
             return _error(
                 404,
@@ -466,6 +491,7 @@ def create_app(
             Route("/v1/models", models),
             Route("/v1/completions", endpoint(False), methods=["POST"]),
             Route("/v1/chat/completions", endpoint(True), methods=["POST"]),
+            Route("/v1/legato/release", release, methods=["POST"]),
         ],
         lifespan=lifespan,
         exception_handlers={404: not_found},

@@ -206,6 +206,61 @@ def test_promotion_headers_are_accepted(server: EngineServer) -> None:
     assert r.status_code == 200, r.text
 
 
+def test_a_released_program_loses_its_pins(server: EngineServer) -> None:
+    before = metrics(server)
+    r = httpx.post(
+        f"{server.url}/completions",
+        json={"prompt": "the quick brown fox jumps " * 8, "max_tokens": 2},
+        headers={"X-Legato-Program": "released", "X-Legato-KV-TTL": "600"},
+    )
+    assert r.status_code == 200, r.text
+    assert metrics(server)["legato_engine_kv_pinned_blocks"] > 0  # held for 10 minutes
+    r = httpx.post(f"{server.url}/legato/release", json={"program": "released"})
+    assert r.status_code == 200, r.text
+    assert r.json()["program"] == "released" and r.json()["pins_dropped"] > 0
+    after = metrics(server)
+    assert after["legato_engine_kv_pinned_blocks"] == 0
+    released = "legato_engine_released_programs_total"
+    assert after[released] == before[released] + 1
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({}, "program"), ({"program": ""}, "program"), ({"program": "p", "x": 1}, "x")],
+)
+def test_a_bad_release_is_refused_naming_the_field(
+    server: EngineServer, body: dict[str, object], param: str
+) -> None:
+    r = httpx.post(f"{server.url}/legato/release", json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_the_orchestrator_releases_each_program_it_ran(server: EngineServer) -> None:
+    released = "legato_engine_released_programs_total"
+    before = metrics(server)[released]
+
+    async def main() -> None:
+        triage = load_program("examples/triage.py")
+        backend = OpenAICompatible(server.url)
+        async with backend, orchestrator.Orchestrator(backend) as orch:
+            handles = [await orch.submit(triage, f"ticket {i}") for i in range(3)]
+            for h in handles:
+                await h.result()
+
+    anyio.run(main)
+    assert metrics(server)[released] == before + 3
+
+
+def test_a_release_that_fails_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with OpenAICompatible("http://127.0.0.1:9", dialect="legato") as backend:
+            await backend.release_program("gone")  # nothing listens on port 9
+
+    with caplog.at_level("WARNING", logger="legato"):
+        anyio.run(main)
+    assert "could not release program 'gone'" in caplog.text
+
+
 def test_a_client_that_disconnects_mid_stream_frees_its_sequence(server: EngineServer) -> None:
     before = metrics(server)
     body = {
