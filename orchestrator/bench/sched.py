@@ -373,6 +373,10 @@ def _row(metrics: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
     if metrics.get("slowdown_p99") is not None:
         row["slow_p99"] = metrics["slowdown_p99"]
         row["slow_max"] = metrics["slowdown_max"]
+    kinds = metrics.get("by_kind") or {}
+    if len(kinds) > 1:  # mixed: what each kind's programs pay for the order
+        for kind in sorted(kinds):
+            row[f"{kind}_s"] = kinds[kind]["mean_s"]
     row["preempt"] = metrics["preemptions"]
     row["cached"] = metrics["cached_share"]
     row["failed"] = metrics["failed"]
@@ -463,8 +467,9 @@ def measure(
         better for times, above 1 for throughput and SLO attainment), ``slow_p99`` and
         ``slow_max`` (p99 and worst of each program's completion time over its time alone: a
         run of fcfs with the programs far apart, which on chat also bounds the p50 speedup),
-        then ``preempt`` (engine
-        preemptions), ``cached`` (share of prompt tokens found in the prefix cache),
+        on a workload of several kinds (``mixed``) each kind's mean completion time
+        (``chat_s``, ``tree_s``...), then ``preempt`` (engine preemptions), ``cached`` (share
+        of prompt tokens found in the prefix cache),
         ``failed`` (programs that raised) and ``wall_s``.
     """
     console = console or Console(stderr=True)

@@ -324,3 +324,15 @@ def test_completion_rate_counts_programs_finishing_in_the_span() -> None:
     metrics = {"arrival_times": [0.0, 1.0, 2.0, 8.0], "completion_times": [3.0, 9.0, 1.0, 1.0]}
     # finishes at 3, 10, 3, 9: three of them in [2, 10)
     assert sched._completion_rate(metrics, 2.0, 10.0) == pytest.approx(3 / 8)
+
+
+def test_a_mixed_workload_reports_each_kind_s_mean() -> None:
+    report, runs = measure("mixed", ["adaptive"], rate=1.0, programs=20, console=_quiet())
+    for row in report.rows:
+        kinds = runs[row["policy"]]["by_kind"]
+        assert len(kinds) > 1 and {f"{k}_s" for k in kinds} <= set(row)
+        # the kinds' means, weighted by their programs, make the mean
+        total = sum(row[f"{k}_s"] * v["programs"] for k, v in kinds.items())
+        assert total / sum(v["programs"] for v in kinds.values()) == pytest.approx(row["mean_s"])
+    single, _ = measure("react", ["fcfs"], rate=8.0, programs=5, console=_quiet())
+    assert "react_s" not in single.rows[0]  # one kind: the mean says it already
