@@ -114,6 +114,7 @@ class OpenAICompatible:
             timeout=timeout,
         )
         self._probe_lock = anyio.Lock()
+        self._no_release = False  # the engine answered 404 to a release
         self._is_openai_api = httpx.URL(self.base_url).host.endswith("openai.com")
 
     def __repr__(self) -> str:
@@ -230,8 +231,9 @@ class OpenAICompatible:
         it drops the program's KV pins and evicts its cached blocks first. Other engines have
         no such call; their pins, where they keep any, expire. Best effort: the program is
         over, so a failure is logged (logger ``legato``), not raised, and the call gives up
-        after ``RELEASE_TIMEOUT`` seconds."""
-        if self._dialect != "legato":  # also before any request: nothing to release then
+        after ``RELEASE_TIMEOUT`` seconds. A server without the route (404: an older one) is
+        not asked again."""
+        if self._dialect != "legato" or self._no_release:  # also before any request
             return
         try:
             await self._client.post(
@@ -239,6 +241,12 @@ class OpenAICompatible:
                 body={"program": program},
                 cast_to=object,
                 options={"timeout": RELEASE_TIMEOUT},
+            )
+        except openai.NotFoundError:
+            self._no_release = True
+            _log.warning(
+                "%s: the engine has no /legato/release; program ends are not sent to it",
+                self.name,
             )
         except (openai.APIError, httpx.HTTPError) as exc:
             _log.warning("%s: could not release program %r: %s", self.name, program, exc)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+import anyio
+
 from orchestrator.backends._base import Backend, Completion, LLMRequest
 from orchestrator.backends._spec import backend_from_spec
 from orchestrator.errors import ConfigError
@@ -138,9 +140,11 @@ class Replicas:
                 follow(policy)
 
     async def release_program(self, program: str) -> None:
-        """The program has ended: forget its replica and release its pins everywhere."""
+        """The program has ended: forget its replica and release its pins everywhere (all
+        replicas at once, so one slow replica does not hold up the others)."""
         self.balancer.forget(program)
-        for b in self.backends:
-            release = getattr(b, "release_program", None)
-            if release is not None:
-                await release(program)
+        async with anyio.create_task_group() as tg:
+            for b in self.backends:
+                release = getattr(b, "release_program", None)
+                if release is not None:
+                    tg.start_soon(release, program)

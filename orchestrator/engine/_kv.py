@@ -8,8 +8,8 @@ block of some prefix, no live owner; reusable by a prompt with that prefix, evic
 their pin expires or is dropped.
 
 Eviction order, least useful first:
-- the blocks of programs that have ended (``release``): nothing of theirs will be asked for
-  again, except a prefix shared with other programs, and that is found again by whoever asks;
+- the blocks of programs that have ended (``release``), except those another program has
+  used too (a shared system prompt): nothing else of theirs will be asked for again;
 - then least recently freed first, and within one sequence its last block first (blocks are
   released tail first): a prefix is only found from its start, so losing a chain's head
   would leave the rest of it cached but unreachable.
@@ -64,6 +64,8 @@ class BlockPool:
         self._pin_owner: dict[int, str] = {}  # block -> the program that pinned it
         self._user: dict[int, str] = {}  # evictable block -> the program that last freed it
         self._freed_by: dict[str, dict[int, None]] = {}  # program -> those blocks, in order
+        self._last_user: dict[int, str] = {}  # cached block -> the last program that freed it
+        self._shared: set[int] = set()  # cached blocks freed by more than one program
 
     # -- accounting --------------------------------------------------------------------------
     @property
@@ -151,6 +153,8 @@ class BlockPool:
         whose sequence it was: ``release`` evicts its blocks first once it has ended)."""
         for b in reversed(table.blocks):  # tail first: the head is evicted last
             self._refs[b] -= 1
+            if owner is not None and b in self._hash_of and self._freed_by_other(b, owner):
+                self._shared.add(b)
             if self._refs[b] == 0:
                 if b in self._hash_of:
                     self._evictable[b] = None
@@ -190,13 +194,14 @@ class BlockPool:
 
     def release(self, owner: str) -> int:
         """``owner``'s program has ended: drop its pins and move the cached blocks it freed
-        last to the front of the eviction order (tail first, as they were freed). Returns how
-        many pins were dropped."""
+        last, and that no other program has used, to the front of the eviction order (tail
+        first, as they were freed). Returns how many pins were dropped."""
         dropped = self.drop_pins(owner)
         mine = self._freed_by.pop(owner, {})
         for b in reversed(mine):  # freed tail first: keep that order at the front
             del self._user[b]
-            self._evictable.move_to_end(b, last=False)
+            if b not in self._shared:
+                self._evictable.move_to_end(b, last=False)
         return dropped
 
     def drop_pins_for(self, blocks: int, *, keep: str | None = None) -> int:
@@ -226,6 +231,12 @@ class BlockPool:
         if h is not None:
             self._cached.move_to_end(h)
 
+    def _freed_by_other(self, b: int, owner: str) -> bool:
+        """Record that ``owner`` freed ``b``; whether another program had freed it before."""
+        last = self._last_user.get(b, owner)
+        self._last_user[b] = owner
+        return last != owner
+
     def _forget_user(self, b: int) -> None:
         user = self._user.pop(b, None)
         if user is not None:
@@ -243,6 +254,8 @@ class BlockPool:
                 raise OutOfBlocks("no free block")
             del self._evictable[b]
             self._forget_user(b)
+            self._last_user.pop(b, None)
+            self._shared.discard(b)
             del self._cached[self._hash_of.pop(b)]
         self._refs[b] = 1
         return b

@@ -14,8 +14,8 @@
   ``slack`` (default 16 calls) weighs a move's cost, a full prefill of the program's context
   on the new replica, against queueing on an overloaded one. Measured on ``react`` with two
   quarter-size engines (batch 64; ``legato bench sched --workload react --replicas 2``, seed
-  0): slack 4 gave 1.246x over round-robin with 0.936 of each program's prefix found cached, 8
-  gave 1.262x / 0.960, 16 gave 1.272x / 0.974, never moving 1.273x / 0.974. 16 keeps all of
+  0): slack 4 gave 1.247x over round-robin with 0.936 of each program's prefix found cached, 8
+  gave 1.263x / 0.960, 16 gave 1.274x / 0.974, never moving 1.274x / 0.974. 16 keeps all of
   the locality while still moving a program off a replica that is a quarter of a batch busier.
 
   Round-robin is a strong baseline on these engines: each replica keeps the turns it served,

@@ -783,3 +783,30 @@ async def test_own_client_is_closed() -> None:
     async with b:
         pass
     assert own.is_closed
+
+
+# -- program release -----------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_release_goes_to_legato_engines_only(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    await make(client, "vllm").release_program("p1")
+    await OpenAICompatible(BASE, http_client=client).release_program("p1")  # nothing sent yet
+    assert engine.requests == []
+    engine.reply = lambda request: httpx.Response(200, json={"program": "p1", "pins_dropped": 0})
+    await make(client, "legato").release_program("p1")
+    assert engine.paths() == ["/v1/legato/release"] and engine.last_body() == {"program": "p1"}
+
+
+@pytest.mark.anyio
+async def test_an_engine_without_release_is_asked_once(
+    client: httpx.AsyncClient, engine: FakeEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = make(client, "legato")  # an older server: the route answers 404
+    with caplog.at_level("WARNING", logger="legato"):
+        for program in ("p1", "p2", "p3"):
+            await backend.release_program(program)
+    assert engine.paths() == ["/v1/legato/release"]
+    assert caplog.text.count("has no /legato/release") == 1

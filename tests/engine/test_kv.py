@@ -96,11 +96,15 @@ def test_blocks_are_never_lost_or_shared_by_writers(ops: list[tuple[str, str, li
     pool = BlockPool(12, 4)
     live = []
     for op, owner, tokens in ops:
+        # who freed which cached block is known for evictable blocks only, once each
+        users = [b for mine in pool._freed_by.values() for b in mine]
+        assert sorted(users) == sorted(pool._user) and set(users) <= set(pool._evictable)
         if op == "release":
             pool.release(owner)
             continue
         if op == "free" and live:
-            pool.free(live.pop(0), owner=owner)
+            pin = 100.0 if owner == "p1" else None  # p1 pins what it frees
+            pool.free(live.pop(0), owner=owner, pin_until=pin)
             continue
         try:
             table, cached = pool.allocate(tokens, now=0.0)
@@ -114,6 +118,7 @@ def test_blocks_are_never_lost_or_shared_by_writers(ops: list[tuple[str, str, li
         assert len(owners) == len(set(owners))
     for t in live:
         pool.free(t)
+    pool.drop_pins()
     assert pool.free_blocks == 12
     pool.allocate([9] * 47, now=0.0)  # every block can be taken: none lost to the bookkeeping
 
@@ -163,13 +168,30 @@ def test_an_ended_programs_blocks_are_evicted_before_a_live_ones() -> None:
 
 
 def test_a_prefix_reused_by_a_live_program_is_no_longer_the_ended_ones() -> None:
-    pool = BlockPool(4, 4)
+    pool = BlockPool(5, 4)
+    mine, other = list(range(8)), list(range(200, 208))
+    _cache(pool, mine, owner="a")
+    _cache(pool, other, owner="c")
+    _cache(pool, [*mine, 9], owner="b")  # b used a's blocks after c's: most recent now
+    pool.release("a")  # a's claim on them went when b took them: nothing moves
+    pool.allocate([70] * 8, now=0.0)  # two blocks: the free one and c's tail
+    assert _found(pool, mine) == 8
+    assert _found(pool, other) == 4
+
+
+def test_an_ended_program_leaves_a_prefix_it_shared_where_it_was() -> None:
+    # a and b share a system prompt S (two blocks); b frees first, then a. When a ends, its own
+    # block goes first, while S, which b used too, keeps its place: b's prefix stays whole.
+    pool = BlockPool(6, 4)
     shared = list(range(8))
-    _cache(pool, shared, owner="a")
-    _cache(pool, [*shared, 9], owner="b")  # b used a's blocks after it: they are b's now
+    a_tokens, b_tokens = [*shared, *range(100, 104)], [*shared, *range(200, 204)]
+    a, _ = pool.allocate(a_tokens, now=0.0)
+    pool.commit(a, a_tokens)
+    b, _ = pool.allocate(b_tokens, now=0.0)
+    pool.commit(b, b_tokens)
+    pool.free(b, owner="b")
+    pool.free(a, owner="a")
     pool.release("a")
-    assert pool.release("a") == 0
-    _cache(pool, list(range(200, 208)), owner="c")  # two more blocks, freed after b's
-    pool.release("c")
-    pool.allocate([70] * 8, now=0.0)
-    assert _found(pool, shared) == 8  # c's blocks went, b's (ex-a's) stayed
+    pool.allocate([70] * 16, now=0.0)  # four blocks: the two free ones, a's own, then b's tail
+    assert _found(pool, a_tokens) == 8
+    assert _found(pool, b_tokens) == 8  # S whole (moving S forward would have cut it to 4)

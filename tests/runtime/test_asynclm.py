@@ -480,7 +480,7 @@ async def test_over_http_the_engine_server_resumes_after_traps(anyio_backend: st
     resumed = 0
     with EngineServer("tiny") as server:
         backend = OpenAICompatible(server.url)
-        async with orchestrator.Orchestrator(backend) as orch:
+        async with backend, orchestrator.Orchestrator(backend) as orch:
             # seeds at which the random model calls tools and traps over this rendering
             for seed, interrupt in [(13, "each"), (22, "each"), (38, "trap"), (23, "trap")]:
                 out = await finished(await orch.submit(random_agent, seed, interrupt))

@@ -66,3 +66,28 @@ def test_locality_finds_the_prefix_round_robin_loses_it() -> None:
     locality, round_robin = hit_rate(run("locality")), hit_rate(run("round_robin"))
     assert locality >= 0.9
     assert round_robin < locality - 0.1
+
+
+class _Releasing(LocalBackend):
+    """A replica whose release waits for another replica's release to have started."""
+
+    def __init__(self, started: anyio.Event, wait_for: anyio.Event) -> None:
+        super().__init__(engine=virtual_engine())
+        self.started, self.wait_for = started, wait_for
+
+    async def release_program(self, program: str) -> None:
+        self.started.set()
+        await self.wait_for.wait()
+
+
+def test_a_program_s_end_reaches_every_replica_at_once() -> None:
+    """Each replica's release waits for the other's to start: one after the other, the first
+    would wait forever; at once, both finish."""
+
+    async def main() -> None:
+        a, b = anyio.Event(), anyio.Event()
+        replicas = Replicas([_Releasing(a, b), _Releasing(b, a)])
+        with anyio.fail_after(5):
+            await replicas.release_program("p")
+
+    anyio.run(main)
