@@ -355,7 +355,7 @@ class Adaptive(_Base):
     completion time over the best other policy's): chat 1.005 (MLFQ best; 1.14 before the
     chain rule), react 1.014 (program-level FCFS best), tree 0.883 (1.058 before the slack
     shift, when request-level FCFS was best; 1.083 while age preempted), dag 0.979, text2sql
-    0.981 and mixed 0.988 (adaptive best). Before the engine evicted ended programs' blocks
+    0.988 and mixed 0.977 (adaptive best). Before the engine evicted ended programs' blocks
     first: react 1.037, text2sql 1.016 and mixed 0.977, the rest the same; before the slack
     shift dag 1.005, text2sql 1.019, mixed 0.974. Before anti-starvation reached the engine,
     chat measured 1.006 and react 1.004; before program-level FCFS stopped preempting for age,
