@@ -62,9 +62,8 @@ class BlockPool:
         self._evictable: OrderedDict[int, None] = OrderedDict()  # cached blocks with 0 refs
         self._pins: dict[int, float] = {}  # block -> pin expiry time
         self._pin_owner: dict[int, str] = {}  # block -> the program that pinned it
-        self._user: dict[int, str] = {}  # evictable block -> the program that last freed it
-        self._freed_by: dict[str, dict[int, None]] = {}  # program -> those blocks, in order
         self._last_user: dict[int, str] = {}  # cached block -> the last program that freed it
+        self._freed_by: dict[str, dict[int, None]] = {}  # program -> evictable ones, in order
         self._shared: set[int] = set()  # cached blocks freed by more than one program
 
     # -- accounting --------------------------------------------------------------------------
@@ -159,7 +158,6 @@ class BlockPool:
                 if b in self._hash_of:
                     self._evictable[b] = None
                     if owner is not None:
-                        self._user[b] = owner
                         self._freed_by.setdefault(owner, {})[b] = None
                     if pin_until is not None:
                         self._pins[b] = max(pin_until, self._pins.get(b, pin_until))
@@ -199,7 +197,6 @@ class BlockPool:
         dropped = self.drop_pins(owner)
         mine = self._freed_by.pop(owner, {})
         for b in reversed(mine):  # freed tail first: keep that order at the front
-            del self._user[b]
             if b not in self._shared:
                 self._evictable.move_to_end(b, last=False)
         return dropped
@@ -238,9 +235,12 @@ class BlockPool:
         return last != owner
 
     def _forget_user(self, b: int) -> None:
-        user = self._user.pop(b, None)
-        if user is not None:
-            mine = self._freed_by[user]
+        """``b`` is no longer evictable: it leaves its last user's list."""
+        user = self._last_user.get(b)
+        if user is None:
+            return
+        mine = self._freed_by.get(user)
+        if mine is not None and b in mine:
             del mine[b]
             if not mine:
                 del self._freed_by[user]

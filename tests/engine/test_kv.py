@@ -98,7 +98,8 @@ def test_blocks_are_never_lost_or_shared_by_writers(ops: list[tuple[str, str, li
     for op, owner, tokens in ops:
         # who freed which cached block is known for evictable blocks only, once each
         users = [b for mine in pool._freed_by.values() for b in mine]
-        assert sorted(users) == sorted(pool._user) and set(users) <= set(pool._evictable)
+        assert len(users) == len(set(users)) and set(users) <= set(pool._evictable)
+        assert all(pool._last_user[b] == p for p, mine in pool._freed_by.items() for b in mine)
         if op == "release":
             pool.release(owner)
             continue
