@@ -49,7 +49,7 @@ class ServerProcess:
     def port(self) -> int:
         """The TCP port the child serves on (``RuntimeError`` when not running)."""
         if self._port is None:
-            raise RuntimeError("the FakeOpenAIServer is not running; use `with` or start()")
+            raise RuntimeError(f"the {type(self).__name__} is not running; use `with` or start()")
         return self._port
 
     @property

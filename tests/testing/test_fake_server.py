@@ -16,7 +16,7 @@ import pytest
 import dsl
 from orchestrator import Orchestrator
 from orchestrator.backends import OpenAICompatible
-from orchestrator.testing import FakeOpenAIServer, fake_openai_app
+from orchestrator.testing import EngineServer, FakeOpenAIServer, fake_openai_app
 
 SCRIPT = {"capital of France": "Paris", "capital": "somewhere"}
 
@@ -277,8 +277,13 @@ def test_process_is_gone_after_exit() -> None:
     if sys.platform != "win32":
         with pytest.raises(ProcessLookupError):
             os.kill(proc.pid, 0)
-    with pytest.raises(RuntimeError, match="not running"):
+    with pytest.raises(RuntimeError, match="the FakeOpenAIServer is not running"):
         _ = srv.url
+
+
+def test_a_server_not_started_names_its_own_kind() -> None:
+    with pytest.raises(RuntimeError, match="the EngineServer is not running"):
+        _ = EngineServer().port
 
 
 @pytest.mark.http
