@@ -93,9 +93,18 @@ class LocalBackend:
                 raise ConfigError(f"{self.name}: cannot load the model: {exc}") from exc
         engine = self.engine
         assert engine is not None
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        await self._tg.start(engine.serve)
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        try:
+            await tg.start(engine.serve)
+        except BaseException:
+            # The loop failed before it served: close the task group (or anyio's cancel scopes
+            # stay out of order) and raise the loop's own error.
+            tg.cancel_scope.cancel()
+            with contextlib.suppress(BaseException):
+                await tg.__aexit__(None, None, None)
+            raise
+        self._tg = tg
         self.started = True
         return self
 

@@ -126,11 +126,18 @@ class Replicas:
     async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
         """Stream ``request`` from the replica the balancer picks."""
         i = self._choose(request)
+        pieces = self.backends[i].stream(request)
         try:
-            async for piece in self.backends[i].stream(request):
+            async for piece in pieces:
                 yield piece
         finally:
             self.loads[i] -= 1
+            # Close the replica's stream now (its engine request or HTTP response ends with
+            # ours), not whenever the garbage collector finds it.
+            aclose = getattr(pieces, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
     def follow(self, policy: object) -> None:
         """Pass ``policy`` to each replica that builds its own engine (``LocalBackend.follow``)."""

@@ -50,17 +50,19 @@ class Admission:
         what the block sets as ``grant.service`` (the engine's own figure), else the time the
         slot was held."""
         await self._acquire(call)
-        start = anyio.current_time()
-        self.policy.on_admit(call, start)
-        self._queue.touched(call.program, start)
-        grant = Grant()
-        try:
-            yield grant
+        try:  # the slot goes back however the block ends, even if the policy raises
+            start = anyio.current_time()
+            self.policy.on_admit(call, start)
+            self._queue.touched(call.program, start)
+            grant = Grant()
+            try:
+                yield grant
+            finally:
+                now = anyio.current_time()
+                service = grant.service if grant.service is not None else now - start
+                self.policy.on_finish(call, now, service)
+                self._queue.touched(call.program, now)
         finally:
-            now = anyio.current_time()
-            service = grant.service if grant.service is not None else now - start
-            self.policy.on_finish(call, now, service)
-            self._queue.touched(call.program, now)
             self._release()
 
     async def _acquire(self, call: CallInfo) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import math
 import secrets
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -83,6 +84,19 @@ class ProgramHandle(Generic[R]):
         return self._run.builder.graph()
 
 
+_POLICY_METHODS = ("key", "priority", "on_admit", "on_finish", "on_program_end")
+"""What the runtime calls on a policy (``orchestrator.scheduler.Policy``)."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: object, least: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
 class Orchestrator:
     """Runs programs against a backend, many at once, as an async context manager.
 
@@ -125,23 +139,30 @@ class Orchestrator:
         kv_ttl: bool | None = None,
         constraint_attempts: int = 3,
     ) -> None:
-        self.backend, self._owns_backend = resolve_backend(backend)
+        # Every setting is checked before the backend is built (which may start nothing yet,
+        # but a bad setting should not leave one half made).
         if isinstance(policy, str):
             try:
                 self.policy: Policy = make_policy(policy)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
-        else:
+        elif all(callable(getattr(policy, m, None)) for m in _POLICY_METHODS):
             self.policy = policy
+        else:
+            raise ConfigError(
+                f"policy must be a policy name or an object with {', '.join(_POLICY_METHODS)}"
+                f" (orchestrator.scheduler.Policy), got {policy!r}"
+            )
+        _check_int("max_in_flight", max_in_flight, 1)
+        _check_int("constraint_attempts", constraint_attempts, 1)
+        if timeout is not None and not (_is_number(timeout) and 0 < timeout < math.inf):
+            raise ConfigError(f"timeout must be seconds > 0 or None, got {timeout!r}")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise ConfigError(f"retry must be a RetryPolicy or None, got {retry!r}")
+        self.backend, self._owns_backend = resolve_backend(backend)
         follow = getattr(self.backend, "follow", None)
         if follow is not None:  # an embedded engine not built yet: its batcher follows too
             follow(self.policy)
-        if max_in_flight < 1:
-            raise ConfigError(f"max_in_flight must be >= 1, got {max_in_flight}")
-        if timeout is not None and timeout <= 0:
-            raise ConfigError(f"timeout must be positive, got {timeout}")
-        if constraint_attempts < 1:
-            raise ConfigError(f"constraint_attempts must be >= 1, got {constraint_attempts}")
         self.constraint_attempts = constraint_attempts
         self.admission = Admission(max_in_flight, self.policy)
         self.retry = retry or RetryPolicy()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, assert_never
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from orchestrator.runtime._orchestrator import Orchestrator
 
 __all__ = ["NodeStats", "ProgramRun"]
+
+_log = logging.getLogger("legato")
 
 Status = Literal["waiting", "running", "ok", "failed", "skipped", "cancelled"]
 
@@ -182,22 +185,36 @@ class ProgramRun:
 
     # -- main ------------------------------------------------------------------------------
     async def main(self) -> None:
-        """Run the body and every node it creates; record the value or the error."""
+        """Run the body and every node it creates; record the value or the error. However the
+        run ends, even cancelled from outside (its orchestrator's task group), the program's
+        end is told to the policy and the backend and ``finished`` is set, so no one waiting
+        on its handle waits forever."""
         body_error: BaseException | None = None
-        with self._scope:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                try:
-                    raw = await self.program.execute(self.builder, *self.args, **self.kwargs)
-                    self.value = await self._resolve_vars(raw)
-                except Exception as exc:
-                    body_error = exc
+        try:
+            with self._scope:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    try:
+                        raw = await self.program.execute(self.builder, *self.args, **self.kwargs)
+                        self.value = await self._resolve_vars(raw)
+                    except Exception as exc:
+                        body_error = exc
+        except BaseException as exc:
+            # Cancelled from outside (the orchestrator is stopping), or a fault of the runtime
+            # itself: the program did not finish.
+            self._tg = None
+            why = (
+                "its orchestrator stopped first"
+                if isinstance(exc, anyio.get_cancelled_exc_class())
+                else f"the runtime failed: {exc!r}"
+            )
+            self._cancelled(f"program {self.id!r} was stopped: {why}")
+            with anyio.CancelScope(shield=True):
+                await self._end()
+            raise
         self._tg = None
         if self._scope.cancelled_caught or self._scope.cancel_called:
-            self.error = ProgramCancelled(f"program {self.id!r} was cancelled")
-            for st in self._states.values():
-                if not st.done:
-                    st.stats.status = "cancelled"
+            self._cancelled(f"program {self.id!r} was cancelled")
         elif body_error is not None:
             if isinstance(body_error, DependencyFailed):
                 self._observed.add(id(body_error.error))
@@ -209,12 +226,33 @@ class ProgramRun:
                 for other in unobserved[1:]:
                     first.add_note(f"also failed, unobserved: {other}")
                 self.error = first
+        await self._end()
+
+    def _cancelled(self, message: str) -> None:
+        self.value = None
+        self.error = ProgramCancelled(message)
+        for st in self._states.values():
+            if not st.done:
+                st.stats.status = "cancelled"
+
+    async def _end(self) -> None:
+        """Tell the policy and the backend that the program has ended, then set ``finished``.
+        A hook that fails is logged (logger ``legato``), never raised: it must not take the
+        other programs of the orchestrator down with it."""
         try:
-            self.orch.policy.on_program_end(self.id, self.program.name, anyio.current_time())
+            try:
+                self.orch.policy.on_program_end(self.id, self.program.name, anyio.current_time())
+            except Exception:
+                _log.exception(
+                    "policy %r failed at the end of program %r", self.orch.policy, self.id
+                )
             release = getattr(self.orch.backend, "release_program", None)
             if release is not None:  # Continuum: pins are dropped on a program's last call
                 with anyio.CancelScope(shield=True):
-                    await release(self.id)
+                    try:
+                        await release(self.id)
+                    except Exception:
+                        _log.exception("backend could not release program %r", self.id)
         finally:
             self.finished.set()
 
