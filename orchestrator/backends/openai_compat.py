@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -180,7 +181,9 @@ class OpenAICompatible:
                 finish = comp.choices[0].finish_reason
                 usage = comp.usage
         except (openai.APIError, httpx.HTTPError) as exc:
-            raise _map_error(exc, name=self.name, url=self.base_url, request=request) from exc
+            raise _map_error(
+                exc, name=self.name, url=self.base_url, request=request, call=call
+            ) from exc
         return Completion(
             text=text,
             prompt_tokens=usage.prompt_tokens if usage is not None else 0,
@@ -224,7 +227,9 @@ class OpenAICompatible:
                             if text_choice.text:
                                 yield text_choice.text
         except (openai.APIError, httpx.HTTPError) as exc:
-            raise _map_error(exc, name=self.name, url=self.base_url, request=request) from exc
+            raise _map_error(
+                exc, name=self.name, url=self.base_url, request=request, call=call
+            ) from exc
 
     async def release_program(self, program: str) -> None:
         """``program`` has ended. A ``legato`` engine is told (``POST /v1/legato/release``):
@@ -282,7 +287,7 @@ class OpenAICompatible:
         headers, body = _dialect_extras(
             dialect,
             request.hints,
-            request.grammar,
+            None,
             self.name,
             distinct_lines=request.distinct_lines,
             require=request.require,
@@ -290,6 +295,12 @@ class OpenAICompatible:
             require_anywhere=request.require_anywhere,
             alike=request.alike,
         )
+        grammar_body = (
+            _grammar_body(dialect, request.grammar, self.name)
+            if request.grammar is not None
+            else {}
+        )
+        body.update(grammar_body)
         max_tokens: int | Omit = omit
         max_completion_tokens: int | Omit = omit
         if request.max_tokens is not None:
@@ -315,6 +326,7 @@ class OpenAICompatible:
             seed=request.seed if request.seed is not None else omit,
             headers=headers,
             body=body or None,
+            grammar_fields=tuple(grammar_body),
         )
 
     async def _ensure(self, *, need_model: bool) -> tuple[Dialect, str | None]:
@@ -375,6 +387,8 @@ class _Call:
     seed: int | Omit
     headers: dict[str, str]
     body: dict[str, object] | None
+    grammar_fields: tuple[str, ...]
+    """The body fields that carry the request's grammar (none without one)."""
 
     def common(self) -> dict[str, Any]:
         """The SDK arguments shared by the chat and text completion calls."""
@@ -462,14 +476,20 @@ def _dialect_extras(
         case _:
             assert_never(dialect)
     if grammar is not None:
-        try:
-            body.update(constrain.emit(dialect, grammar))
-        except (constrain.Unsupported, constrain.GbnfError) as exc:
-            raise GrammarUnsupported(
-                f"{name}: cannot send {grammar.describe()} to a {dialect} engine: {exc}",
-                backend=name,
-            ) from exc
+        body.update(_grammar_body(dialect, grammar, name))
     return headers, body
+
+
+def _grammar_body(dialect: Dialect, grammar: Grammar, name: str) -> dict[str, object]:
+    """The body fields that carry ``grammar`` to a ``dialect`` engine, or
+    ``GrammarUnsupported``."""
+    try:
+        return constrain.emit(dialect, grammar)
+    except (constrain.Unsupported, constrain.GbnfError) as exc:
+        raise GrammarUnsupported(
+            f"{name}: cannot send {grammar.describe()} to a {dialect} engine: {exc}",
+            backend=name,
+        ) from exc
 
 
 def _is_rejection(status: int) -> bool:
@@ -493,18 +513,29 @@ def _engine_message(exc: openai.APIError) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """The seconds the ``Retry-After`` header asks for (0 for a date already past); None
+    without one, or for one that is malformed, negative or not finite (``inf``, ``nan``). A
+    far-off date is returned as it is: the retry policy caps the wait."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+            seconds = max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError, OverflowError, OSError):
+            return None
+    return seconds if 0 <= seconds < math.inf else None  # NaN fails both
+
+
+def _concerns(param: str, fields: tuple[str, ...]) -> bool:
+    """Whether an error's ``param`` names one of the body ``fields`` or a part of one:
+    ``structured_outputs``, ``structured_outputs.grammar``, ``response_format[json_schema]``;
+    a leading ``body.`` (a FastAPI validation location) is skipped."""
+    param = param.removeprefix("body.")
+    return any(param == f or param.startswith((f + ".", f + "[")) for f in fields)
 
 
 def _map_error(
@@ -513,16 +544,25 @@ def _map_error(
     name: str,
     url: str,
     request: LLMRequest | None,
+    call: _Call | None = None,
 ) -> BackendError:
-    """The ``BackendError`` for an SDK or transport failure (the caller chains ``exc``). A
-    constrained request refused with 400 or 422 is taken as the engine refusing its grammar
-    field: ``GrammarUnsupported``, which the runtime answers by validating and retrying."""
+    """The ``BackendError`` for an SDK or transport failure (the caller chains ``exc``).
+
+    A constrained request refused with 400 or 422 is taken as the engine refusing its grammar
+    field (``GrammarUnsupported``, which the runtime answers by resending without the grammar
+    and validating) when the error's ``param`` names that field (``call.grammar_fields``) or a
+    part of it, or when the error names no ``param`` at all (llama-server's errors have
+    none). An error whose ``param`` names another field (the prompt too long, a bad
+    ``max_tokens``) is a plain ``BackendRejected``."""
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         message = f"{name}: HTTP {status}: {_engine_message(exc)}"
         if request is not None and request.grammar is not None and status in (400, 422):
-            refused = f"{message} (refused with {request.grammar.describe()})"
-            return GrammarUnsupported(refused, backend=name, status=status)
+            param = exc.param if isinstance(exc.param, str) and exc.param else None
+            fields = call.grammar_fields if call is not None else ()
+            if param is None or _concerns(param, fields):
+                refused = f"{message} (refused with {request.grammar.describe()})"
+                return GrammarUnsupported(refused, backend=name, status=status)
         if _is_rejection(status):
             return BackendRejected(message, backend=name, status=status)
         return BackendError(

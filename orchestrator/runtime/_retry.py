@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -16,8 +17,11 @@ class RetryPolicy:
         retries: extra attempts after the first (a node's own ``retries=`` overrides it).
         backoff: seconds before the first retry.
         multiplier: each further wait is this many times longer.
-        max_backoff: cap on one wait.
+        max_backoff: cap on one wait, a server's ``Retry-After`` included (before jitter).
         jitter: each wait is scaled by a random factor in ``[1 - jitter, 1 + jitter]``.
+
+    Raises:
+        ValueError: a field is out of range or not finite; the message names it.
     """
 
     retries: int = 2
@@ -27,8 +31,17 @@ class RetryPolicy:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.backoff < 0 or self.multiplier < 1 or not 0 <= self.jitter < 1:
-            raise ValueError(f"invalid RetryPolicy: {self!r}")
+        checks = (
+            ("retries", isinstance(self.retries, int) and self.retries >= 0, "an integer >= 0"),
+            ("backoff", self.backoff >= 0, "finite and >= 0"),
+            ("multiplier", self.multiplier >= 1, "finite and >= 1"),
+            ("max_backoff", self.max_backoff >= 0, "finite and >= 0"),
+            ("jitter", 0 <= self.jitter < 1, "in [0, 1)"),
+        )
+        for name, ok, want in checks:
+            value = getattr(self, name)
+            if not (ok and math.isfinite(value)):
+                raise ValueError(f"RetryPolicy.{name} must be {want}, got {value!r}")
 
 
 class Retrying:
@@ -50,7 +63,11 @@ class Retrying:
         self._rng = rng
 
     def failed(self, *, retryable: bool, retry_after: float | None = None) -> float | None:
-        """Record a failed attempt; the seconds to wait before the next, or None to give up."""
+        """Record a failed attempt; the seconds to wait before the next, or None to give up.
+
+        ``retry_after`` (the server's ``Retry-After``, in seconds) lengthens the wait, up to the
+        policy's ``max_backoff``; a negative or non-finite one is ignored.
+        """
         if not retryable or self.attempts > self.retries:
             return None
         p = self.policy
@@ -59,7 +76,7 @@ class Retrying:
             if self._rng is None:  # made on the first failure: most calls never need it
                 self._rng = random.Random()
             delay *= 1 + self._rng.uniform(-p.jitter, p.jitter)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+        if retry_after is not None and 0 <= retry_after < math.inf:  # not NaN either
+            delay = max(delay, min(retry_after, p.max_backoff))
         self.attempts += 1
         return delay

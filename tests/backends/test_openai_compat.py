@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -421,6 +422,109 @@ async def test_a_400_to_a_constrained_request_means_the_grammar_was_refused(
     assert not isinstance(plain.value, GrammarUnsupported)
 
 
+def refusal(status: int, param: object, message: str = "refused") -> Handler:
+    """A handler answering every completion with an OpenAI-format error naming ``param``."""
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": status}
+    return lambda _: httpx.Response(status, json={"error": error})
+
+
+def completion_calls(engine: FakeEngine) -> int:
+    return sum(p.endswith("completions") for p in engine.paths())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("dialect", "grammar", "param"),
+    [
+        ("legato", DIGITS, "structured_outputs"),
+        ("legato", PLAN, "structured_outputs.grammar"),
+        ("vllm", SCHEMA, "structured_outputs.json"),
+        ("vllm", DIGITS, "body.structured_outputs.regex"),  # a FastAPI validation location
+        ("sglang", PLAN, "ebnf"),
+        ("sglang", SCHEMA, "json_schema"),
+        ("llamacpp", PLAN, "grammar"),
+        ("openai", SCHEMA, "response_format"),
+        ("openai", SCHEMA, "response_format.json_schema.schema"),
+        ("openai", SCHEMA, "response_format[json_schema]"),
+    ],
+)
+async def test_an_error_naming_the_grammar_field_means_the_grammar_was_refused(
+    client: httpx.AsyncClient, engine: FakeEngine, dialect: str, grammar: dsl.Grammar, param: str
+) -> None:
+    engine.reply = refusal(400, param, "cannot compile it")
+    with pytest.raises(GrammarUnsupported, match="cannot compile it") as info:
+        await make(client, dialect).complete(chat_request(grammar=grammar))
+    assert info.value.status == 400
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("dialect", "grammar", "status", "param"),
+    [
+        ("legato", DIGITS, 400, "messages"),  # the prompt is over the context length
+        ("legato", PLAN, 400, "max_tokens"),
+        ("vllm", SCHEMA, 400, "prompt"),
+        ("vllm", DIGITS, 422, "body.temperature"),
+        ("vllm", DIGITS, 400, "structured_outputs_x"),  # a prefix, not a sub-field
+        ("sglang", DIGITS, 400, "json_schema"),  # another dialect's grammar field
+        ("llamacpp", PLAN, 400, "grammar_triggers"),
+        ("openai", SCHEMA, 400, "messages[0].content"),
+    ],
+)
+async def test_an_error_naming_another_field_is_a_plain_rejection_sent_once(
+    client: httpx.AsyncClient,
+    engine: FakeEngine,
+    dialect: str,
+    grammar: dsl.Grammar,
+    status: int,
+    param: str,
+) -> None:
+    engine.reply = refusal(status, param, "too many tokens")
+    with pytest.raises(BackendRejected, match="too many tokens") as info:
+        await make(client, dialect).complete(chat_request(grammar=grammar))
+    assert type(info.value) is BackendRejected
+    assert info.value.status == status and not info.value.retryable
+    assert completion_calls(engine) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("param", [None, "", 7])
+async def test_an_error_naming_no_field_still_means_the_grammar_was_refused(
+    client: httpx.AsyncClient, engine: FakeEngine, param: object
+) -> None:
+    engine.reply = refusal(422, param)
+    with pytest.raises(GrammarUnsupported) as info:
+        await make(client, "legato").complete(chat_request(grammar=DIGITS))
+    assert info.value.status == 422
+
+
+@pytest.mark.anyio
+async def test_a_flat_error_body_naming_another_field_is_a_plain_rejection(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.reply = lambda _: httpx.Response(
+        400, json={"object": "error", "message": "too long", "param": "prompt", "code": 400}
+    )
+    with pytest.raises(BackendRejected, match="too long") as info:
+        await make(client, "vllm").complete(chat_request(grammar=DIGITS))
+    assert type(info.value) is BackendRejected
+
+
+@pytest.mark.anyio
+async def test_a_stream_refused_for_another_field_is_a_plain_rejection(
+    client: httpx.AsyncClient, engine: FakeEngine
+) -> None:
+    engine.reply = refusal(400, "messages", "prompt too long")
+    with pytest.raises(BackendRejected, match="prompt too long") as info:
+        async for _ in make(client, "legato").stream(chat_request(grammar=DIGITS)):
+            pass
+    assert type(info.value) is BackendRejected
+    engine.reply = refusal(400, "structured_outputs.regex")
+    with pytest.raises(GrammarUnsupported):
+        async for _ in make(client, "legato").stream(chat_request(grammar=DIGITS)):
+            pass
+
+
 # -- streaming ---------------------------------------------------------------------------------
 
 
@@ -714,6 +818,38 @@ async def test_429_is_retryable_with_retry_after() -> None:
     assert err.status == 429
     assert err.retry_after == 2.0
     assert "slow down" in str(err)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("0", 0.0),
+        ("1.5", 1.5),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # already past: retry now
+        ("inf", None),
+        ("Infinity", None),
+        ("1e400", None),  # overflows to inf
+        ("nan", None),
+        ("-5", None),
+        ("soon", None),
+    ],
+)
+async def test_retry_after_that_is_not_a_finite_wait_is_ignored(
+    header: str, expected: float | None
+) -> None:
+    err = await _fail_with(lambda _: httpx.Response(503, headers={"Retry-After": header}))
+    assert err.retryable
+    assert err.retry_after == expected
+
+
+@pytest.mark.anyio
+async def test_retry_after_far_future_date_is_finite_for_the_policy_to_cap() -> None:
+    err = await _fail_with(
+        lambda _: httpx.Response(503, headers={"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"})
+    )
+    assert err.retry_after is not None
+    assert 1e9 < err.retry_after < math.inf
 
 
 @pytest.mark.anyio
