@@ -119,6 +119,11 @@ def tool(
     """Make a sync or async function callable from programs as a graph node.
 
     Use bare (``@dsl.tool``) or with options (``@dsl.tool(timeout=5, retries=2)``).
+
+    An async tool is cancelled when its timeout passes or its program is cancelled. A sync
+    tool runs in a worker thread, which Python cannot stop: the program stops waiting for it
+    (and a retry may start while it still runs), but the thread runs to its end. Write a tool
+    that must stop, or must not run twice at once, as an ``async def``.
     """
     if fn is not None:
         return Tool(fn)

@@ -70,7 +70,8 @@ class ProgramHandle(Generic[R]):
 
     def cancel(self) -> None:
         """Cancel the program and its in-flight calls and tools; ``result()`` then raises
-        ``ProgramCancelled``."""
+        ``ProgramCancelled``. (A sync tool's worker thread cannot be stopped: the program stops
+        waiting for it, and the thread runs to its end; see ``dsl.tool``.)"""
         self._run.cancel()
 
     @property
