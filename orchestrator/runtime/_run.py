@@ -521,7 +521,8 @@ class ProgramRun:
             finally:
                 aclose = getattr(chunks, "aclose", None)
                 if aclose is not None:
-                    await aclose()
+                    with anyio.CancelScope(shield=True):  # a cancelled program still closes it
+                        await aclose()
                 orch.observe_call(anyio.current_time() - now)
 
     async def _run_llm(self, st: _NodeState, node: LLMNode, values: dict[str, Any]) -> Any:
