@@ -13,13 +13,15 @@ end without one of those strings (``EngineRequest.require``), and ``require_orde
 them in their order; ``require_anywhere: [...]`` are more strings, in any order
 (``EngineRequest.require_anywhere``); ``alike: [[...], ...]`` are groups of strings written on
 consecutive lines that read alike (``EngineRequest.alike``). Bad requests get a 400 naming the
-field; an unknown model a 404.
+field; an unknown model a 404; another method than the route's a 405. If the engine's step loop
+fails, ``/health`` and every request get a 503 naming the error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import time
 import uuid
@@ -29,8 +31,10 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
+import anyio.abc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -49,6 +53,11 @@ __all__ = ["create_app"]
 
 _Body = TypeVar("_Body", bound=BaseModel)
 
+_log = logging.getLogger("legato")
+
+_MAX_SEED = 2**63 - 1
+_MAX_BIAS = 100.0  # OpenAI's range for a logit_bias value: -100..100
+
 
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -58,7 +67,7 @@ class _Common(BaseModel):
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, le=_MAX_SEED)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict[str, Any] | None = None
@@ -76,7 +85,15 @@ class _Common(BaseModel):
         default_factory=list, max_length=16
     )
 
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if v == "" or (isinstance(v, list) and "" in v):
+            raise ValueError("a stop string must not be empty (it would end every generation)")
+        return v
+
     def stops(self) -> tuple[str, ...]:
+        """The stop strings, as a tuple."""
         if self.stop is None:
             return ()
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
@@ -100,7 +117,11 @@ class ChatMessage(BaseModel):
     @classmethod
     def _parts(cls, v: Any) -> Any:
         if isinstance(v, list):  # content parts: keep the text ones
-            return "".join(p.get("text", "") for p in v if isinstance(p, dict))
+            texts = [p.get("text", "") for p in v if isinstance(p, dict)]
+            bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+            if bad is not None:
+                raise ValueError(f"a content part's text must be a string, got {texts[bad]!r}")
+            return "".join(texts)
         return v
 
 
@@ -160,6 +181,24 @@ def _seconds_header(request: Request, name: str, label: str) -> float | None:
     return seconds
 
 
+def _logit_bias(bias: dict[int, float] | None, vocab: int) -> tuple[tuple[int, float], ...]:
+    """The ``logit_bias`` field as ``SampleParams.logit_bias``: token ids in ``0..vocab - 1``,
+    values finite and within OpenAI's -100..100."""
+    for token, value in (bias or {}).items():
+        if not 0 <= token < vocab:
+            raise _BadRequest(
+                f"logit_bias: token id {token} is outside the vocabulary (0..{vocab - 1})",
+                "logit_bias",
+            )
+        if not -_MAX_BIAS <= value <= _MAX_BIAS:  # also refuses NaN
+            raise _BadRequest(
+                f"logit_bias: the bias of token {token} must be a number from -100 to 100, "
+                f"got {value!r}",
+                "logit_bias",
+            )
+    return tuple((bias or {}).items())
+
+
 def _grammar(so: dict[str, Any] | None) -> Grammar | None:
     """The grammar in vLLM's ``structured_outputs`` field: exactly one of ``grammar`` (Lark
     text or a shipped grammar's name), ``regex``, ``json`` (a schema) or ``choice``."""
@@ -216,22 +255,42 @@ def create_app(
 ) -> Starlette:
     """The ASGI app serving ``engine`` as ``model_name`` (also answering to ``aliases``).
 
-    The app's lifespan runs the engine's step loop. A grammar that does not compile within
-    ``grammar_timeout`` seconds gets a 400 (other requests are served meanwhile).
+    The app's lifespan runs the engine's step loop; if the loop fails, the error is logged and
+    ``/health`` and every request get a 503 naming it from then on. A grammar that does not
+    compile within ``grammar_timeout`` seconds gets a 400 (other requests are served meanwhile).
     """
     names = {model_name, *aliases}
     created = int(time.time())
-    assert engine.tokenizer is not None, "the HTTP server needs an engine with a model"
+    assert engine.tokenizer is not None and engine.model is not None, (
+        "the HTTP server needs an engine with a model"
+    )
     tok = engine.tokenizer
+    vocab = engine.model.config.vocab_size
+    failed: list[str] = []  # why the engine's step loop ended, once it has failed
+
+    async def serve_engine(
+        *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        try:
+            await engine.serve(task_status=task_status)
+        except Exception as exc:  # the server stays up to say so: 503s, not hung requests
+            failed.append(f"{type(exc).__name__}: {exc}")
+            _log.exception("the engine's step loop failed; answering 503 from now on")
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
-            await tg.start(engine.serve)
+            await tg.start(serve_engine)
             yield
             tg.cancel_scope.cancel()
 
+    def unavailable() -> Response:
+        why = f"the engine has failed: {failed[0]}" if failed else "the engine is shutting down"
+        return _error(503, why, kind="server_error")
+
     async def health(request: Request) -> Response:
+        if failed:
+            return unavailable()
         return JSONResponse({"status": "ok"})
 
     async def models(request: Request) -> Response:
@@ -311,6 +370,17 @@ def create_app(
                 "header X-Legato-Promote-To needs X-Legato-Promote-After (when to promote)",
                 "x-legato-promote-to",
             )
+        program = request.headers.get("x-legato-program")
+        if program is not None and not program.strip():
+            raise _BadRequest(
+                f"header X-Legato-Program must name a program, got {program!r}",
+                "x-legato-program",
+            )
+        if ttl and program is None:
+            raise _BadRequest(
+                "header X-Legato-KV-TTL needs X-Legato-Program (whose KV cache to keep)",
+                "x-legato-kv-ttl",
+            )
         max_tokens = body.max_tokens
         if isinstance(body, ChatBody) and body.max_completion_tokens is not None:
             max_tokens = body.max_completion_tokens
@@ -324,13 +394,13 @@ def create_app(
             min_tokens=body.min_tokens,
             ignore_eos=body.ignore_eos,
             logprobs=logprobs,
-            logit_bias=tuple((body.logit_bias or {}).items()),
+            logit_bias=_logit_bias(body.logit_bias, vocab),
         )
         return EngineRequest(
             prompt=prompt,
             params=params,
             priority=priority,
-            program=request.headers.get("x-legato-program"),
+            program=program,
             thread=request.headers.get("x-legato-thread"),
             kv_ttl=ttl,
             promote_after=promote_after,
@@ -386,8 +456,12 @@ def create_app(
             return c
 
         want_lp = req.params.logprobs is not None
+        if failed:
+            return unavailable()
         if not body.stream:
             events, fin = await engine.complete(req)
+            if fin.reason == "abort":  # the engine stopped first: not an OpenAI finish_reason
+                return unavailable()
             return JSONResponse(
                 {
                     "id": rid,
@@ -416,6 +490,10 @@ def create_app(
             )
 
         async def gen() -> AsyncIterator[str]:
+            if failed:  # since ``run`` looked: the request would wait for a step loop forever
+                yield chunk(choice("", "abort", None, True))
+                yield "data: [DONE]\n\n"
+                return
             async with engine.open(req) as events:
                 if chat:
                     yield chunk(
@@ -484,6 +562,12 @@ def create_app(
     async def not_found(request: Request, exc: Exception) -> Response:
         return _error(404, f"no route {request.url.path}", kind="not_found_error")
 
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        response = _error(405, f"{request.method} is not allowed on {request.url.path}")
+        if isinstance(exc, HTTPException) and exc.headers:
+            response.headers.update(exc.headers)  # Allow: the methods that are
+        return response
+
     return Starlette(
         routes=[
             Route("/health", health),
@@ -494,5 +578,5 @@ def create_app(
             Route("/v1/legato/release", release, methods=["POST"]),
         ],
         lifespan=lifespan,
-        exception_handlers={404: not_found},
+        exception_handlers={404: not_found, 405: not_allowed},
     )

@@ -3,9 +3,10 @@ streaming, bad input, disconnects, and many concurrent clients."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -16,6 +17,8 @@ import pytest
 import orchestrator
 from orchestrator.backends import Hints, OpenAICompatible
 from orchestrator.cli import load_program
+from orchestrator.engine import Engine, EngineTokenizer, GGUFModel, LlamaModel
+from orchestrator.engine._server import create_app
 from orchestrator.testing import EngineServer
 
 pytestmark = pytest.mark.http
@@ -189,6 +192,7 @@ def test_bad_priority_header(server: EngineServer) -> None:
         ({"X-Legato-Promote-After": "1", "X-Legato-Promote-To": "top"}, "x-legato-promote-to"),
         ({"X-Legato-Promote-To": "0"}, "x-legato-promote-to"),
         ({"X-Legato-KV-TTL": "nan"}, "x-legato-kv-ttl"),
+        ({"X-Legato-KV-TTL": "30"}, "x-legato-kv-ttl"),  # no program: whose cache to keep?
     ],
 )
 def test_bad_promotion_headers(server: EngineServer, headers: dict[str, str], param: str) -> None:
@@ -409,3 +413,150 @@ def test_a_bad_alike_field_is_refused(server: EngineServer, alike: object, messa
     r = httpx.post(f"{server.url}/completions", json={"prompt": "x", "alike": alike})
     assert r.status_code == 400 and message in r.text, r.text
     assert r.json()["error"]["param"] == "alike"
+
+
+@pytest.mark.parametrize(
+    "bias",
+    [
+        '{"99999999": 1}',
+        '{"2048": 1}',
+        '{"-1": 1}',
+        '{"5": 101}',
+        '{"5": -1e308}',
+        '{"5": Infinity}',  # not JSON, but Python's json module reads it
+        '{"5": NaN}',
+    ],
+)
+def test_a_bad_logit_bias_is_refused_and_the_engine_keeps_serving(
+    server: EngineServer, bias: str
+) -> None:
+    r = httpx.post(
+        f"{server.url}/completions",
+        content=f'{{"prompt": "hi", "max_tokens": 2, "logit_bias": {bias}}}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logit_bias", r.text
+    r = httpx.post(f"{server.url}/completions", json={"prompt": "hi", "max_tokens": 2}, timeout=30)
+    assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"] != "abort", r.text
+
+
+def test_a_logit_bias_in_range_is_used(server: EngineServer) -> None:
+    body = {"prompt": "hi", "max_tokens": 3, "temperature": 0, "ignore_eos": True}
+    plain = httpx.post(f"{server.url}/completions", json=body).json()["choices"][0]["text"]
+    forced = httpx.post(
+        f"{server.url}/completions",
+        json={**body, "logit_bias": {"65": 100}, "logprobs": 0},  # 65 is "A" in the tiny vocab
+    )
+    assert forced.status_code == 200, forced.text
+    tokens = forced.json()["choices"][0]["logprobs"]["tokens"]
+    assert len(set(tokens)) == 1 and "".join(tokens) != plain
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63])
+def test_a_seed_out_of_range_is_refused(server: EngineServer, seed: int) -> None:
+    r = httpx.post(f"{server.url}/completions", json={"prompt": "x", "seed": seed})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "seed", r.text
+    assert r.headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("text", [5, None, ["a"]])
+def test_a_content_part_whose_text_is_not_a_string_is_refused(
+    server: EngineServer, text: object
+) -> None:
+    parts = [{"type": "text", "text": "hi "}, {"type": "text", "text": text}]
+    r = httpx.post(
+        f"{server.url}/chat/completions",
+        json={"messages": [{"role": "user", "content": parts}], "max_tokens": 2},
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "messages.0.content", r.text
+
+
+def test_content_parts_of_text_are_joined(server: EngineServer) -> None:
+    parts = [{"type": "text", "text": "hi "}, {"type": "image_url"}, {"type": "text", "text": "x"}]
+    r = httpx.post(
+        f"{server.url}/chat/completions",
+        json={"messages": [{"role": "user", "content": parts}], "max_tokens": 2},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_a_wrong_method_gets_an_openai_error(server: EngineServer) -> None:
+    r = httpx.get(f"{server.url}/completions")
+    assert r.status_code == 405 and r.headers["allow"] == "POST", r.text
+    assert r.json()["error"]["code"] == 405 and "GET" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("stop", ["", [""], ["end", ""]])
+def test_an_empty_stop_string_is_refused(server: EngineServer, stop: object) -> None:
+    r = httpx.post(f"{server.url}/completions", json={"prompt": "x", "stop": stop})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stop", r.text
+
+
+def test_an_empty_program_header_is_refused(server: EngineServer) -> None:
+    r = httpx.post(
+        f"{server.url}/completions",
+        json={"prompt": "x", "max_tokens": 2},
+        headers={"X-Legato-Program": "", "X-Legato-KV-TTL": "60"},  # the TTL would be dropped
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x-legato-program", r.text
+
+
+@contextlib.asynccontextmanager
+async def in_process(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> AsyncIterator[tuple[Engine, httpx.AsyncClient]]:
+    """The server's app on the tiny model in this process, its lifespan running (so the engine
+    serves), and a client that calls it without a socket."""
+    engine = Engine(
+        LlamaModel(tiny, num_blocks=64, block_size=16),
+        tokenizer,
+        num_blocks=64,
+        block_size=16,
+        context_length=1024,
+    )
+    app = create_app(engine, "tiny")
+    transport = httpx.ASGITransport(app=app)
+    client = httpx.AsyncClient(transport=transport, base_url="http://engine.test")
+    async with app.router.lifespan_context(app), client:
+        yield engine, client
+
+
+async def fail_step() -> None:
+    raise RuntimeError("the step failed")
+
+
+@pytest.mark.anyio
+async def test_a_request_the_engine_aborts_gets_a_503_not_a_finish_reason(
+    tiny: GGUFModel, tokenizer: EngineTokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with in_process(tiny, tokenizer) as (engine, client):
+        monkeypatch.setattr(engine, "_step", fail_step)  # the request in flight is aborted
+        with anyio.fail_after(30):
+            r = await client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 4})
+    assert r.status_code == 503, r.text
+    err = r.json()["error"]
+    assert err["type"] == "server_error" and "RuntimeError: the step failed" in err["message"]
+
+
+@pytest.mark.anyio
+async def test_after_the_engine_fails_health_and_requests_get_a_503(
+    tiny: GGUFModel,
+    tokenizer: EngineTokenizer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with in_process(tiny, tokenizer) as (engine, client):
+        r = await client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+        assert r.status_code == 200 and (await client.get("/health")).status_code == 200
+        monkeypatch.setattr(engine, "_step", fail_step)
+        with caplog.at_level("ERROR", logger="legato"), anyio.fail_after(30):
+            await client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+            r = await client.get("/health")
+            assert r.status_code == 503 and "the step failed" in r.json()["error"]["message"]
+            for stream in (False, True):  # not waiting forever for a step loop that has ended
+                r = await client.post(
+                    "/v1/completions", json={"prompt": "hi", "max_tokens": 2, "stream": stream}
+                )
+                assert r.status_code == 503 and "the step failed" in r.text, r.text
+    assert "the engine's step loop failed" in caplog.text
