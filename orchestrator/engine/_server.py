@@ -284,6 +284,34 @@ def create_app(
             yield
             tg.cancel_scope.cancel()
 
+    async def complete_unless_gone(
+        request: Request, req: EngineRequest
+    ) -> tuple[list[TokenEvent], FinishEvent] | None:
+        """``engine.complete(req)``, or None if the client disconnects first: then the request
+        is abandoned and the engine aborts its sequence (a client that timed out and retries
+        does not leave its first attempt generating to ``max_tokens``). Streams need no such
+        watch: the streaming response already ends when its client goes."""
+        result: tuple[list[TokenEvent], FinishEvent] | None = None
+        error: Exception | None = None
+        async with anyio.create_task_group() as tg:
+
+            async def run() -> None:
+                nonlocal result, error
+                try:
+                    result = await engine.complete(req)
+                except Exception as exc:  # raised below as it is, not in an exception group
+                    error = exc
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(run)
+            # The body has been read: what the server receives next is the disconnect.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        return result
+
     def unavailable() -> Response:
         why = f"the engine has failed: {failed[0]}" if failed else "the engine is shutting down"
         return _error(503, why, kind="server_error")
@@ -459,7 +487,10 @@ def create_app(
         if failed:
             return unavailable()
         if not body.stream:
-            events, fin = await engine.complete(req)
+            done = await complete_unless_gone(request, req)
+            if done is None:  # the client hung up: its sequence is aborted, nobody reads this
+                return Response(status_code=499)
+            events, fin = done
             if fin.reason == "abort":  # the engine stopped first: not an OpenAI finish_reason
                 return unavailable()
             return JSONResponse(

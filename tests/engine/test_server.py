@@ -295,6 +295,32 @@ def test_a_client_that_disconnects_mid_stream_frees_its_sequence(server: EngineS
     assert m["legato_engine_kv_free_blocks"] == m["legato_engine_kv_total_blocks"]
 
 
+def test_a_client_that_hangs_up_before_the_answer_frees_its_sequence(
+    server: EngineServer,
+) -> None:
+    """A non-streamed request whose client gives up (a timeout, then perhaps a retry) is
+    aborted at once, not generated to ``max_tokens`` for nobody."""
+    before = metrics(server)
+    body = {"prompt": "go on", "max_tokens": 1500, "temperature": 0, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/completions", json=body, timeout=httpx.Timeout(5, read=0.3))
+    for _ in range(100):
+        m = metrics(server)
+        if (
+            m["legato_engine_running"] == 0
+            and m["legato_engine_aborted_total"] > before["legato_engine_aborted_total"]
+        ):
+            break
+        anyio.run(anyio.sleep, 0.05)
+    assert m["legato_engine_running"] == 0
+    assert m["legato_engine_aborted_total"] == before["legato_engine_aborted_total"] + 1
+    assert (
+        m["legato_engine_generated_tokens_total"]
+        < before["legato_engine_generated_tokens_total"] + 1500
+    )
+    assert m["legato_engine_kv_free_blocks"] == m["legato_engine_kv_total_blocks"]
+
+
 def test_64_concurrent_requests_are_all_answered(server: EngineServer) -> None:
     # 64 x (prompt + 40 tokens) is more than the 2048-token KV budget: requests wait their turn
     async def main() -> list[int]:
