@@ -218,6 +218,9 @@ class ProgramRun:
         elif body_error is not None:
             if isinstance(body_error, DependencyFailed):
                 self._observed.add(id(body_error.error))
+            for other in self._roots:
+                if id(other) not in self._observed and other is not body_error:
+                    body_error.add_note(f"also failed, unobserved: {other}")
             self.error = body_error
         else:
             unobserved = [e for e in self._roots if id(e) not in self._observed]

@@ -272,3 +272,37 @@ def test_bad_backend_settings() -> None:
         orchestrator.Orchestrator(ScriptedBackend(), max_in_flight=0)
     with pytest.raises(orchestrator.ConfigError, match="unknown policy 'nope'"):
         orchestrator.Orchestrator(ScriptedBackend(), policy="nope")
+
+
+async def test_a_failing_body_notes_the_failures_nobody_awaited() -> None:
+    """The body's own error is the program's; a tool that failed on the side, never awaited,
+    is not lost: it is noted on that error."""
+
+    @dsl.program
+    async def p() -> str:
+        explode("side")  # started, never awaited
+        await slow_ok("wait")  # the side tool has failed by now
+        raise Boom("the body's own")
+
+    async with orchestrator.Orchestrator(ScriptedBackend(default="x")) as orch:
+        h = await orch.submit(p)
+        with pytest.raises(Boom, match="the body's own") as info:
+            await h.result()
+    assert any("also failed, unobserved" in n and "side" in n for n in info.value.__notes__)
+
+
+async def test_failures_nobody_awaited_fail_the_program_all_named() -> None:
+    @dsl.program
+    async def p() -> str:
+        explode("first")
+        explode("second")
+        return await slow_ok("done")
+
+    async with orchestrator.Orchestrator(ScriptedBackend(default="x")) as orch:
+        h = await orch.submit(p)
+        with pytest.raises(ToolError) as info:
+            await h.result()
+    notes = getattr(info.value, "__notes__", [])
+    assert len(notes) == 1 and "also failed, unobserved" in notes[0]
+    text = f"{info.value} {notes[0]}"
+    assert "first" in text and "second" in text
