@@ -480,6 +480,11 @@ class Engine:
                 f"appending {len(tokens)} tokens to a context of {len(seq.tokens)} would reach "
                 f"the context length ({self.context_length})"
             )
+        if self.pool.blocks_for(len(seq.tokens) + len(tokens) + 1) > self.pool.num_blocks:
+            raise RequestRejected(
+                f"appending {len(tokens)} tokens to a context of {len(seq.tokens)} would need "
+                f"more KV blocks than the engine has ({self.pool.num_blocks})"
+            )
         if not tokens and seq.held and seq.num_computed == len(seq.tokens) > 0:
             # Paused after computing its last token, whose logits were not sampled: compute
             # it again (same KV values) so that the next step samples.
@@ -518,8 +523,12 @@ class Engine:
             blocks = len(s.table.blocks) if s.table else 0
         else:
             if s.blocks_hint is None:  # the prefix match is costly: once per queue entry
+                # Its blocks, less the cached prefix blocks other sequences hold: those are not
+                # counted in the pool's free blocks. (Unreferenced cached blocks are counted
+                # there, and taking them up uses them as a new block would.)
                 cached, _ = self.pool.match_prefix(s.tokens)
-                s.blocks_hint = self.pool.blocks_for(len(s.tokens) + 1) - len(cached)
+                held = self.pool.referenced(cached)
+                s.blocks_hint = self.pool.blocks_for(len(s.tokens) + 1) - held
             blocks = s.blocks_hint
         waited = s.waited if running else s.waited + now - s.queued_at
         return SeqView(
@@ -600,19 +609,24 @@ class Engine:
                 if not self.pool.pinned_blocks:
                     break
                 # Pins never block the head of the queue: drop as few as make room, those
-                # expiring soonest first (not every program's at once).
-                self.pool.drop_pins_for(self.pool.blocks_for(len(s.tokens)), keep=s.req.program)
+                # expiring soonest first (not every program's at once), the asking program's
+                # own last (those on its prefix it takes up anyway).
+                need = self.pool.blocks_for(len(s.tokens))
+                self.pool.drop_pins_for(need, keep=s.req.program)
                 try:
                     s.table, cached = self.pool.allocate(s.tokens, now)
                 except OutOfBlocks:
-                    break
+                    self.pool.drop_pins_for(need)
+                    try:
+                        s.table, cached = self.pool.allocate(s.tokens, now)
+                    except OutOfBlocks:
+                        break
             s.num_computed = cached
-            if not s.generated:
+            if s.started is None:  # its first admission (not a return after a preemption)
+                s.started = now
                 s.cached = cached
                 self.counters["cached_prompt_tokens"] += cached
                 self.counters["prompt_tokens"] += s.prompt_len
-            if s.started is None:
-                s.started = now
             self._join(s, now)
 
     def _plan(self, now: float) -> list[tuple[_Seq, int]]:
@@ -657,6 +671,13 @@ class Engine:
             if self._waiting and not self._running:
                 # Nothing fits even alone: wait for an abort or a pin to expire.
                 await anyio.sleep(0.01)
+            else:
+                # Sequences in the batch with nothing to compute (paused ones while others
+                # wait for room): wait for a change (a request, tokens appended, an abort),
+                # at most 10 ms (pins expire), rather than spin (under a mock clock a spin
+                # never lets time pass).
+                with anyio.move_on_after(0.01):
+                    await self._wake.wait()
             return
         self.counters["steps"] += 1
         logits = None

@@ -77,6 +77,10 @@ class BlockPool:
         """Cached blocks held by a pin."""
         return len(self._pins)
 
+    def referenced(self, blocks: Sequence[int]) -> int:
+        """How many of ``blocks`` some sequence holds now (the others are free or evictable)."""
+        return sum(1 for b in blocks if self._refs[b] > 0)
+
     def blocks_for(self, num_tokens: int) -> int:
         """How many blocks ``num_tokens`` tokens occupy."""
         return -(-num_tokens // self.block_size)

@@ -269,6 +269,9 @@ class PolicyBatch(PriorityBatch):
         return self.policy.priority(self._call(s), now)
 
     def on_finish(self, s: SeqView, now: float, service: float) -> None:
+        if (s.program or s.id) not in self._program_first:  # its program has ended already
+            self._seq.pop(s.id, None)  # (learning from it would bring the program back)
+            return
         self.policy.on_finish(self._call(s), now, service)
         self._seq.pop(s.id, None)
 

@@ -496,3 +496,98 @@ async def test_program_level_policy_inside_the_batcher(
         assert policy.policy.programs["A"].service > 0  # the engine taught the policy
         engine.release_program("A")  # the program's end reaches the policy
         assert "A" not in policy.policy.programs and policy.programs == 1
+
+
+async def test_a_program_s_own_pins_do_not_hold_up_its_next_request(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    """A program pins its blocks (a long TTL), then asks with another prompt that needs those
+    blocks: its own pins give way too (they used to block the queue for the whole TTL)."""
+    async with running(make_engine(tiny, tokenizer, num_blocks=12)) as engine:
+        with anyio.fail_after(10):
+            await engine.complete(req(tokenizer, "pin me " * 40, program="p", kv_ttl=1000.0))
+            assert engine.pool.pinned_blocks >= 6
+            prompt = tokenizer.encode("y " * 60)
+            big = SampleParams(max_tokens=12 * 16 - len(prompt), temperature=0.0, ignore_eos=True)
+            _, fin = await engine.complete(EngineRequest(prompt=prompt, params=big, program="p"))
+        assert fin.reason == "length"
+
+
+async def test_prompt_tokens_are_counted_once_when_a_sequence_is_preempted(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    """A sequence preempted and admitted again counts its prompt once, and its usage reports
+    the cache it found when it first joined (not its own prefix, found again)."""
+    engine = make_engine(
+        tiny, tokenizer, num_blocks=128, max_batch=1, max_step_tokens=16, policy=PriorityBatch()
+    )
+    async with running(engine):
+        slow = SampleParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+        # a prompt of many 16-token chunks: the urgent request comes during its prefill
+        prompts = {"low": "the slow one " * 150, "urgent": "urgent work here"}
+        finishes: dict[str, FinishEvent] = {}
+
+        async def run(name: str, priority: int, delay: float) -> None:
+            await anyio.sleep(delay)
+            _, finishes[name] = await engine.complete(
+                req(tokenizer, prompts[name], slow if name == "low" else GREEDY, priority=priority)
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "low", 5, 0.0)
+            tg.start_soon(run, "urgent", 0, 0.05)
+    assert engine.counters["preemptions"] >= 1
+    expected = sum(len(tokenizer.encode(p)) for p in prompts.values())
+    assert engine.counters["prompt_tokens"] == expected
+    assert finishes["low"].cached_tokens == 0
+
+
+async def test_tokens_appended_past_the_kv_pool_are_refused(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    """Within the context length but beyond the KV pool (8 blocks of 16 here): refused, rather
+    than a sequence that can never grow and stays in the batch for ever."""
+    async with running(make_engine(tiny, tokenizer, num_blocks=8)) as engine:
+        held = SampleParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+        sid = engine.new_seq_id()
+        async with engine.open(req(tokenizer, "a b c", held), seq_id=sid) as events:
+            async for ev in events:
+                assert isinstance(ev, TokenEvent)
+                with pytest.raises(RequestRejected, match="more KV blocks than the engine has"):
+                    engine.append_tokens(sid, [1] * 150)
+                break
+
+
+async def test_an_urgent_request_whose_prefix_is_cached_preempts_when_it_does_not_fit(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    """16 blocks of 16 tokens. An urgent request finds 4 blocks of its prefix cached (free to
+    evict, so already counted among the free blocks) and needs 3 more, with 2 free: it does
+    not fit without preempting the low-priority one running. The batch policy used to count
+    the cached blocks twice, think it fitted, and let it wait for the other to finish."""
+    engine = make_engine(tiny, tokenizer, num_blocks=16, max_batch=2, policy=PriorityBatch())
+    words = tokenizer.encode("alpha beta gamma delta " * 100)
+    prefix, low_prompt = words[:64], words[100:250]
+    order: list[str] = []
+    async with running(engine):
+        await engine.complete(EngineRequest(prompt=prefix, params=GREEDY))  # 4 blocks cached
+        low = EngineRequest(
+            prompt=low_prompt,  # 10 blocks with its 9 tokens: 2 blocks stay free
+            params=SampleParams(max_tokens=9, temperature=0.0, ignore_eos=True),
+            priority=5,
+        )
+        urgent = EngineRequest(prompt=prefix + words[300:340], params=GREEDY, priority=0)
+
+        async def run(name: str, request: EngineRequest) -> None:
+            await engine.complete(request)
+            order.append(name)
+
+        async with anyio.create_task_group() as tg, engine.open(low) as events:
+            async for _ in events:  # the low one is running: now the urgent one comes
+                tg.start_soon(run, "urgent", urgent)
+                break
+            async for ev in events:
+                if isinstance(ev, FinishEvent):
+                    order.append("low")
+    assert order == ["urgent", "low"]
+    assert engine.counters["preemptions"] == 1

@@ -27,6 +27,7 @@ from orchestrator.engine import (
 pytestmark = pytest.mark.anyio
 
 TEXT = "ok [TRAP][END] then more"
+GREEDY_FEW = SampleParams(max_tokens=4, temperature=0.0, ignore_eos=True)
 
 
 @asynccontextmanager
@@ -120,3 +121,40 @@ async def test_local_session_injects_and_resumes(tiny: GGUFModel) -> None:
         assert [p.tokens for p in pieces] == list(range(1, len(pieces) + 1))
         assert session.completion is not None and session.completion.text == TEXT
         assert not await session.inject("late", after=None)  # the generation has ended
+
+
+async def test_a_paused_batch_waits_without_spinning(
+    tiny: GGUFModel, tokenizer: EngineTokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch full of a paused sequence, another request waiting: the step loop waits for a
+    change instead of spinning (it ran ~10^5 empty steps a second, and under a mock clock
+    time never passed)."""
+    model = LlamaModel(tiny, num_blocks=64, block_size=16)
+    engine = Engine(model, tokenizer, num_blocks=64, block_size=16, context_length=256, max_batch=1)
+    steps = 0
+    step = engine._step
+
+    async def counted() -> None:
+        nonlocal steps
+        steps += 1
+        await step()
+
+    monkeypatch.setattr(engine, "_step", counted)
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.serve)
+        request = await forced(engine, tokenizer, pause=("[TRAP][END]",))
+        sid = engine.new_seq_id()
+        async with engine.open(request, seq_id=sid) as events:
+            text = ""
+            async for ev in events:
+                assert isinstance(ev, TokenEvent)
+                text += ev.text
+                if text.endswith("[TRAP][END]"):
+                    break
+            other = EngineRequest(prompt=tokenizer.encode("wait"), params=GREEDY_FEW)
+            tg.start_soon(engine.complete, other)
+            before = steps
+            await anyio.sleep(0.3)
+            assert steps - before < 100  # a 10 ms wait at most per empty step: ~30
+            engine.append_tokens(sid, [])
+        tg.cancel_scope.cancel()

@@ -123,6 +123,17 @@ def test_a_program_s_end_is_forgotten_at_once() -> None:
     assert plas.programs == 0 and not plas.policy.programs  # type: ignore[attr-defined]
 
 
+def test_a_sequence_finishing_after_its_program_ended_does_not_bring_it_back() -> None:
+    """A call still running when its program is released finishes later: the policy does not
+    learn from it, so the program is not recreated (where no sweep would remove it)."""
+    plas = PolicyBatch(PLAS())
+    a1 = call("a1", "A", 0.0)
+    plas.schedule([a1], [], free_blocks=8, max_batch=4, now=0.0)
+    plas.on_program_end("A", 1.0)
+    plas.on_finish(a1, 2.0, 2.0)
+    assert plas.programs == 0 and not plas.policy.programs  # type: ignore[attr-defined]
+
+
 def test_forget_after_must_be_positive() -> None:
     with pytest.raises(ValueError, match="forget_after"):
         PolicyBatch(PLAS(), forget_after=0)
