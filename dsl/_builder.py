@@ -10,13 +10,16 @@ tracing sink stops the body at the first ``await``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import inspect
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from dsl._graph import Graph, Node, Ref, refs_in
 from dsl._variables import Var
-from dsl.errors import ProgramError
+from dsl.errors import ProgramError, VarMisuseError
 
 if TYPE_CHECKING:
     from dsl._tools import Tool
@@ -26,6 +29,77 @@ __all__ = ["Builder", "Sink", "current_builder"]
 N = TypeVar("N", bound=Node)
 
 _current: ContextVar[Builder | None] = ContextVar("legato_builder", default=None)
+
+# Values with nothing inside to look through.
+_PLAIN = (str, bytes, int, float, complex, type(None))
+
+
+def _members(value: Any) -> Iterable[Any]:
+    """What ``value`` directly holds, for finding ``Var``s the graph cannot follow: the items of
+    a list, tuple, set or dict (keys too), the fields of a dataclass, or an object's
+    attributes (its ``__dict__``, as a pydantic model's fields are). Classes and modules hold
+    nothing here."""
+    if isinstance(value, list | tuple | set | frozenset):
+        return value
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    if isinstance(value, type | ModuleType):
+        return ()
+    if dataclasses.is_dataclass(value):
+        return [getattr(value, f.name, None) for f in dataclasses.fields(value)]
+    try:
+        attrs = getattr(value, "__dict__", None)
+    except Exception:  # a proxy whose attribute lookup fails
+        return ()
+    return list(attrs.values()) if isinstance(attrs, dict) else ()
+
+
+def _var_within(value: Any, depth: int) -> Var[Any] | None:
+    """The first ``Var`` that is ``value`` or lies within it, looking ``depth`` levels down."""
+    if isinstance(value, Var):
+        return value
+    if depth <= 0 or isinstance(value, _PLAIN):
+        return None
+    for item in _members(value):
+        found = _var_within(item, depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _inside(value: Any) -> str:
+    if isinstance(value, set | frozenset):
+        return f"inside a {type(value).__name__}"
+    return f"inside a {type(value).__name__} object"
+
+
+def _unawaited(value: Any) -> str:
+    """What to tell of an awaitable given where a value was due; closes it if a coroutine (the
+    program fails here, so it would never run, and is not then reported as never awaited)."""
+    if inspect.iscoroutine(value):
+        name = value.__name__
+        value.close()
+        return (
+            f"an un-awaited call of {name}(...), not its value: write `await {name}(...)` "
+            "(a sub-program's or other coroutine's call must be awaited)"
+        )
+    return f"an awaitable {type(value).__name__} that was not awaited: `await` it first"
+
+
+def _place(input: str | None, path: str) -> str:
+    if input is None:
+        return f"the input at {path}" if path else "an input"
+    return f"input {input!r}" + (f" at {input}{path}" if path else "")
+
+
+def _hidden(where: str, input: str | None, path: str, var: Var[Any], inside: str) -> NoReturn:
+    raise VarMisuseError(
+        f"{where}: {_place(input, path)} holds Var {var.id!r} {inside}, where the graph cannot "
+        "see it: the call would not wait for it and would get the Var, not its value (a prompt "
+        f"would show {var!r}). `await` it first (value = await var) and pass the value, or "
+        "pass the Var in a list, tuple or dict (as a value), which the call looks through",
+        var=var.id,
+    )
 
 
 class Sink(Protocol):
@@ -91,8 +165,19 @@ class Builder:
         self._thread_tail[t] = node_id
         return t
 
-    def to_refs(self, value: Any, where: str) -> Any:
-        """``value`` with each ``Var`` replaced by a ``Ref`` (through lists, tuples, dicts)."""
+    def to_refs(self, value: Any, where: str, *, input: str | None = None) -> Any:
+        """``value`` with each ``Var`` replaced by a ``Ref`` (through lists, tuples, dicts).
+
+        ``ProgramError`` where the graph could not follow a ``Var`` in ``value``: one inside a
+        set, a dataclass or another object (a ``VarMisuseError``, found down to two levels), one
+        from another program, or an un-awaited coroutine such as a sub-program's call.
+        ``input`` names the value in those errors (an input's or argument's name).
+        """
+        return self._to_refs(value, where, input, "")
+
+    def _to_refs(self, value: Any, where: str, input: str | None, path: str) -> Any:
+        if isinstance(value, _PLAIN):
+            return value
         if isinstance(value, Var):
             if value._builder is not self:
                 raise ProgramError(
@@ -101,11 +186,24 @@ class Builder:
                 )
             return Ref(value.id)
         if isinstance(value, list):
-            return [self.to_refs(v, where) for v in value]
+            return [self._to_refs(v, where, input, f"{path}[{i}]") for i, v in enumerate(value)]
         if isinstance(value, tuple):
-            return tuple(self.to_refs(v, where) for v in value)
+            return tuple(
+                self._to_refs(v, where, input, f"{path}[{i}]") for i, v in enumerate(value)
+            )
         if isinstance(value, dict):
-            return {k: self.to_refs(v, where) for k, v in value.items()}
+            out = {}
+            for k, v in value.items():
+                hidden = _var_within(k, 2)
+                if hidden is not None:
+                    _hidden(where, input, path, hidden, "in a dict key")
+                out[k] = self._to_refs(v, where, input, f"{path}[{k!r}]")
+            return out
+        if inspect.isawaitable(value):
+            raise ProgramError(f"{where}: {_place(input, path)} is {_unawaited(value)}")
+        hidden = _var_within(value, 2)
+        if hidden is not None:
+            _hidden(where, input, path, hidden, _inside(value))
         return value
 
     # -- nodes -----------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import numbers
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel
@@ -55,35 +56,86 @@ _SELECT_SETTINGS = frozenset(
 )
 
 
+def _real(where: str, setting: str, value: object) -> float | None:
+    """``value`` if it is a real number (numpy's too, as a float) or None; else ProgramError."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    raise ProgramError(f"{where}: {setting} must be a number, got {value!r}")
+
+
+def _whole(where: str, setting: str, value: object) -> int | None:
+    """``value`` if it is an int (numpy's too, as an int) or None; else ProgramError."""
+    if value is None or (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+        return None if value is None else int(value)
+    raise ProgramError(f"{where}: {setting} must be an int, got {value!r}")
+
+
+def _strings(where: str, setting: str, value: object, what: str) -> tuple[object, ...]:
+    """The items of a list-like setting; ProgramError for a str or a value that is not one."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ProgramError(f"{where}: {setting} must be a list of {what}, got {value!r}")
+    return tuple(value)
+
+
 def _params(
     where: str,
-    max_tokens: int | None,
-    temperature: float | None,
-    top_p: float | None,
-    stop: str | Sequence[str] | None,
-    seed: int | None,
+    max_tokens: object,
+    temperature: object,
+    top_p: object,
+    stop: object,
+    seed: object,
 ) -> SamplingParams:
-    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+    max_tokens = _whole(where, "max_tokens", max_tokens)
+    temperature = _real(where, "temperature", temperature)
+    top_p = _real(where, "top_p", top_p)
+    seed = _whole(where, "seed", seed)
+    if max_tokens is not None and max_tokens < 1:
         raise ProgramError(f"{where}: max_tokens must be a positive int, got {max_tokens!r}")
     if temperature is not None and not (0.0 <= temperature <= 2.0):
         raise ProgramError(f"{where}: temperature must be in [0, 2], got {temperature!r}")
     if top_p is not None and not (0.0 < top_p <= 1.0):
         raise ProgramError(f"{where}: top_p must be in (0, 1], got {top_p!r}")
-    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    if stop is None or isinstance(stop, str):
+        stops: tuple[object, ...] = () if stop is None else (stop,)
+    elif isinstance(stop, Iterable) and not isinstance(stop, bytes):
+        stops = tuple(stop)
+    else:
+        stops = (stop,)
     if any(not isinstance(s, str) or not s for s in stops):
-        raise ProgramError(f"{where}: stop must be a non-empty string or a list of them")
+        raise ProgramError(
+            f"{where}: stop must be a non-empty string or a list of them, got {stop!r}"
+        )
     return SamplingParams(
-        max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stops, seed=seed
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        stop=tuple(str(s) for s in stops),
+        seed=seed,
     )
 
 
-def _check_common(where: str, template: object, timeout: float | None, retries: int | None) -> None:
+def _check_common(
+    where: str,
+    template: object,
+    timeout: object,
+    retries: object,
+    texts: Mapping[str, object],
+) -> tuple[float | None, int | None]:
+    """Check what gen and select share; returns ``timeout`` and ``retries`` as checked."""
     if not isinstance(template, str):
         raise ProgramError(f"{where}: the template must be a str, got {type(template).__name__}")
-    if timeout is not None and timeout <= 0:
+    for setting, value in texts.items():
+        if value is not None and not isinstance(value, str):
+            raise ProgramError(f"{where}: {setting} must be a str, got {value!r}")
+    checked_timeout = _real(where, "timeout", timeout)
+    checked_retries = _whole(where, "retries", retries)
+    if checked_timeout is not None and not checked_timeout > 0:
         raise ProgramError(f"{where}: timeout must be positive, got {timeout!r}")
-    if retries is not None and retries < 0:
+    if checked_retries is not None and checked_retries < 0:
         raise ProgramError(f"{where}: retries must be >= 0, got {retries!r}")
+    return checked_timeout, checked_retries
 
 
 @overload
@@ -249,7 +301,14 @@ def gen(
         **inputs: the values for the placeholders.
     """
     where = f"dsl.gen(name={name!r})" if name else "dsl.gen"
-    _check_common(where, template, timeout, retries)
+    timeout, retries = _check_common(
+        where, template, timeout, retries, {"name": name, "model": model, "system": system}
+    )
+    for setting, flag in (("chat", chat), ("async_calls", async_calls)):
+        if not isinstance(flag, bool):
+            raise ProgramError(f"{where}: {setting} must be True or False, got {flag!r}")
+    tool_items = _strings(where, "tools", tools, "@dsl.tool functions")
+    require_items = _strings(where, "require", require, "non-empty strings")
     if grammar is not None and schema is not None:
         raise ProgramError(f"{where}: pass grammar= or schema=, not both")
     if schema is not None:
@@ -259,30 +318,32 @@ def gen(
             f"{where}: async_calls=True holds the text to its call frames; it cannot take a "
             "grammar or schema too"
         )
-    if async_calls and not tools:
+    if async_calls and not tool_items:
         raise ProgramError(f"{where}: async_calls=True needs tools=[...]")
-    if tools and not async_calls:
+    if tool_items and not async_calls:
         raise ProgramError(f"{where}: tools= is for async_calls=True (use dsl.plan for plans)")
     if interrupt not in ("each", "trap"):
         raise ProgramError(f"{where}: interrupt must be 'each' or 'trap', got {interrupt!r}")
-    for t in tools:
+    for t in tool_items:
         if not isinstance(t, Tool):
             raise ProgramError(f"{where}: tools must be @dsl.tool functions, got {t!r}")
+    tool_list = tuple(t for t in tool_items if isinstance(t, Tool))
     if grammar is not None and not isinstance(grammar, Grammar):
         raise ProgramError(
             f"{where}: grammar must be a dsl.Grammar (e.g. dsl.Grammar.lark(...)), "
             f"got {type(grammar).__name__}"
         )
-    if isinstance(require, str) or any(not isinstance(r, str) or not r for r in require):
+    if any(not isinstance(r, str) or not r for r in require_items):
         raise ProgramError(f"{where}: require must be a list of non-empty strings, got {require!r}")
-    if async_calls and require:
+    required = tuple(r for r in require_items if isinstance(r, str))
+    if async_calls and required:
         raise ProgramError(f"{where}: async_calls=True cannot take require= too")
     _template.check(template, inputs, reserved=_GEN_SETTINGS)
     builder = current_builder("dsl.gen()")
-    for t in tools:
+    for t in tool_list:
         builder.register_tool(t)
     params = _params(where, max_tokens, temperature, top_p, stop, seed)
-    refs = tuple((k, builder.to_refs(v, where)) for k, v in inputs.items())
+    refs = tuple((k, builder.to_refs(v, where, input=k)) for k, v in inputs.items())
     out_type: type = str
     if grammar is not None and grammar.kind == "json_schema":
         out_type = grammar.model if grammar.model is not None else object
@@ -300,10 +361,10 @@ def gen(
         timeout=timeout,
         retries=retries,
         grammar=grammar,
-        tools=tuple(t.name for t in tools),
+        tools=tuple(t.name for t in tool_list),
         async_calls=async_calls,
         interrupt=interrupt,
-        require=tuple(require),
+        require=required,
     )
 
 
@@ -327,17 +388,22 @@ def select(
     the options and a ``ConstraintViolation`` is raised if it names none of them.
     """
     where = f"dsl.select(name={name!r})" if name else "dsl.select"
-    _check_common(where, template, timeout, retries)
-    opts = tuple(options) if not isinstance(options, str) else ()
-    if not opts or any(not isinstance(o, str) or not o.strip() for o in opts):
-        raise ProgramError(f"{where}: options must be a non-empty list of non-empty strings")
+    timeout, retries = _check_common(
+        where, template, timeout, retries, {"name": name, "model": model, "system": system}
+    )
+    items = _strings(where, "options", options, "strings") if not isinstance(options, str) else ()
+    if not items or any(not isinstance(o, str) or not o.strip() for o in items):
+        raise ProgramError(
+            f"{where}: options must be a non-empty list of non-empty strings, got {options!r}"
+        )
+    opts = tuple(o for o in items if isinstance(o, str))
     if len(set(opts)) != len(opts):
         raise ProgramError(f"{where}: options must be distinct, got {list(opts)!r}")
     _template.check(template, inputs, reserved=_SELECT_SETTINGS)
     builder = current_builder("dsl.select()")
     longest = max(len(o) for o in opts)
     params = _params(where, max(8, longest), temperature, None, None, seed)
-    refs = tuple((k, builder.to_refs(v, where)) for k, v in inputs.items())
+    refs = tuple((k, builder.to_refs(v, where, input=k)) for k, v in inputs.items())
     return builder.add(
         SelectNode,
         label="select",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, NoReturn, ParamSpec, TypeVar
+from types import CoroutineType
+from typing import Any, Generic, NoReturn, ParamSpec, TypeVar, cast
 
 from dsl._builder import Builder
 from dsl._graph import Graph, InputNode, Node
+from dsl._variables import Var
 from dsl.errors import ProgramError
 
 __all__ = ["Program", "program"]
@@ -35,7 +37,8 @@ class Program(Generic[P, R]):
 
     Run it with ``orchestrator.run(program, *args)``; look at its graph with
     ``program.trace(*args)``. Calling it inside another program inlines it (its calls join the
-    caller's graph): ``result = await sub_program(x)``.
+    caller's graph): ``result = await sub_program(x)``. The call must be awaited: a body that
+    returns ``sub_program(x)`` un-awaited raises ``ProgramError`` (its calls would never run).
     """
 
     def __init__(self, fn: Callable[P, Coroutine[Any, Any, R]], *, name: str | None = None):
@@ -49,7 +52,40 @@ class Program(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
-        return self.fn(*args, **kwargs)
+        bound = self.bind(args, kwargs)
+        coro = cast("CoroutineType[Any, Any, R]", self._inlined(bound.args, bound.kwargs))
+        # Named as the body, so that "coroutine ... was never awaited" names the program.
+        coro.__name__ = self.fn.__name__
+        coro.__qualname__ = self.fn.__qualname__
+        return coro
+
+    async def _inlined(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        # The body's coroutine is made only once this one runs: closed un-awaited, this one
+        # leaves no other behind.
+        return self._checked(await self.fn(*args, **kwargs))
+
+    def _checked(self, value: R) -> R:
+        """``value``, the body's return value; ``ProgramError`` if it is (or its list, tuple or
+        dict holds) an awaitable other than a ``Var``, such as an un-awaited sub-program call,
+        which is closed: it would never run, and the caller would get the call, not a value."""
+        found = _awaitables(value)
+        if not found:
+            return value
+        for extra in found[1:]:
+            if inspect.iscoroutine(extra):
+                extra.close()
+        first = found[0]
+        if inspect.iscoroutine(first):
+            name = first.__name__
+            first.close()
+            raise ProgramError(
+                f"program {self.name!r} returned {name}(...) without awaiting it, so it never "
+                f"ran: write `return await {name}(...)`"
+            )
+        raise ProgramError(
+            f"program {self.name!r} returned an awaitable {type(first).__name__} without "
+            "awaiting it: `await` it and return its value"
+        )
 
     def __repr__(self) -> str:
         return f"<dsl.program {self.name}>"
@@ -68,7 +104,7 @@ class Program(Generic[P, R]):
         bound = self.bind(args, kwargs)
         reset = builder.activate()
         try:
-            return await self.fn(*bound.args, **bound.kwargs)
+            return self._checked(await self.fn(*bound.args, **bound.kwargs))
         finally:
             reset()
 
@@ -96,12 +132,26 @@ class Program(Generic[P, R]):
         coro = self.fn(*bound.args, **bound.kwargs)
         try:
             coro.send(None)
-        except (StopIteration, _TraceStop):
+        except StopIteration as stop:
+            self._checked(stop.value)
+        except _TraceStop:
             pass
         finally:
             coro.close()
             reset()
         return builder.graph()
+
+
+def _awaitables(value: Any) -> list[Any]:
+    """The awaitables other than ``Var``s in ``value`` and its lists, tuples and dicts (where a
+    runtime looks for the ``Var``s of a return value)."""
+    if isinstance(value, Var):
+        return []
+    if isinstance(value, list | tuple):
+        return [a for v in value for a in _awaitables(v)]
+    if isinstance(value, dict):
+        return [a for v in value.values() for a in _awaitables(v)]
+    return [value] if inspect.isawaitable(value) else []
 
 
 def program(fn: Callable[P, Coroutine[Any, Any, R]]) -> Program[P, R]:

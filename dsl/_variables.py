@@ -20,8 +20,10 @@ class Var(Generic[T_co]):
 
     A ``Var`` is returned at once by ``dsl.gen``, ``dsl.select`` and tool calls; pass it as an
     input to later calls (the graph records the edge) or ``await`` it to get the value. It has no
-    value before that, so using it as text (``str(var)``, an f-string) or as a truth value raises
-    ``VarMisuseError``: put it in a template with a ``{{name}}`` placeholder instead.
+    value before that, so using it as text (``str(var)``, an f-string), as a truth value or in a
+    comparison (``var == "A"``, ``var in options``) raises ``VarMisuseError``: put it in a
+    template with a ``{{name}}`` placeholder, or ``await`` it and compare the value. A ``Var``
+    hashes by identity, so it can still be a set member or a dict key.
 
     Attributes:
         id: the id of the node that produces it, unique in its program.
@@ -49,6 +51,35 @@ class Var(Generic[T_co]):
             f"dsl.gen('... {{{{{self.id}}}}} ...', {self.id}=var)), or `await` it first.",
             var=self.id,
         )
+
+    def _compared(self, op: str) -> NoReturn:
+        also = " (directly, or by `in` or list.index)" if op == "==" else ""
+        raise VarMisuseError(
+            f"Var {self.id!r} was compared with {op}{also} before it has a value, so the "
+            f"comparison cannot mean anything. `await` it first and compare the value: "
+            f"value = await var, then `value {op} ...`.",
+            var=self.id,
+        )
+
+    def __eq__(self, other: object) -> NoReturn:
+        self._compared("==")
+
+    def __ne__(self, other: object) -> NoReturn:
+        self._compared("!=")
+
+    def __lt__(self, other: object) -> NoReturn:
+        self._compared("<")
+
+    def __le__(self, other: object) -> NoReturn:
+        self._compared("<=")
+
+    def __gt__(self, other: object) -> NoReturn:
+        self._compared(">")
+
+    def __ge__(self, other: object) -> NoReturn:
+        self._compared(">=")
+
+    __hash__ = object.__hash__
 
     def __str__(self) -> str:
         self._misuse("in str()")

@@ -42,7 +42,7 @@ class TemplateError(ProgramError):
 
 
 class VarMisuseError(ProgramError):
-    """A ``Var`` was used as if it already held a value (in ``str()``, an f-string, ``if``...).
+    """A ``Var`` was used as if it already held a value (``str()``, an f-string, ``if``, ``==``).
 
     Attributes:
         var: the id of the variable.
