@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 import types
 import typing
@@ -55,6 +56,7 @@ __all__ = [
     "format_error",
     "format_result",
     "grammar",
+    "json_text",
     "render_value",
     "system_prompt",
 ]
@@ -313,14 +315,76 @@ _TAG_IN_TEXT = re.compile(r"\[(CALL|HEAD|END|TRAP|INTR)\]")
 
 
 def render_value(value: Any) -> str:
-    """A tool result as the frames carry it: JSON (``str()`` for what JSON cannot hold), with
-    any frame tag inside a string escaped (``\\u005bEND]``) so that a result can never end or
-    open a frame."""
+    """A tool result as the frames carry it: JSON (``str()`` for what JSON cannot hold, and
+    ``json_text`` where even that fails), with any frame tag inside a string escaped
+    (``\\u005bEND]``) so that a result can never end or open a frame."""
     try:
         text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = json.dumps(str(value), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = json.dumps(str(value), ensure_ascii=False)
+        except Exception:  # str() failed too: an integer over Python's digit limit inside
+            text = json_text(value)
     return _TAG_IN_TEXT.sub(lambda m: "\\u005b" + m.group(0)[1:], text)
+
+
+_JSON_DEPTH = 64
+
+
+def json_text(value: Any) -> str:
+    """``value`` as JSON text, never raising: ``str()`` of what JSON cannot hold (its type's
+    name in angle brackets where even that fails), an integer too long for Python's decimal
+    conversion (``sys.get_int_max_str_digits``) as a number in scientific notation with 17
+    significant digits (``1.0000000000000000e+5000``), and what is nested deeper than 64
+    (or holds itself) cut to ``"..."``."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=_as_text)
+    except (TypeError, ValueError, RecursionError):
+        return _json_text(value, 0)
+
+
+def _as_text(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _json_text(value: Any, depth: int) -> str:
+    if depth > _JSON_DEPTH:
+        return '"..."'
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int_text(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_json_text(v, depth + 1) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{_key(k, depth + 1)}: {_json_text(v, depth + 1)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return json.dumps(_as_text(value), ensure_ascii=False)
+
+
+def _key(key: Any, depth: int) -> str:
+    """A dict key as JSON writes it: always a string."""
+    return json.dumps(key if isinstance(key, str) else _json_text(key, depth), ensure_ascii=False)
+
+
+def _int_text(n: int) -> str:
+    """``n`` in decimal, or in scientific notation past Python's digit limit."""
+    try:
+        return str(n)
+    except ValueError:
+        pass
+    sign, n = ("-" if n < 0 else ""), abs(n)
+    e = int((n.bit_length() - 1) * math.log10(2))  # 10**e <= n < 10**(e + 1), give or take one
+    while 10 ** (e + 1) <= n:
+        e += 1
+    while 10**e > n:
+        e -= 1
+    lead = str(n // 10 ** (e - 16))  # 17 digits (e is in the thousands)
+    return f"{sign}{lead[0]}.{lead[1:]}e+{e}"
 
 
 def format_result(call_id: str, value: Any) -> str:

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import re
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 from dsl import _template
@@ -591,20 +592,36 @@ class JoinLine:
 
 @dataclass(frozen=True, slots=True)
 class PlanError:
-    """A line the runtime cannot run (only reachable where the engine ignores the grammar)."""
+    """A line the runtime cannot run: reachable where the engine ignores the grammar, or where
+    the plan was cut short (``max_tokens``) inside a line or before its ``join()``."""
 
     line: int
     text: str
     message: str
 
     def __str__(self) -> str:
-        return f"plan line {self.line} ({self.text!r}): {self.message}"
+        text = self.text if len(self.text) <= _SHOWN else self.text[: _SHOWN - 3] + "..."
+        return f"plan line {self.line} ({text!r}): {self.message}"
+
+
+_SHOWN = 120
+"""The most characters of a bad line a ``PlanError`` shows (a model may write a huge one)."""
 
 
 PlanEvent = TaskLine | JoinLine | PlanError
 
 _TASK = re.compile(r"\s*(\d+)\.\s*([A-Za-z_][A-Za-z0-9_]*)\((.*)\)\s*(<END_OF_PLAN>)?\s*")
 _REF_IN_TEXT = re.compile(r"\$(\d+)")
+
+_MAX_TASK_DIGITS = 4
+"""The most digits of a task number (``N.`` or ``$k``): a plan has at most 64 tasks, and a
+model-written number of thousands of digits must not reach ``int()`` (Python refuses to convert
+more than 4300)."""
+_MAX_NUMBER = 64
+"""The most characters of a number literal in a plan."""
+_MAX_DEPTH = 16
+"""The most nested lists in one argument (the reader recurses)."""
+_CUT = "the plan stops there: was it cut short by max_tokens?"
 
 
 class _Args:
@@ -621,15 +638,21 @@ class _Args:
         while self.pos < len(self.text) and self.text[self.pos] == " ":
             self.pos += 1
 
-    def value(self) -> Any:
+    def task(self, digits: str) -> TaskRef:
+        if len(digits) > _MAX_TASK_DIGITS:
+            raise self.error(f"${digits[:_MAX_TASK_DIGITS]}... is no task number")
+        return TaskRef(int(digits))
+
+    def value(self, depth: int = 0) -> Any:
         self.skip()
         t = self.text[self.pos :]
         if t.startswith("$"):
             m = re.match(r"\$(\d+)", t)
             if m is None:
                 raise self.error("'$' must be followed by a task number")
+            ref = self.task(m.group(1))
             self.pos += m.end()
-            return TaskRef(int(m.group(1)))
+            return ref
         if t.startswith('"'):
             m = re.match(r'"(?:[^"\\]|\\.)*"', t)
             if m is None:
@@ -640,12 +663,14 @@ class _Args:
                 parts: list[str | TaskRef] = []
                 last = 0
                 for r in _REF_IN_TEXT.finditer(s):
-                    parts += [s[last : r.start()], TaskRef(int(r.group(1)))]
+                    parts += [s[last : r.start()], self.task(r.group(1))]
                     last = r.end()
                 parts.append(s[last:])
                 return TextWithRefs(tuple(p for p in parts if p != ""))
             return s
         if t.startswith("["):
+            if depth == _MAX_DEPTH:
+                raise self.error(f"lists nested more than {_MAX_DEPTH} deep")
             self.pos += 1
             items: list[Any] = []
             self.skip()
@@ -653,7 +678,7 @@ class _Args:
                 self.pos += 1
                 return items
             while True:
-                items.append(self.value())
+                items.append(self.value(depth + 1))
                 self.skip()
                 c = self.text[self.pos : self.pos + 1]
                 self.pos += 1
@@ -668,8 +693,13 @@ class _Args:
         m = re.match(r"-?\d+(\.\d+)?([eE][+-]?\d+)?", t)
         if m is None:
             raise self.error(f"cannot read {t[:12]!r}")
+        if m.end() > _MAX_NUMBER:
+            raise self.error(f"a number of more than {_MAX_NUMBER} characters")
+        number = float(m.group(0)) if (m.group(1) or m.group(2)) else int(m.group(0))
+        if not math.isfinite(number):
+            raise self.error(f"{m.group(0)} is out of range")
         self.pos += m.end()
-        return float(m.group(0)) if (m.group(1) or m.group(2)) else int(m.group(0))
+        return number
 
     def all(self) -> list[Any]:
         self.skip()
@@ -719,9 +749,13 @@ class PlanParser:
     Sans-I/O: ``feed`` and ``close`` return events; nothing else happens.
 
     Checks each line: numbering from 1 without gaps, a known tool, the number of arguments,
-    arithmetic for an ``Expression``, ``$k`` only for an earlier task. A line that fails gives
-    a ``PlanError`` naming it, and the parser stops (``done``): a plan with a wrong line is
-    replanned, not half run.
+    arithmetic for an ``Expression``, ``$k`` only for an earlier task, and bounds on what a
+    model may write (task numbers of at most four digits, numbers of at most 64 characters,
+    lists nested at most 16 deep), so any text gives events, never an exception. A line that
+    fails gives a ``PlanError`` naming it, and the parser stops (``done``): no task after it
+    comes out. The tasks of the lines before it have come out already, and a runtime that
+    starts each as it comes (``dsl.plan``) may have started them: a bad line does not undo
+    them.
     """
 
     tools: Mapping[str, ToolSignature]
@@ -745,13 +779,18 @@ class PlanParser:
         return out
 
     def close(self) -> list[PlanEvent]:
-        """The stream has ended: the last line's events, and an error if no ``join()`` came."""
+        """The stream has ended: the last line's events, and an error if no ``join()`` came
+        (an error in a last line with no newline, or a missing ``join()``, says that the plan
+        may have been cut short)."""
         out: list[PlanEvent] = []
         if not self.done and self._buffer.strip():
-            out += self._read(self._buffer)
+            out += [
+                replace(e, message=f"{e.message} ({_CUT})") if isinstance(e, PlanError) else e
+                for e in self._read(self._buffer)
+            ]
         self._buffer = ""
         if not self.joined and not any(isinstance(e, PlanError) for e in out) and not self.done:
-            out.append(PlanError(self._line, "", "the plan ended without a join() line"))
+            out.append(PlanError(self._line, "", f"the plan ended without a join() line ({_CUT})"))
         self.done = True
         return out
 
@@ -774,7 +813,12 @@ class PlanParser:
         m = _TASK.fullmatch(text)
         if m is None:
             return self._fail(text, "not a task line 'N. tool(arguments)'")
-        index, tool, args_text, end = int(m.group(1)), m.group(2), m.group(3), m.group(4)
+        digits, tool, args_text, end = m.group(1), m.group(2), m.group(3), m.group(4)
+        if len(digits) > _MAX_TASK_DIGITS:
+            return self._fail(
+                text, f"a task number of {len(digits)} digits, expected {self._tasks + 1}"
+            )
+        index = int(digits)
         if index != self._tasks + 1:
             return self._fail(text, f"task number {index}, expected {self._tasks + 1}")
         if tool == "join":
@@ -853,6 +897,17 @@ def plan(
     the planner the previous plan, its results and its errors (at most ``max_replans`` times;
     the last joiner may only finish). A failed task fails its dependants and is reported to the
     joiner; nothing waits forever.
+
+    A plan with a line the runtime cannot run (where the engine ignores the grammar, or where
+    ``max_tokens`` cut the plan short) is cut at that line, and the tasks of the lines before
+    it have already started: they run to their end and the planner is asked again with their
+    results and the error, or, when no replan is left, those still running are cancelled and
+    the node fails with a ``ConstraintViolation`` naming the bad line (its ``error`` is the
+    ``PlanError``) without asking the joiner. Whenever the node fails (a rejected last plan,
+    the planner's stream breaking or timing out), the tasks it started that still run are
+    cancelled (a sync tool's thread cannot be stopped: it runs to its end, its result dropped).
+    ``timeout`` (else the orchestrator's) bounds each planner stream as a whole and each
+    joiner attempt.
 
     Args:
         question: the question (a value or a ``Var``).

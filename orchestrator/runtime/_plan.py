@@ -5,6 +5,12 @@ a new plan.
 Tasks are ordinary tool nodes: the dataflow executor starts each one as soon as the tasks it
 reads are done (no polling), a failed task fails its dependants (``DependencyFailed``) and is
 reported to the joiner, and every task shows in ``handle.stats`` and ``handle.graph``.
+
+A plan is untrusted text. A line the parser rejects cuts the plan there; the tasks of the lines
+before it have started already. With a replan left they run to their end and the planner sees
+their results and the error; without one the plan node fails with ``PlanRejected`` naming the
+line, and the joiner is not asked. Whenever the plan node fails, the tasks it started that have
+not finished are cancelled (``ProgramRun.cancel_node``), so they do not hold the program up.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import dsl
-from dsl import Interp, PlanNode, Ref, ToolNode
+from dsl import Interp, PlanNode, Ref, ToolNode, cml
 from dsl.plans import (
     END_OF_PLAN,
     JoinLine,
@@ -33,12 +39,12 @@ from dsl.plans import (
     tool_words,
 )
 from orchestrator.backends import Hints, LLMRequest, Message
-from orchestrator.errors import GrammarUnsupported, RunError
+from orchestrator.errors import ConstraintViolation, GrammarUnsupported, RunError
 
 if TYPE_CHECKING:
     from orchestrator.runtime._run import ProgramRun, _NodeState
 
-__all__ = ["run_plan"]
+__all__ = ["PlanRejected", "run_plan"]
 
 _PLAN_TOKENS = 512
 _JOIN_TOKENS = 128
@@ -55,11 +61,23 @@ def _arg(value: Any, ids: dict[int, str]) -> Any:
     return value
 
 
+class PlanRejected(ConstraintViolation):
+    """The planner's last plan had a line the runtime cannot run, and no replan was left.
+
+    Attributes:
+        error: the ``dsl.plans.PlanError`` naming the line (its number, text and fault).
+        text: the plan as the planner wrote it, up to where it was cut.
+    """
+
+    def __init__(self, *, node: str, text: str, error: PlanError) -> None:
+        super().__init__(
+            node=node, text=text, reason=f"the plan was rejected, no replan is left: {error}"
+        )
+        self.error = error
+
+
 def _show(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError):
-        return repr(value)
+    return cml.json_text(value)
 
 
 def _as_written(arg: Any) -> str:
@@ -86,6 +104,14 @@ class _Round:
         self.lines: dict[int, TaskLine] = {}
         self.ids: dict[int, str] = {}
         self.errors: list[PlanError] = []
+
+    def cancel(self, error: RunError) -> None:
+        """Cancel the tasks that have not finished: the plan node failed with ``error``."""
+        for task in self.ids.values():
+            why = RunError(f"node {task!r} was cancelled: its plan {self.node.id!r} failed")
+            why.node = task
+            why.__cause__ = error
+            self.run.cancel_node(task, why)
 
     def handle(self, events: list[TaskLine | JoinLine | PlanError]) -> None:
         for ev in events:
@@ -144,7 +170,25 @@ async def _write_plan(
 
 
 async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict[str, Any]) -> str:
-    """Plan, run the tasks, join; replan while the joiner asks and replans remain."""
+    """Plan, run the tasks, join; replan while the joiner asks and replans remain. If this
+    fails, the tasks the plans started and that still run are cancelled."""
+    rounds: list[_Round] = []
+    try:
+        return await _run_rounds(run, st, node, values, rounds)
+    except Exception as exc:
+        error = exc if isinstance(exc, RunError) else RunError(f"{type(exc).__name__}: {exc}")
+        for round_ in rounds:
+            round_.cancel(error)
+        raise
+
+
+async def _run_rounds(
+    run: ProgramRun,
+    st: _NodeState,
+    node: PlanNode,
+    values: dict[str, Any],
+    rounds: list[_Round],
+) -> str:
     inputs = {k: dsl.substitute(v, values) for k, v in node.inputs}
     signatures = [ToolSignature.of(run.builder.tools[name]) for name in node.tools]
     p = node.params
@@ -188,6 +232,7 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
             node=node.id,
         )
         round_ = _Round(run, node, signatures)
+        rounds.append(round_)
         try:
             await _write_plan(run, st, node, request, round_)
         except GrammarUnsupported:
@@ -210,9 +255,12 @@ async def run_plan(run: ProgramRun, st: _NodeState, node: PlanNode, values: dict
                 node=node.id,
             )
             round_ = _Round(run, node, signatures)
+            rounds.append(round_)
             await _write_plan(run, st, node, request, round_)
+        if round_.errors and last:
+            raise PlanRejected(node=node.id, text=round_.text, error=round_.errors[0])
         results = await round_.results()
-        if round_.errors and not last:
+        if round_.errors:
             context = (
                 f"\nA previous plan was rejected:\n{round_.text.strip()}\n"
                 f"Results so far:\n{results}\nWrite a corrected plan.\n"

@@ -24,6 +24,7 @@ from orchestrator import constrain
 from orchestrator.backends import Completion, Hints, LLMRequest, Message
 from orchestrator.errors import (
     BackendError,
+    BackendTimeout,
     BackendUnavailable,
     ConstraintViolation,
     DependencyFailed,
@@ -89,26 +90,40 @@ class _NodeState:
     value: Any = None
     error: RunError | None = None
     remaining: int = 0
+    scope: anyio.CancelScope | None = None  # while it runs: what ``cancel_node`` cancels
 
     @property
     def done(self) -> bool:
         return self.event.is_set()
 
 
+def _loose(text: str) -> str:
+    return text.strip(" \t\n.!\"'`*").lower()
+
+
 def match_option(text: str, options: tuple[str, ...]) -> str | None:
-    """The option ``text`` names: exact, then ignoring case and outer punctuation, then the
-    only option it starts with or contains."""
+    """The option ``text`` names, as the option is written (its own spaces included).
+
+    In turn: ``text`` exactly as an option is written (this always wins, so an engine that
+    held the answer to the options gets back the very option, even one with outer spaces);
+    then ``text`` and the options both stripped of outer whitespace (the first option that
+    matches); then both also ignoring case and outer punctuation (``.!"'`*``) (the first);
+    then the only option ``text`` starts with, or else contains, compared the same way."""
+    if text in options:
+        return text
     t = text.strip()
-    if t in options:
-        return t
-    norm = t.strip(" \t\n.!\"'`*").lower()
     for o in options:
-        if o.lower() == norm:
+        if o.strip() == t:
             return o
-    starts = [o for o in options if norm.startswith(o.lower())]
+    norm = _loose(t)
+    loose = [(o, _loose(o)) for o in options]
+    for o, lo in loose:
+        if lo == norm:
+            return o
+    starts = [o for o, lo in loose if lo and norm.startswith(lo)]
     if len(starts) == 1:
         return starts[0]
-    inside = [o for o in options if o.lower() in norm]
+    inside = [o for o, lo in loose if lo and lo in norm]
     return inside[0] if len(inside) == 1 else None
 
 
@@ -385,30 +400,37 @@ class ProgramRun:
                 if w.remaining == 0:
                     self._fire(w)
 
+    def cancel_node(self, node_id: str, error: RunError) -> None:
+        """End node ``node_id`` now with ``error`` if it has not finished: it is cancelled if it
+        runs, never started if it waits, and its dependants are skipped. Its status is
+        ``cancelled``; ``error`` counts as no failure of its own (the program is not failed by
+        it). A sync tool's worker thread cannot be stopped: it runs to its end, its result
+        dropped."""
+        st = self._states[node_id]
+        if st.done:
+            return
+        if st.scope is not None:
+            st.scope.cancel()
+        st.stats.status = "cancelled"
+        st.stats.error = str(error)
+        self._finish(st, error=error)
+
     async def _run_node(self, st: _NodeState) -> None:
+        if st.done:  # cancelled (cancel_node) before it started
+            return
         node = st.node
         st.stats.status = "running"
         values = {d: self._states[d].value for d in node.deps}
+        st.scope = anyio.CancelScope()
         try:
-            match node:
-                case LLMNode():
-                    value: Any = await self._run_llm(st, node, values)
-                case SelectNode():
-                    value = await self._run_select(st, node, values)
-                case ToolNode():
-                    value = await self._run_tool(st, node, values)
-                case PlanNode():
-                    from orchestrator.runtime._plan import run_plan
-
-                    value = await run_plan(self, st, node, values)
-                case InputNode():  # pragma: no cover
-                    raise AssertionError("symbolic inputs cannot run")
-                case _:
-                    assert_never(node)
+            with st.scope:
+                value = await self._node_value(st, node, values)
         except anyio.get_cancelled_exc_class():
             st.stats.status = "cancelled"
             raise
         except Exception as exc:
+            if st.done:  # cancel_node ended it: what it raised on the way out is moot
+                return
             err = (
                 exc
                 if isinstance(exc, RunError)
@@ -422,8 +444,29 @@ class ProgramRun:
             self._roots.append(err)
             self._finish(st, error=err)
         else:
+            if st.done:  # cancel_node ended it (its scope took the cancellation)
+                return
             st.stats.status = "ok"
             self._finish(st, value=value)
+        finally:
+            st.scope = None
+
+    async def _node_value(self, st: _NodeState, node: Node, values: dict[str, Any]) -> Any:
+        match node:
+            case LLMNode():
+                return await self._run_llm(st, node, values)
+            case SelectNode():
+                return await self._run_select(st, node, values)
+            case ToolNode():
+                return await self._run_tool(st, node, values)
+            case PlanNode():
+                from orchestrator.runtime._plan import run_plan
+
+                return await run_plan(self, st, node, values)
+            case InputNode():  # pragma: no cover
+                raise AssertionError("symbolic inputs cannot run")
+            case _:
+                assert_never(node)
 
     def _request(
         self,
@@ -484,11 +527,10 @@ class ProgramRun:
                 st.stats.completion_tokens += completion.completion_tokens
                 return completion
             except TimeoutError:
-                failure: BackendError = BackendError(
+                failure: BackendError = BackendTimeout(
                     f"backend {backend.name!r} gave no answer to node {node.id!r} "
                     f"within {timeout}s",
                     backend=backend.name,
-                    retryable=True,
                 )
             except BackendError as exc:
                 if not exc.retryable:
@@ -509,8 +551,16 @@ class ProgramRun:
         self, st: _NodeState, node: LLMNode | PlanNode, request: LLMRequest
     ) -> AsyncIterator[AsyncIterator[str]]:
         """A streaming LLM call through admission: yields the backend's text chunks while the
-        call holds its slot. Not retried (a half-read stream cannot be replayed)."""
+        call holds its slot. Not retried (a half-read stream cannot be replayed).
+
+        The node's ``timeout`` (else the orchestrator's) bounds the whole block from the
+        moment the call is admitted, as it bounds each attempt of other calls: past it the
+        block is cancelled, the stream closed and the slot given back, and the call fails
+        with ``BackendUnavailable`` (caused by a ``BackendTimeout``), as a call out of retries
+        does."""
         orch = self.orch
+        backend = orch.backend
+        timeout = node.timeout if node.timeout is not None else orch.timeout
         call = self._call_info(node)
         st.stats.attempts += 1
         async with orch.admission.slot(call):
@@ -518,15 +568,28 @@ class ProgramRun:
             if st.stats.start is None:
                 st.stats.start = now
             hints = orch.hints(request.hints, call, now, kv_ttl=None)
-            chunks = orch.backend.stream(dataclasses.replace(request, hints=hints))
+            chunks = backend.stream(dataclasses.replace(request, hints=hints))
             try:
-                yield chunks
+                with anyio.move_on_after(timeout) as deadline:
+                    yield chunks
             finally:
                 aclose = getattr(chunks, "aclose", None)
                 if aclose is not None:
                     with anyio.CancelScope(shield=True):  # a cancelled program still closes it
                         await aclose()
                 orch.observe_call(anyio.current_time() - now)
+        if deadline.cancelled_caught:
+            failure = BackendTimeout(
+                f"backend {backend.name!r} gave no answer to node {node.id!r} within "
+                f"{timeout}s (its stream had not ended)",
+                backend=backend.name,
+            )
+            raise BackendUnavailable(
+                f"backend {backend.name!r} unavailable for node {node.id!r} after 1 attempt "
+                f"(a stream is not retried): {failure}",
+                backend=backend.name,
+                attempts=1,
+            ) from failure
 
     async def _run_llm(self, st: _NodeState, node: LLMNode, values: dict[str, Any]) -> Any:
         request = self._request(node, values)

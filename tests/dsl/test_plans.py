@@ -361,3 +361,43 @@ def test_plan_rejects_bad_settings_at_trace_time() -> None:
 
         with pytest.raises(dsl.ProgramError, match=message.replace("{", r"\{").replace("}", r"\}")):
             p.trace()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1" * 5000 + '. search("x")\n', "a task number of 5000 digits, expected 1"),
+        ("1. add(" + "[" * 3000 + "]" * 3000 + ")\n", "lists nested more than 16 deep"),
+        ("1. add(" + "7" * 5000 + ")\n", "a number of more than 64 characters"),
+        ("1. add($" + "1" * 5000 + ")\n", "is no task number"),
+        ('1. search("$' + "1" * 5000 + '")\n', "is no task number"),
+        ("1. add(1e999)\n", "1e999 is out of range"),
+    ],
+)
+def test_absurd_model_text_gives_a_plan_error_not_an_exception(text: str, message: str) -> None:
+    out = events(text, [])
+    errors = [e for e in out if isinstance(e, PlanError)]
+    assert len(errors) == 1 and message in errors[0].message, errors
+    assert errors[0].line == 1 and len(str(errors[0])) < 300  # the line is named, shortened
+
+
+def test_lists_nested_within_the_bound_still_parse() -> None:
+    sig = ToolSignature("keep", (("x", "any"),), 1)
+    deep = "[" * 16 + "1" + "]" * 16
+    out = PlanParser({"keep": sig}).feed(f"1. keep({deep})\n2. join()\n")
+    assert isinstance(out[0], TaskLine) and isinstance(out[1], JoinLine)
+
+
+def test_a_plan_cut_inside_a_line_says_it_may_have_run_out_of_tokens() -> None:
+    errors = [e for e in events('1. search("x")\n2. search("y', []) if isinstance(e, PlanError)]
+    assert len(errors) == 1 and "cut short by max_tokens" in errors[0].message
+
+
+def test_integers_past_pythons_digit_limit_render_as_json() -> None:
+    from dsl import cml
+
+    assert cml.render_value(10**5000) == "1.0000000000000000e+5000"
+    assert cml.json_text([-(3 * 10**4400), {"n": 10**5000}]) == (
+        '[-3.0000000000000000e+4400, {"n": 1.0000000000000000e+5000}]'
+    )
+    assert cml.json_text({"a": [1, "b"]}) == '{"a": [1, "b"]}'  # JSON as ever otherwise

@@ -142,3 +142,30 @@ async def test_over_http_an_engine_without_the_field_is_validated_and_retried() 
     assert "That output is invalid" in last["messages"][-1]["content"]
     assert last["messages"][-2] == {"role": "assistant", "content": "many"}
     assert not {"regex", "grammar", "structured_outputs", "response_format"} & set(last)
+
+
+@pytest.mark.parametrize("grammars", [True, False])
+async def test_a_select_option_with_outer_spaces_can_be_chosen(grammars: bool) -> None:
+    @dsl.program
+    async def pick() -> str:
+        return await dsl.select("Pick", options=["Option A ", "Option B "], name="c")
+
+    backend = ScriptedBackend(default="Option A ", grammars=grammars)
+    assert await orchestrator.arun(pick, backend=backend) == "Option A "
+
+
+def test_match_option_prefers_the_exact_option_then_strips_both_sides() -> None:
+    from orchestrator.runtime import match_option
+
+    options = ("A", "A ", " b", "Yes.")
+    assert match_option("A", options) == "A"
+    assert match_option("A ", options) == "A "  # exact wins over the stripped "A"
+    assert match_option(" A\n", options) == "A"  # stripped: the first that matches
+    assert match_option("b", options) == " b"  # the option's own spaces do not matter
+    assert match_option("  B!", options) == " b"  # nor case and outer punctuation
+    assert match_option("yes", options) == "Yes."
+    assert match_option("Option A ", ("Option A ", "Option B ")) == "Option A "
+    assert match_option("option b", ("Option A ", "Option B ")) == "Option B "
+    assert match_option("neither", ("Option A ", "Option B ")) is None
+    assert match_option("...", ("...", "x")) == "..."  # exact, though nothing is left loosely
+    assert match_option("x y", ("...", "x")) == "x"  # an option of punctuation matches no text

@@ -12,7 +12,7 @@ import pytest
 import dsl
 import orchestrator
 from orchestrator.backends import Completion, LLMRequest
-from orchestrator.errors import GrammarUnsupported
+from orchestrator.errors import BackendRejected, GrammarUnsupported
 
 pytestmark = pytest.mark.anyio
 
@@ -194,15 +194,17 @@ async def test_on_the_embedded_engine_plans_follow_the_grammar() -> None:
             try:
                 await h.result()
             except orchestrator.ConstraintViolation as exc:
-                # random weights: the joiner may run out of tokens; a plan is never malformed
+                # random weights: the plan or the joiner may run out of tokens; a plan is never
+                # malformed otherwise
                 reason = exc.reason
             else:
                 finished += 1
                 continue
-            assert "max_tokens ran out" in reason
+            assert "max_tokens ran out" in reason or "cut short by max_tokens" in reason, reason
             assert h.stats["plan"].status == "failed"
     tasks = [k for k in h.stats if k.startswith("plan_")]
-    assert all(h.stats[k].status == "ok" for k in tasks)
+    # a task either ran fine or was cancelled because its plan was cut short
+    assert all(h.stats[k].status in ("ok", "cancelled") for k in tasks)
 
 
 async def test_names_are_asked_of_the_first_plan_only() -> None:
@@ -273,3 +275,159 @@ async def test_on_the_demo_model_a_plan_asked_for_names_writes_each_in_order() -
         looked_up.clear()
         await (await orch.submit(program("in_order"), question)).result()
     assert sorted(looked_up) == ["bison", "elk", "lion", "zebra"]
+
+
+# -- untrusted plans: rejection, timeouts, cancellation ---------------------------------------
+
+SENT: list[str] = []
+
+
+@dsl.tool
+async def send_email(to: str) -> str:
+    """Send an email (a side effect)."""
+    SENT.append(to)
+    return "sent"
+
+
+@dsl.tool
+async def slow(query: str) -> str:
+    """Takes far longer than any test."""
+    STARTED[query] = anyio.current_time()
+    await anyio.sleep(30)
+    return "late"
+
+
+async def test_a_rejected_last_plan_fails_the_node_without_asking_the_joiner() -> None:
+    from orchestrator.runtime._plan import PlanRejected
+    from orchestrator.testing import ScriptedBackend
+
+    @dsl.program
+    async def emails(question: str) -> str:
+        return await dsl.plan(question, tools=[send_email], max_replans=0, name="plan")
+
+    plan = '1. send_email("bob")\n2. send_email("bob")\n2. join()\n<END_OF_PLAN>'
+    backend = ScriptedBackend({"Plan and results": "Finish(all good)", "Tools:": plan})
+    async with orchestrator.Orchestrator(backend) as orch:
+        h = await orch.submit(emails, "Email Bob")
+        with pytest.raises(PlanRejected, match=r"plan line 3 \('2\. join\(\)'\)") as info:
+            await h.result()
+    assert isinstance(info.value, orchestrator.ConstraintViolation)
+    assert info.value.error.line == 3 and "task number 2, expected 3" in info.value.error.message
+    assert h.stats["plan"].status == "failed"
+    assert not any("Plan and results" in c.request.text for c in backend.calls)  # no joiner
+    # the tasks before the bad line had been dispatched; none outlives the failed plan
+    tasks = [s for k, s in h.stats.items() if k.startswith("plan_")]
+    assert len(tasks) == 2 and all(s.status in ("ok", "cancelled") for s in tasks)
+
+
+class StallEngine:
+    """Streams one task line, then stalls (or breaks) before the rest; records whether the
+    stream was closed."""
+
+    name = "stall-engine"
+
+    def __init__(self, *, stall: float = 30.0, error: BaseException | None = None) -> None:
+        self.stall = stall
+        self.error = error
+        self.closed = False
+        self.requests: list[LLMRequest] = []
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        self.requests.append(request)
+        return Completion(text="Finish(too late)", finish_reason="stop")
+
+    async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
+        try:
+            yield '1. slow("first")\n'
+            await anyio.sleep(0.05)
+            if self.error is not None:
+                raise self.error
+            await anyio.sleep(self.stall)
+            yield "2. join()\n<END_OF_PLAN>"
+        finally:
+            self.closed = True
+
+    async def aclose(self) -> None:
+        pass
+
+
+@dsl.program
+async def slow_plan(question: str) -> str:
+    return await dsl.plan(question, tools=[slow], max_replans=0, name="plan")
+
+
+@dsl.program
+async def slow_plan_with_timeout(question: str) -> str:
+    return await dsl.plan(question, tools=[slow], max_replans=0, name="plan", timeout=0.2)
+
+
+@pytest.mark.parametrize("where", ["node", "orchestrator"])
+async def test_the_timeout_bounds_the_planners_stream(where: str) -> None:
+    engine = StallEngine()
+    program = slow_plan_with_timeout if where == "node" else slow_plan
+    timeout = None if where == "node" else 0.2
+    with anyio.fail_after(5):
+        async with orchestrator.Orchestrator(engine, timeout=timeout) as orch:
+            start = anyio.current_time()
+            h = await orch.submit(program, "q")
+            with pytest.raises(orchestrator.BackendUnavailable, match=r"within 0\.2s") as info:
+                await h.result()
+            assert anyio.current_time() - start < 2
+            assert isinstance(info.value.__cause__, orchestrator.BackendTimeout)
+            assert orch.admission.in_flight == 0  # the slot went back
+    assert engine.closed  # the backend's stream was closed
+    assert len(engine.requests) == 1  # no joiner
+    assert h.stats["plan"].status == "failed"
+    assert h.stats["plan_slow_1"].status == "cancelled"  # the task it had started
+
+
+async def test_a_broken_stream_cancels_the_tasks_the_plan_started() -> None:
+    engine = StallEngine(error=BackendRejected("the stream broke", backend="stall-engine"))
+    STARTED.pop("first", None)
+    with anyio.fail_after(5):
+        async with orchestrator.Orchestrator(engine) as orch:
+            start = anyio.current_time()
+            h = await orch.submit(slow_plan, "q")
+            with pytest.raises(BackendRejected, match="the stream broke"):
+                await h.result()
+            assert h.done  # result() came when the program was over: nothing runs on
+            assert anyio.current_time() - start < 2
+    assert "first" in STARTED  # the task had started before the stream broke
+    task = h.stats["plan_slow_1"]
+    assert task.status == "cancelled" and task.error is not None
+    assert "its plan 'plan' failed" in task.error
+
+
+async def test_a_rejected_last_plan_cancels_the_tasks_it_started() -> None:
+    engine = PlanEngine(['1. slow("first")\n2. slow("second")\n2. join()\n'], ["Finish(x)"])
+
+    @dsl.program
+    async def p(question: str) -> str:
+        return await dsl.plan(question, tools=[slow], max_replans=0, name="plan")
+
+    with anyio.fail_after(5):
+        async with orchestrator.Orchestrator(engine) as orch:
+            h = await orch.submit(p, "q")
+            with pytest.raises(orchestrator.ConstraintViolation, match="plan line 3"):
+                await h.result()
+            assert h.done
+    tasks = {k: s.status for k, s in h.stats.items() if k.startswith("plan_")}
+    assert sorted(tasks.values()) == ["cancelled", "cancelled"]
+    assert len(engine.requests) == 1  # the joiner was not asked
+
+
+async def test_a_huge_integer_result_reaches_the_joiner() -> None:
+    @dsl.tool
+    def power(n: int) -> int:
+        """Ten to the n."""
+        return int(10**n)
+
+    @dsl.program
+    async def p(question: str) -> str:
+        return await dsl.plan(question, tools=[power], name="plan")
+
+    engine = PlanEngine(["1. power(5000)\n2. join()\n<END_OF_PLAN>"], ["Finish(big)"])
+    async with orchestrator.Orchestrator(engine) as orch:
+        assert await (await orch.submit(p, "q")).result() == "big"
+    assert "1. power(5000) -> 1.0000000000000000e+5000" in engine.requests[-1].text
