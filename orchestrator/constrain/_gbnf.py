@@ -29,7 +29,13 @@ xgrammar's token mask fast: measured on a 32k BPE vocabulary, a JSON string's es
 What it refuses with ``GbnfError`` (naming the rule or terminal): ``%ignore`` (GBNF has no
 skipped tokens: write the separators into the rules, which is also what keeps a token mask
 fast), ``%declare``, templates, rule and terminal priorities, and regexps with lookarounds,
-backreferences, anchors, atomic groups or possessive quantifiers.
+backreferences, anchors, atomic groups or possessive quantifiers, and lazy quantifiers
+(``+?``, ``*?``, ``??``, ``{m,n}?``), which lark's lexer reads as their first (shortest) match
+where a token mask would allow any.
+
+One known difference remains (see ``lark_to_gbnf``): where a terminal regex's preferred branch
+stops short of a longer match (``/a|ab/``), lark takes the shorter one only and the
+translation takes both.
 
 The text is a GBNF grammar whose root rule, ``root``, is the Lark start rule. Lark names become
 GBNF names (``[a-zA-Z0-9-]``): underscores become dashes, terminals are lowercased, leading
@@ -57,6 +63,11 @@ __all__ = ["GbnfError", "choice_to_gbnf", "lark_to_gbnf", "regex_grammar", "rege
 class GbnfError(ValueError):
     """A grammar or regular expression uses something GBNF cannot express (the message names the
     rule or terminal and the feature), or is not a valid grammar at all."""
+
+
+class _LexerMismatch(GbnfError):
+    """A Lark terminal that lark's lexer reads differently from any token mask (a lazy
+    quantifier): no other translation (xgrammar's own Lark reader) is right either."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,12 +445,45 @@ _REFUSED_OPS: Final = {
 }
 
 
-class _RegexTranslator:
-    """Walks the parse of one pattern (``re._parser``) and builds the GBNF tree."""
+_AT_START: Final = frozenset({"AT_BEGINNING", "AT_BEGINNING_STRING"})  # ^ \A
+_AT_END: Final = frozenset({"AT_END", "AT_END_STRING"})  # $ \Z
 
-    def __init__(self, pattern: str) -> None:
+
+class _RegexTranslator:
+    """Walks the parse of one pattern (``re._parser``) and builds the GBNF tree.
+
+    ``in_lark``: the pattern is a Lark terminal's, whose lexer takes the pattern's first match
+    (Python's backtracking order), not any match, so lazy quantifiers are refused there."""
+
+    def __init__(self, pattern: str, *, in_lark: bool = False) -> None:
         self.pattern = pattern
         self.what = f"a character class in /{pattern}/"
+        self.in_lark = in_lark
+
+    def strip_edges(self, items: Any, start: bool, end: bool) -> list[Any]:
+        """``items`` without the anchors that always hold when the whole text must match: ``^``
+        and ``\\A`` where nothing can come before them, ``$`` and ``\\Z`` where nothing can
+        come after (also inside the groups and alternatives at the pattern's edges)."""
+        out = list(items)
+        while start and out and out[0][0].name == "AT" and out[0][1].name in _AT_START:
+            out.pop(0)
+        while end and out and out[-1][0].name == "AT" and out[-1][1].name in _AT_END:
+            out.pop()
+        if len(out) == 1:
+            out[0] = self.strip_item(out[0], start, end)
+        elif out:
+            out[0] = self.strip_item(out[0], start, False)
+            out[-1] = self.strip_item(out[-1], False, end)
+        return out
+
+    def strip_item(self, item: Any, start: bool, end: bool) -> Any:
+        op, av = item
+        if op.name == "SUBPATTERN":
+            group_id, add, remove, sub = av
+            return op, (group_id, add, remove, self.strip_edges(sub, start, end))
+        if op.name == "BRANCH":
+            return op, (av[0], [self.strip_edges(b, start, end) for b in av[1]])
+        return item
 
     def fail(self, feature: str) -> GbnfError:
         return GbnfError(f"regex /{self.pattern}/ uses {feature}, which GBNF cannot express")
@@ -469,10 +513,28 @@ class _RegexTranslator:
             case "SUBPATTERN":
                 _group_id, add, remove, sub = av
                 return self.seq(sub, (flags | add) & ~remove)
-            case "MAX_REPEAT" | "MIN_REPEAT":  # a lazy quantifier has the same language
+            case "MAX_REPEAT" | "MIN_REPEAT":  # a lazy quantifier has the same full matches
                 lo, hi, sub = av
+                if name == "MIN_REPEAT" and self.in_lark:
+                    raise self.lazy(lo, hi)
                 return _repetition(self.seq(sub, flags), lo, None if hi == _sre_c.MAXREPEAT else hi)
         raise self.fail(f"the construct {name}")
+
+    def lazy(self, lo: int, hi: int) -> GbnfError:
+        match lo, hi:
+            case 0, _sre_c.MAXREPEAT:
+                op = "*?"
+            case 1, _sre_c.MAXREPEAT:
+                op = "+?"
+            case 0, 1:
+                op = "??"
+            case _:
+                op = f"{{{lo},{'' if hi == _sre_c.MAXREPEAT else hi}}}?"
+        return _LexerMismatch(
+            f"regex /{self.pattern}/ uses a lazy quantifier ({op}), which lark's lexer reads "
+            "as its first (shortest) match where a token mask would allow any; use a greedy "
+            "quantifier and end the terminal explicitly"
+        )
 
     def char_class(self, items: Any, flags: int) -> _Node:
         ranges: list[tuple[int, int]] = []
@@ -503,12 +565,18 @@ class _RegexTranslator:
         return _chars(norm, self.what)
 
 
-def _regex_node(pattern: str, flags: int = 0) -> _Node:
+def _regex_node(
+    pattern: str, flags: int = 0, *, in_lark: bool = False, whole: bool = False
+) -> _Node:
+    """The tree of ``pattern``; ``in_lark``: a Lark terminal's (see ``_RegexTranslator``);
+    ``whole``: the pattern is matched against the whole text, so anchors at its edges hold."""
     try:
         parsed = _sre.parse(pattern, int(flags))
     except re.error as e:
         raise GbnfError(f"invalid regex /{pattern}/: {e}") from e
-    return _RegexTranslator(pattern).seq(parsed.data, int(parsed.state.flags))
+    translator = _RegexTranslator(pattern, in_lark=in_lark)
+    items = translator.strip_edges(parsed.data, True, True) if whole else parsed.data
+    return translator.seq(items, int(parsed.state.flags))
 
 
 def regex_to_gbnf(pattern: str, *, flags: int = 0) -> str:
@@ -530,8 +598,10 @@ def regex_to_gbnf(pattern: str, *, flags: int = 0) -> str:
 
 def regex_grammar(pattern: str, *, flags: int = 0) -> str:
     """A whole GBNF grammar (``root ::= ...``) for the strings that fully match ``pattern``
-    (see ``regex_to_gbnf`` for what a pattern may use)."""
-    return f"root ::= {regex_to_gbnf(pattern, flags=flags)}\n"
+    (see ``regex_to_gbnf`` for what a pattern may use). Anchors that always hold for a whole
+    match are also taken: ``^`` and ``\\A`` with nothing before them, ``$`` and ``\\Z`` with
+    nothing after (``^(a|b)$``, ``^a|b\\Z``)."""
+    return f"root ::= {_emit(_regex_node(pattern, flags, whole=True))[0]}\n"
 
 
 def choice_to_gbnf(options: Sequence[str]) -> str:
@@ -689,9 +759,9 @@ class _LarkTranslator:
             )
         assert isinstance(pattern, PatternRE)
         try:
-            return _regex_node(pattern.value, flags)
+            return _regex_node(pattern.value, flags, in_lark=True)
         except GbnfError as e:
-            raise GbnfError(f"{self.where}: {e}") from e
+            raise type(e)(f"{self.where}: {e}") from e
 
 
 def _gbnf_names(order: Sequence[str], defs: dict[str, Any], start: str) -> dict[str, str]:
@@ -711,16 +781,46 @@ def _gbnf_names(order: Sequence[str], defs: dict[str, Any], start: str) -> dict[
     return names
 
 
+def _refuse_lazy_ignored(
+    translator: _LarkTranslator, ignored: list[str], seen: set[str], shown: str
+) -> None:
+    """Raise ``_LexerMismatch`` if an ignored terminal (or one it uses) has a lazy quantifier:
+    xgrammar's Lark reader, which takes ``%ignore``, would read it as a greedy one."""
+    todo = [n for n in ignored if n in translator.defs]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            translator.body(name)
+        except _LexerMismatch as e:
+            raise _LexerMismatch(f"%ignore {shown}: {e}") from e
+        except GbnfError:
+            continue  # refused for another reason: the %ignore refusal says enough
+        todo.extend(translator.refs)
+
+
 def lark_to_gbnf(text: str, *, start: str = "start") -> str:
     """Translate a Lark grammar into llama.cpp GBNF whose ``root`` is the rule ``start``.
 
     The result is the grammar's context-free language with terminals matched in context: it
-    accepts a string exactly when ``lark.Lark(text, parser="earley",
-    lexer="dynamic_complete")`` parses it. Lark's default Earley lexer (``"dynamic"``) matches
-    each terminal at its longest only, so it rejects the few strings where a terminal stops
-    short of a longer match (``NUMBER`` then ``"."`` in ``"49."``); a grammar whose terminals
-    are followed by fixed separators, like the shipped ones, means the same to both. Only
-    definitions reachable from ``start`` are written. See the module docstring for the Lark
+    accepts a string when ``lark.Lark(text, parser="earley", lexer="dynamic_complete")`` parses
+    it, and rejects it when lark does, with one known exception. Lark's lexer takes a terminal
+    regex's first match (the one Python's backtracking ``re.match`` returns) and, in the complete
+    mode, the first matches of that match's prefixes; the translation takes every match. They
+    differ where the branch the regex engine tries first stops short of a longer match: an
+    alternation whose earlier branch matches a prefix of a later one (``/a|ab/``: lark reads
+    ``"ab"`` as ``"a"`` and then fails, the translation accepts it), or an optional that, taken,
+    blocks a longer match (``/xa?(ab)?/`` on ``"xab"``). There the translation accepts more than
+    lark (the re-parse then rejects the text); write the longer branch first (``/ab|a/``).
+    Lazy quantifiers, with which lark always takes less than the translation, are refused.
+
+    Lark's default Earley lexer (``"dynamic"``) does not try the prefixes, so it also rejects
+    the few strings where a terminal stops short of its first match (``NUMBER`` then ``"."`` in
+    ``"49."``); a grammar whose terminals are followed by fixed separators, like the shipped
+    ones, means the same to both. Only definitions reachable from ``start`` (and the terminals
+    of ``%ignore``, for the refusals above) are read. See the module docstring for the Lark
     features that translate and those that do not.
 
     Raises:
@@ -733,15 +833,7 @@ def lark_to_gbnf(text: str, *, start: str = "start") -> str:
     except (lark.exceptions.LarkError, OSError) as e:
         raise GbnfError(f"invalid Lark grammar: {e}") from e
     defs: dict[str, Any] = builder._definitions
-    ignored = builder._ignore_names
-    if ignored:
-        shown = ", ".join(
-            n if not n.startswith("__IGNORE") else "an anonymous pattern" for n in ignored
-        )
-        raise GbnfError(
-            f"%ignore {shown}: ignored terminals cannot be expressed in GBNF; "
-            "write the separators into the rules"
-        )
+    ignored: list[str] = list(builder._ignore_names)
     try:
         builder.validate()
     except lark.exceptions.LarkError as e:
@@ -757,6 +849,15 @@ def lark_to_gbnf(text: str, *, start: str = "start") -> str:
         for ref in translator.refs:
             if ref not in bodies and ref not in order:
                 order.append(ref)
+    if ignored:
+        shown = ", ".join(
+            n if not n.startswith("__IGNORE") else "an anonymous pattern" for n in ignored
+        )
+        _refuse_lazy_ignored(translator, ignored, set(order), shown)
+        raise GbnfError(
+            f"%ignore {shown}: ignored terminals cannot be expressed in GBNF; "
+            "write the separators into the rules"
+        )
     names = _gbnf_names(order, defs, start)
     lines = []
     for name in order:

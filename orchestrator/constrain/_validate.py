@@ -7,7 +7,6 @@ import functools
 import json
 import re
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import lark.exceptions
@@ -19,16 +18,26 @@ from dsl._grammar import lark_parser
 __all__ = ["Invalid", "check"]
 
 
-@dataclass(frozen=True, slots=True)
 class Invalid(ValueError):
     """An output that breaks its grammar: ``reason`` says what and ``position`` (0-based
-    offset into the text) where, when known."""
+    offset into the text) where, when known.
+
+    A plain exception (not a frozen dataclass): raising machinery sets ``__traceback__``,
+    ``__context__`` and notes on it, which a frozen one would refuse with a TypeError."""
 
     reason: str
-    position: int | None = None
+    position: int | None
+
+    def __init__(self, reason: str, position: int | None = None) -> None:
+        super().__init__(reason, position)
+        self.reason = reason
+        self.position = position
 
     def __str__(self) -> str:
         return self.reason
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reason={self.reason!r}, position={self.position!r})"
 
 
 def _offset(text: str, line: int, column: int) -> int:
@@ -74,11 +83,16 @@ def _parse_problem(source: str, start: str, text: str) -> tuple[str, int | None]
     return None
 
 
+def _no_constant(name: str) -> Any:
+    """Python's ``json`` reads ``NaN``, ``Infinity`` and ``-Infinity``; JSON has no such values."""
+    raise Invalid(f"not JSON: {name} is not a JSON value")
+
+
 def _check_json(grammar: Grammar, text: str) -> Any:
     import jsonschema
 
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as e:
         raise Invalid(f"not JSON: {e.msg} at line {e.lineno}, column {e.colno}", e.pos) from e
     validator = jsonschema.Draft202012Validator(grammar.schema)

@@ -9,6 +9,7 @@ need it.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -20,7 +21,13 @@ import numpy as np
 import numpy.typing as npt
 
 from dsl import Grammar
-from orchestrator.constrain._gbnf import GbnfError, choice_to_gbnf, lark_to_gbnf
+from orchestrator.constrain._gbnf import (
+    GbnfError,
+    _LexerMismatch,
+    choice_to_gbnf,
+    lark_to_gbnf,
+    regex_grammar,
+)
 
 if TYPE_CHECKING:
     import tokenizers
@@ -156,6 +163,8 @@ the ``ast`` module, whose recursion bookkeeping is not thread-safe in CPython 3.
 compiles of the same new grammar raised ``SystemError: AST constructor recursion depth
 mismatch``), and a second compile of a grammar being compiled is wasted work anyway."""
 
+_STRING_ANCHOR = re.compile(r"\\[AZ]")
+"""``\\A`` or ``\\Z`` (or an escaped backslash before an A or a Z: refused too, to be safe)."""
 _LOOSE_JSON_CHAR = '[^\\"\\\\\\r\\n]'
 _JSON_CHAR = '[^\\0-\\x1f\\"\\\\]'
 
@@ -165,13 +174,14 @@ def _to_xgrammar(grammar: Grammar) -> Any:
 
     match grammar.kind:
         case "lark":
-            # Our GBNF first: it reads exactly lark's language and its loops are flat, which
-            # keeps masks fast (xgrammar's own Lark reader is slower on loops over
-            # sub-terminals); xgrammar's reader for what the translation refuses.
+            # Our GBNF first: it reads lark's language (see lark_to_gbnf for the one known
+            # difference) and its loops are flat, which keeps masks fast (xgrammar's own Lark
+            # reader is slower on loops over sub-terminals); xgrammar's reader for what the
+            # translation refuses, except a lazy quantifier, which it would read as greedy.
             try:
                 return xgr.Grammar.from_ebnf(lark_to_gbnf(grammar.source, start=grammar.start))
             except GbnfError as e:
-                if grammar.start != "start":
+                if grammar.start != "start" or isinstance(e, _LexerMismatch):
                     raise ValueError(f"{grammar.describe()} cannot become a mask: {e}") from e
                 try:
                     return xgr.Grammar.from_lark(grammar.source)
@@ -180,7 +190,24 @@ def _to_xgrammar(grammar: Grammar) -> Any:
                         f"{grammar.describe()} cannot become a mask: {e}; xgrammar: {e2}"
                     ) from e2
         case "regex":
-            return xgr.Grammar.from_regex(grammar.source)
+            # Our GBNF first: it reads the pattern with Python's own regex parser, as ``check``
+            # does (with ASCII \d \w \s: a mask narrower than re's Unicode ones). xgrammar's
+            # regex dialect differs (``\Z`` is a literal "Z", ``.`` takes a newline, no inline
+            # flags, no ``{,n}``), so its reader only takes what the translation refuses: it
+            # ignores anchors inside the pattern (a looser mask, which the re-parse corrects)
+            # and refuses word boundaries, atomic groups and possessive quantifiers itself. A
+            # pattern with \A or \Z, which it would read as letters, is not given to it.
+            try:
+                return xgr.Grammar.from_ebnf(regex_grammar(grammar.source))
+            except GbnfError as e:
+                if _STRING_ANCHOR.search(grammar.source):
+                    raise ValueError(f"{grammar.describe()} cannot become a mask: {e}") from e
+                try:
+                    return xgr.Grammar.from_regex(grammar.source)
+                except Exception as e2:
+                    raise ValueError(
+                        f"{grammar.describe()} cannot become a mask: {e}; xgrammar: {e2}"
+                    ) from e2
         case "json_schema":
             compiled = xgr.Grammar.from_json_schema(grammar.source, any_whitespace=False)
             # xgrammar's strings under maxLength/minLength admit raw control characters, which

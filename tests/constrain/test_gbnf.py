@@ -156,6 +156,30 @@ def test_regex_flags_argument(xg: _Xgr) -> None:
     assert not xg.accepts(compiled, "ac\n")
 
 
+@pytest.mark.parametrize(
+    ("pattern", "texts"),
+    [
+        (r"^[a-z]+$", ["abc", "", "ab1", "abc\n"]),
+        (r"\Aa\Z", ["a", "aZ", "", "a\n"]),
+        (r"^a|b$", ["a", "b", "ab", ""]),
+        (r"(?m)^(a|^b)$", ["a", "b", "a\n", "\nb"]),
+        (r"(^x\Z)", ["x", "xZ"]),
+        (r"^$", ["", "a", "\n"]),
+    ],
+)
+def test_a_whole_regex_takes_anchors_at_its_edges(xg: _Xgr, pattern: str, texts: list[str]) -> None:
+    """Under a full match, ^ and \\A at the start and $ and \\Z at the end always hold."""
+    compiled = xg.compile(regex_grammar(pattern))
+    for s in texts:
+        assert xg.accepts(compiled, s) == (re.fullmatch(pattern, s) is not None), (pattern, s)
+
+
+@pytest.mark.parametrize("pattern", [r"a^b", r"a$b", r"(a$)?b", r"a\Zb|c", r"a\b"])
+def test_anchors_inside_a_whole_regex_are_still_refused(pattern: str) -> None:
+    with pytest.raises(GbnfError, match="anchor"):
+        regex_grammar(pattern)
+
+
 def test_regex_translation_is_readable() -> None:
     assert regex_to_gbnf(r"[a-z]+") == "[a-z]+"
     assert regex_to_gbnf(r"(ab|cd)*") == '( "ab" | "cd" )*'
@@ -333,6 +357,67 @@ def test_features_gbnf_cannot_express_name_the_rule(text: str, names: list[str])
     for name in names:
         assert name in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def _lark_accepts(text: str, s: str) -> bool:
+    try:
+        lark.Lark(text, parser="earley", lexer="dynamic_complete").parse(s)
+    except lark.exceptions.UnexpectedInput:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "op", "sample"),
+    [
+        ("start: NAME\nNAME: /[a-z]+?/\n", "terminal NAME", "+?", "abc"),
+        ("start: A\nA: /a.*?b/\n", "terminal A", "*?", "axbyb"),
+        ('start: A "c"\nA: /ab??/\n', "terminal A", "??", "abc"),
+        ("start: A\nA: /x[a-z]{1,3}?/\n", "terminal A", "{1,3}?", "xab"),
+        ("start: A\nA: /x[a-z]{2,}?/\n", "terminal A", "{2,}?", "xabc"),
+        ("start: item\nitem: /a+?/ /b/\n", "rule item", "+?", None),
+        ('start: A\nA: "x" B\nB: /b*?c/\n', "terminal A", "*?", None),  # B written in A
+    ],
+)
+def test_lazy_quantifiers_in_lark_terminals_are_refused(
+    text: str, where: str, op: str, sample: str | None
+) -> None:
+    """Lark's lexer takes a lazy regex's first (shortest) match; a mask would allow any."""
+    if sample is not None:  # what a greedy reading would wrongly accept
+        assert not _lark_accepts(text, sample)
+        greedy = text.replace(op, op[:-1])
+        assert _lark_accepts(greedy, sample), greedy
+    with pytest.raises(GbnfError) as info:
+        lark_to_gbnf(text)
+    message = str(info.value)
+    assert where in message and "lazy quantifier" in message and f"({op})" in message, message
+
+
+def test_a_lazy_ignored_terminal_is_refused_as_lazy() -> None:
+    """xgrammar's Lark reader, the fallback for %ignore, would read it as greedy."""
+    text = 'start: "a" "b"\n%ignore /#.*?#/\n'
+    with pytest.raises(GbnfError, match="lazy quantifier") as info:
+        lark_to_gbnf(text)
+    assert "%ignore" in str(info.value)
+    with pytest.raises(GbnfError, match="ignored terminals"):
+        lark_to_gbnf('start: "a" "b"\n%ignore /#[^#]*#/\n')
+
+
+def test_lazy_quantifiers_in_a_whole_regex_are_kept() -> None:
+    # re.fullmatch has the same matches with lazy and greedy quantifiers.
+    assert regex_to_gbnf(r"a+?b*?c??") == regex_to_gbnf(r"a+b*c?")
+
+
+def test_an_earlier_branch_that_is_a_prefix_is_the_known_difference(xg: _Xgr) -> None:
+    """Documented: lark's lexer takes /a|ab/'s first match, "a", so "ab" is no A to lark, and
+    the translation accepts it; written longest first, both agree."""
+    text = "start: A\nA: /a|ab/\n"
+    assert not _lark_accepts(text, "ab")
+    assert xg.accepts(xg.compile(lark_to_gbnf(text)), "ab")
+    longest_first = "start: A\nA: /ab|a/\n"
+    compiled = xg.compile(lark_to_gbnf(longest_first))
+    for s in ["a", "ab", "b", "aab"]:
+        assert xg.accepts(compiled, s) == _lark_accepts(longest_first, s), s
 
 
 def test_escaping_survives_xgrammar(xg: _Xgr) -> None:

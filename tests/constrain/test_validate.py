@@ -3,9 +3,12 @@ grammar's parses and builds from repeating."""
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import lark
 import pytest
@@ -75,3 +78,42 @@ def test_threads_asking_for_one_grammar_at_once_build_one_parser(
     for t in threads:
         t.join()
     assert len(builds) == 1 and len(got) == 4 and all(p is got[0] for p in got)
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "[1, NaN]", '{"x": Infinity}'])
+def test_json_has_no_nan_or_infinity(text: str) -> None:
+    schema = {"anyOf": [{"type": "number"}, {"type": "array"}, {"type": "object"}]}
+    with pytest.raises(constrain.Invalid, match="is not a JSON value"):
+        constrain.check(Grammar.json_schema(schema), text)
+    assert constrain.check(Grammar.json_schema({"type": "number"}), "1e308") == 1e308
+
+
+def test_invalid_is_an_ordinary_exception() -> None:
+    exc = constrain.Invalid("bad", 3)
+    assert (exc.reason, exc.position, str(exc)) == ("bad", 3, "bad")
+    assert constrain.Invalid("bad").position is None
+    assert repr(exc) == "Invalid(reason='bad', position=3)"
+    exc.add_note("while checking x")
+    assert exc.__notes__ == ["while checking x"]
+    again = pickle.loads(pickle.dumps(exc))
+    assert isinstance(again, constrain.Invalid) and (again.reason, again.position) == ("bad", 3)
+
+
+def test_invalid_passes_through_context_managers_as_itself() -> None:
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        yield
+
+    g, _table = _grammar()
+
+    def check_in_scopes() -> None:
+        with scope(), contextlib.ExitStack():
+            try:
+                raise KeyError("first")  # gives the Invalid a __context__
+            except KeyError:
+                constrain.check(g, "SELECT")
+
+    with pytest.raises(constrain.Invalid) as bad:
+        check_in_scopes()
+    assert isinstance(bad.value.__context__, KeyError)
+    assert bad.value.__traceback__ is not None
