@@ -13,6 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import dsl
+from orchestrator._cli_options import (
+    int_at_least,
+    name_list,
+    name_or_path,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+    probability,
+)
 from orchestrator.errors import ConfigError, LegatoError
 
 __all__ = ["load_program", "main"]
@@ -225,7 +235,7 @@ def _sql_eval_splits(ns: argparse.Namespace) -> int:
             f"{ns.backend!r} must be local[:MODEL] (a trained model, default demo)"
         )
     names = list(SQL_SPLITS) if ns.split == "all" else [x.strip() for x in ns.split.split(",")]
-    report = sql_splits(model or "demo", names, n=ns.limit or 200)
+    report = sql_splits(model or "demo", names, n=200 if ns.limit is None else ns.limit)
     report.print(Console() if sys.stdout.isatty() else Console(width=160))
     if ns.json is not None:
         report.write_json(ns.json)
@@ -234,16 +244,27 @@ def _sql_eval_splits(ns: argparse.Namespace) -> int:
 
 def _add_sql_parser(sub: Any) -> None:
     """``legato sql ask|eval|databases`` (Text-to-SQL; issue 7)."""
+    from orchestrator.scheduler import POLICIES
+
+    policies = sorted(POLICIES)
     sql = sub.add_parser("sql", help="Text-to-SQL: ask a database, evaluate, make examples")
     cmds = sql.add_subparsers(dest="sql_command", required=True, metavar="{ask,eval,databases}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=None, help="the SQLite file (opened read-only)")
     common.add_argument("--backend", default="local", help="local[:MODEL] (default) or a URL")
-    common.add_argument("--policy", default="slo", help="scheduling policy (default slo)")
-    common.add_argument("--slo", type=float, default=None, help="seconds per question (SLO)")
-    common.add_argument("--timeout", type=float, default=None, help="seconds per LLM call")
-    common.add_argument("--candidates", type=int, default=None, help="parallel SQL candidates")
-    common.add_argument("--rounds", type=int, default=None, help="self-correction rounds")
+    common.add_argument(
+        "--policy", default="slo", choices=policies, help="scheduling policy (default slo)"
+    )
+    common.add_argument(
+        "--slo", type=positive_float, default=None, help="seconds per question (SLO)"
+    )
+    common.add_argument("--timeout", type=positive_float, default=None, help="seconds per LLM call")
+    common.add_argument(
+        "--candidates", type=positive_int, default=None, help="parallel SQL candidates"
+    )
+    common.add_argument(
+        "--rounds", type=non_negative_int, default=None, help="self-correction rounds"
+    )
     common.add_argument(
         "--grammar",
         choices=["scoped", "names", "none"],
@@ -256,19 +277,27 @@ def _add_sql_parser(sub: Any) -> None:
         default=None,
         help="string/number literals: free (default) or spans of the question",
     )
-    common.add_argument("--max-tokens", type=int, default=None, help="tokens per candidate")
-    common.add_argument("--time-limit", type=float, default=None, help="seconds per query run")
+    common.add_argument(
+        "--max-tokens", type=int_at_least(8), default=None, help="tokens per candidate (>= 8)"
+    )
+    common.add_argument(
+        "--time-limit", type=positive_float, default=None, help="seconds per query run"
+    )
     common.add_argument("--model", default=None, help="model name sent to the engine")
     common.add_argument("--no-link", action="store_true", help="skip schema linking")
     ask = cmds.add_parser("ask", parents=[common], help="answer one question")
     ask.add_argument("question", help="the question, in English")
-    ask.add_argument("--rows", type=int, default=20, help="result rows to print (default 20)")
+    ask.add_argument(
+        "--rows", type=non_negative_int, default=20, help="result rows to print (default 20)"
+    )
     ask.add_argument("--json", action="store_true", help="print the answer as JSON")
     ev = cmds.add_parser("eval", parents=[common], help="execution accuracy on gold SQL")
     ev.add_argument(
         "--questions", default=None, help="JSON/JSONL question file (default: the shipped ones)"
     )
-    ev.add_argument("--limit", type=int, default=None, help="evaluate the first N questions")
+    ev.add_argument(
+        "--limit", type=positive_int, default=None, help="evaluate the first N questions"
+    )
     ev.add_argument(
         "--split",
         default=None,
@@ -276,11 +305,13 @@ def _add_sql_parser(sub: Any) -> None:
         help="instead of --db: the trained model's held-out splits (seen, values, combos, "
         "phrasings), with and without the grammar; --limit questions each (default 200)",
     )
-    ev.add_argument("--concurrency", type=int, default=4, help="questions at once (default 4)")
+    ev.add_argument(
+        "--concurrency", type=positive_int, default=4, help="questions at once (default 4)"
+    )
     ev.add_argument("--json", metavar="FILE", default=None, help="also write the figures here")
     dbs = cmds.add_parser("databases", help="write the example databases and question files")
     dbs.add_argument("out_dir", help="folder to write into")
-    dbs.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    dbs.add_argument("--seed", type=non_negative_int, default=0, help="generator seed (default 0)")
     sql.set_defaults(fn=_cmd_sql)
 
 
@@ -288,6 +319,12 @@ _SCHED_POLICIES = "fcfs,program_fcfs,plas,atlas,mlfq,slo,adaptive"
 
 
 def _parser() -> argparse.ArgumentParser:
+    from orchestrator.bench.workloads import WORKLOADS
+    from orchestrator.engine import BATCH_POLICIES, PRESETS, TRAINED_MODELS
+    from orchestrator.scheduler import POLICIES
+
+    batch_policies = sorted({*BATCH_POLICIES, *POLICIES})
+    model = name_or_path([*TRAINED_MODELS, *sorted(PRESETS)], what="model")
     p = argparse.ArgumentParser(
         prog="legato",
         description="Legato: program-aware LLM orchestration. Program arguments go after `--` "
@@ -322,8 +359,13 @@ def _parser() -> argparse.ArgumentParser:
         dest="model_command", required=True, metavar="COMMAND"
     )
     mk = m.add_parser("make", help="make a model: tokenizer, random llama weights, GGUF + HF")
-    mk.add_argument("--preset", default="tiny", help="tiny (2 layers, d=64) or small (~29M)")
-    mk.add_argument("--seed", type=int, default=0)
+    mk.add_argument(
+        "--preset",
+        default="tiny",
+        choices=sorted(PRESETS),
+        help="tiny (2 layers, d=64) or small (~29M)",
+    )
+    mk.add_argument("--seed", type=non_negative_int, default=0)
     mk.add_argument("--dtype", default="f32", choices=["f32", "f16", "q8_0"])
     mk.add_argument("--out", required=True, help="the folder to write")
     mk.set_defaults(fn=_cmd_model_make)
@@ -333,7 +375,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--preset", default="demo", choices=["demo"], help="the model's shape")
     tr.add_argument("--minutes", type=float, default=13.0, help="optimisation budget (wall)")
     tr.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--seed", type=non_negative_int, default=0)
     tr.add_argument("--dtype", default="f16", choices=["f32", "f16", "q8_0"])
     tr.add_argument(
         "--threads", type=int, default=None, help="torch threads per process (default: probe)"
@@ -353,26 +395,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     sv = e.add_parser("serve", help="serve the embedded engine over the OpenAI-compatible API")
     sv.add_argument(
-        "--model", default="demo", help="demo (trained, shipped), a preset (tiny, small) or a GGUF"
+        "--model",
+        default="demo",
+        type=model,
+        help="demo (trained, shipped), a preset (tiny, small) or a GGUF",
     )
-    sv.add_argument("--seed", type=int, default=0, help="the preset's seed")
+    sv.add_argument("--seed", type=non_negative_int, default=0, help="the preset's seed")
     sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    sv.add_argument("--port", type=port, default=8000, help="0 picks a free port")
     sv.add_argument(
         "--policy",
         default="fcfs",
+        choices=batch_policies,
+        metavar="POLICY",
         help="batch policy: fcfs, priority (follow priority hints), or a program-level policy "
         "run in the batcher (plas, atlas, mlfq, slo, adaptive, program_fcfs)",
     )
     sv.add_argument(
         "--preempt-threshold",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="priority: preempt a running sequence only for a priority better by more than this "
         "(default 0; with Legato's adaptive policy, 500000000: only a better class preempts)",
     )
-    sv.add_argument("--max-batch", type=int, default=16, help="most sequences per step")
-    sv.add_argument("--kv-tokens", type=int, default=16384, help="KV cache budget in tokens")
+    sv.add_argument("--max-batch", type=positive_int, default=16, help="most sequences per step")
+    sv.add_argument(
+        "--kv-tokens", type=positive_int, default=16384, help="KV cache budget in tokens"
+    )
     sv.add_argument(
         "--announce-port",
         action="store_true",
@@ -386,45 +435,70 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument(
         "bench", choices=["overhead", "engine", "sched", "grammar", "tools", "text2sql", "model"]
     )
-    b.add_argument("-n", type=int, default=500, help="overhead: measured calls (default 500)")
-    b.add_argument("--models", default="tiny,small", help="engine: presets, comma-separated")
-    b.add_argument("--repeats", type=int, default=3, help="engine: rounds per figure (median)")
     b.add_argument(
-        "--workload", default="chat", help="sched: chat, react, tree, dag, text2sql or mixed"
+        "-n", type=positive_int, default=500, help="overhead: measured calls (default 500)"
+    )
+    b.add_argument(
+        "--models",
+        default="tiny,small",
+        type=name_list(PRESETS, what="model preset"),
+        help="engine: presets, comma-separated",
+    )
+    b.add_argument(
+        "--repeats", type=positive_int, default=3, help="engine: rounds per figure (median)"
+    )
+    b.add_argument(
+        "--workload",
+        default="chat",
+        choices=WORKLOADS,
+        help="sched: chat, react, tree, dag, text2sql or mixed",
     )
     b.add_argument(
         "--policies",
         default=_SCHED_POLICIES,
+        type=name_list(POLICIES, what="policy"),
         help="sched: policies to compare, comma-separated",
     )
     b.add_argument(
         "--rate",
         "--load",
         dest="rate",
-        type=float,
+        type=positive_float,
         default=None,
         help="sched: program arrivals per second (default: per workload)",
     )
     b.add_argument(
         "--kv-tokens",
-        type=int,
+        type=positive_int,
         default=None,
         help="sched: the engine's KV budget in tokens (default 65536)",
     )
     b.add_argument(
         "--max-in-flight",
-        type=int,
+        type=positive_int,
         default=None,
         help="sched: LLM calls at the engine at once (default 256)",
     )
     b.add_argument(
-        "--engine-policy", default=None, help="sched: the engine's batch policy (default priority)"
+        "--engine-policy",
+        default=None,
+        choices=batch_policies,
+        metavar="POLICY",
+        help="sched: the engine's batch policy (default priority; also "
+        f"{', '.join(p for p in batch_policies if p != 'priority')})",
     )
     b.add_argument(
-        "--programs", type=int, default=None, help="sched: programs per run; tools: questions"
+        "--programs",
+        type=positive_int,
+        default=None,
+        help="sched: programs per run; tools: questions",
     )
-    b.add_argument("--seed", type=int, default=0, help="sched, tools: the workload's seed")
-    b.add_argument("--max-batch", type=int, default=None, help="sched: the engine's batch size")
+    b.add_argument(
+        "--seed", type=non_negative_int, default=0, help="sched, tools: the workload's seed"
+    )
+    b.add_argument(
+        "--max-batch", type=positive_int, default=None, help="sched: the engine's batch size"
+    )
     b.add_argument(
         "--sweep",
         action="store_true",
@@ -433,7 +507,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--plot", metavar="FILE.png", default=None, help="sched: plot (matplotlib)")
     b.add_argument(
         "--replicas",
-        type=int,
+        type=positive_int,
         default=1,
         help="sched: compare replica balancers on this many engines",
     )
@@ -445,27 +519,38 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="grammar, tools: a small configuration (seconds, rough)",
     )
-    b.add_argument("--queries", type=int, default=None, help="text2sql: queries per run")
+    b.add_argument("--queries", type=positive_int, default=None, help="text2sql: queries per run")
     b.add_argument(
-        "--slo-scale", type=float, default=None, help="text2sql: SLO = scale x alone latency"
+        "--slo-scale",
+        type=positive_float,
+        default=None,
+        help="text2sql: SLO = scale x alone latency",
     )
     b.add_argument(
-        "--fail-rate", type=float, default=None, help="text2sql: share of failing candidates"
+        "--fail-rate",
+        type=probability,
+        default=None,
+        help="text2sql: share of failing candidates (0 to 1)",
     )
     b.add_argument(
         "--no-search", action="store_true", help="text2sql: skip finding fcfs's 50%% load"
     )
     b.add_argument(
         "--real",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="text2sql: questions on llama-server (0: skip); sched: programs per policy on two "
-        "llama-server replicas (with --workload, default policies fcfs..adaptive)",
+        "llama-server replicas (needs --workload react; default policies fcfs..adaptive)",
     )
-    b.add_argument("--model", default="demo", help="model: the model to measure (default demo)")
+    b.add_argument(
+        "--model",
+        default="demo",
+        type=model,
+        help="model: the model to measure: demo (default), a preset or a GGUF file",
+    )
     b.add_argument(
         "--train-minutes",
-        type=float,
+        type=positive_float,
         default=None,
         help="model: train a model with the recipe for this long first, and measure it",
     )

@@ -28,13 +28,18 @@ __all__ = ["cmd_ask", "cmd_databases", "cmd_eval", "settings_from"]
 def settings_from(ns: argparse.Namespace) -> Settings:
     """The pipeline settings the command line asks for (defaults where it says nothing)."""
     base = Settings()
+
+    def given(name: str, default: Any) -> Any:  # 0 is a value (Settings refuses a bad one)
+        value = getattr(ns, name, None)
+        return default if value is None else value
+
     return Settings(
-        candidates=getattr(ns, "candidates", None) or base.candidates,
-        rounds=base.rounds if getattr(ns, "rounds", None) is None else ns.rounds,
-        grammar=getattr(ns, "grammar", None) or base.grammar,
-        literals=getattr(ns, "literals", None) or base.literals,
-        max_tokens=getattr(ns, "max_tokens", None) or base.max_tokens,
-        time_limit=getattr(ns, "time_limit", None) or base.time_limit,
+        candidates=given("candidates", base.candidates),
+        rounds=given("rounds", base.rounds),
+        grammar=given("grammar", base.grammar),
+        literals=given("literals", base.literals),
+        max_tokens=given("max_tokens", base.max_tokens),
+        time_limit=given("time_limit", base.time_limit),
         model=getattr(ns, "model", None),
         link=not getattr(ns, "no_link", False),
     )

@@ -25,6 +25,7 @@ import httpx
 from rich.console import Console
 
 from orchestrator.bench._report import Report, Target, progress
+from orchestrator.errors import ConfigError
 
 __all__ = ["main", "measure"]
 
@@ -157,7 +158,21 @@ def measure(
 def main(
     json_path: str | None, *, models: Sequence[str] = ("tiny", "small"), repeats: int = 3
 ) -> int:
-    """Run the benchmark, print its tables, write ``json_path`` if given; the exit code (0)."""
+    """Run the benchmark, print its tables, write ``json_path`` if given; the exit code (0).
+
+    Raises:
+        ConfigError: no models, a model that is not a preset, or ``repeats`` below 1.
+    """
+    from orchestrator.engine import PRESETS
+
+    unknown = [m for m in models if m not in PRESETS]
+    if not models or unknown:
+        raise ConfigError(
+            f"bench engine: models must be presets ({', '.join(sorted(PRESETS))}), got "
+            f"{', '.join(map(repr, models)) or 'none'}"
+        )
+    if repeats < 1:
+        raise ConfigError(f"bench engine: repeats must be >= 1, got {repeats}")
     console = Console()
     report = measure(models=models, repeats=repeats, console=console)
     report.print(console)

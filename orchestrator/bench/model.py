@@ -494,7 +494,15 @@ def main(
     quick: bool = False,
     train_minutes: float | None = None,
 ) -> int:
-    """Run the benchmark, print its tables, write ``json_path`` if given; the exit code (0)."""
+    """Run the benchmark, print its tables, write ``json_path`` if given; the exit code (0).
+
+    Raises:
+        ConfigError: ``n`` below 1, or ``train_minutes`` given and not above 0.
+    """
+    if n < 1:
+        raise ConfigError(f"bench model: n must be >= 1, got {n}")
+    if train_minutes is not None and not train_minutes > 0:
+        raise ConfigError(f"bench model: train_minutes must be > 0, got {train_minutes}")
     console = Console() if sys.stdout.isatty() else Console(width=160)
     report = measure(
         model=model,

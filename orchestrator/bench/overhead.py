@@ -26,8 +26,10 @@ import openai
 from rich.console import Console
 
 import dsl
+from orchestrator._cli_options import positive_int
 from orchestrator.backends import OpenAICompatible
 from orchestrator.bench._report import Report, Target, progress
+from orchestrator.errors import ConfigError
 from orchestrator.runtime import Orchestrator
 from orchestrator.testing import FakeOpenAIServer
 
@@ -177,7 +179,13 @@ async def _run(
 
 
 def main(n: int, json_path: str | None) -> int:
-    """Run the benchmark, print its tables, write ``json_path`` if given; the exit code (0)."""
+    """Run the benchmark, print its tables, write ``json_path`` if given; the exit code (0).
+
+    Raises:
+        ConfigError: ``n`` is below 1.
+    """
+    if n < 1:
+        raise ConfigError(f"bench overhead: n must be >= 1, got {n}")
     report = anyio.run(functools.partial(measure, n))
     report.print(Console())
     if json_path is not None:
@@ -187,7 +195,7 @@ def main(n: int, json_path: str | None) -> int:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m orchestrator.bench.overhead")
-    parser.add_argument("-n", type=int, default=300, help="timed iterations")
+    parser.add_argument("-n", type=positive_int, default=300, help="timed iterations")
     parser.add_argument("--json", default=None, help="write the figures to this file")
     options = parser.parse_args()
     sys.exit(main(options.n, options.json))

@@ -943,11 +943,23 @@ def main(args: SchedArgs) -> int:
     tables, write ``--json`` and ``--plot`` if asked; the exit code (0)."""
     if getattr(args, "micro", False):
         return _micro(args)
+    replicas = getattr(args, "replicas", None)
+    replicas = 1 if replicas is None else int(replicas)
+    for name in ("programs", "max_batch", "kv_tokens", "max_in_flight"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"bench sched: {name} must be >= 1, got {value}")
+    if args.rate is not None and not args.rate > 0:
+        raise ConfigError(f"bench sched: rate must be > 0, got {args.rate}")
+    if replicas < 1:
+        raise ConfigError(f"bench sched: replicas must be >= 1, got {replicas}")
+    real_programs: int | None = getattr(args, "real", None)
+    if real_programs is not None and real_programs < 0:
+        raise ConfigError(f"bench sched: real must be >= 0, got {real_programs}")
     # Rich sizes tables to the terminal, 80 columns when there is none: keep them whole in files.
     console = Console() if sys.stdout.isatty() else Console(width=200)
     notes = Console(stderr=True)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
-    real_programs: int | None = getattr(args, "real", None)
     if real_programs:
         from orchestrator.bench.sched_real import REAL_POLICIES, real_run
 
@@ -967,7 +979,6 @@ def main(args: SchedArgs) -> int:
             common[name] = value
     runs: dict[str, dict[str, Any]] | None = None
     curves: dict[str, list[tuple[float, float]]] | None = None
-    replicas = int(getattr(args, "replicas", 1) or 1)
     if replicas > 1:
         report = balance(args.workload, replicas=replicas, console=notes, **common)
     elif args.sweep:

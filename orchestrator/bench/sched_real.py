@@ -128,8 +128,11 @@ def real_run(
 
     console = console or Console(stderr=True)
     if workload != "react":
-        known = "react" if workload in WORKLOADS else f"unknown workload {workload!r}; react"
-        raise ConfigError(f"legato bench sched --real runs the react workload ({known})")
+        known = "" if workload in WORKLOADS else "unknown "
+        raise ConfigError(
+            f"legato bench sched --real runs the react workload only, not the {known}workload "
+            f"{workload!r}: pass --workload react"
+        )
     binary = find()
     if binary is None:
         raise ConfigError(

@@ -638,25 +638,35 @@ def main(args: Text2SQLArgs) -> int:
     if getattr(args, "policies_default", False) or not names:
         names = list(DEFAULT_POLICIES)
     quick = bool(getattr(args, "quick", False))
-    queries = getattr(args, "queries", None) or (40 if quick else DEFAULT_QUERIES)
+    queries = getattr(args, "queries", None)
+    queries = (40 if quick else DEFAULT_QUERIES) if queries is None else queries
     rate = args.rate if args.rate is not None else DEFAULT_RATE
+    slo_scale = getattr(args, "slo_scale", None)
+    slo_scale = DEFAULT_SLO_SCALE if slo_scale is None else slo_scale
+    fail_rate = getattr(args, "fail_rate", None)
+    fail_rate = DEFAULT_FAIL_RATE if fail_rate is None else float(fail_rate)
+    real = getattr(args, "real", None)
+    for name, value, ok, aim in (
+        ("queries", queries, queries >= 1, ">= 1"),
+        ("rate", rate, rate > 0, "> 0"),
+        ("slo_scale", slo_scale, slo_scale > 0, "> 0"),
+        ("fail_rate", fail_rate, 0 <= fail_rate <= 1, "between 0 and 1"),
+        ("real", real, real is None or real >= 0, ">= 0"),
+    ):
+        if not ok:
+            raise ConfigError(f"bench text2sql: {name} must be {aim}, got {value}")
     report = measure(
         names,
         queries=queries,
         rate=rate,
         seed=args.seed,
         search=not getattr(args, "no_search", False),
-        slo_scale=getattr(args, "slo_scale", None) or DEFAULT_SLO_SCALE,
-        fail_rate=(
-            DEFAULT_FAIL_RATE
-            if getattr(args, "fail_rate", None) is None
-            else float(getattr(args, "fail_rate", DEFAULT_FAIL_RATE))
-        ),
+        slo_scale=slo_scale,
+        fail_rate=fail_rate,
         search_steps=3 if quick else 7,
         repeats=1 if quick else 3,
         console=notes,
     )
-    real = getattr(args, "real", None)
     n_real = (0 if quick else 6) if real is None else int(real)
     if n_real > 0:
         rows, note = real_run(n_real, console=notes)

@@ -266,6 +266,10 @@ class Engine:
         max_step_tokens: most prompt tokens computed in one step (longer prompts are chunked).
         policy: the batch policy (default FCFS).
         cost: the cost model for virtual time.
+
+    Raises:
+        ValueError: no model and no ``cost``, or ``max_batch``, ``max_step_tokens`` or
+            ``context_length`` below 1 (``BlockPool`` checks ``num_blocks`` and ``block_size``).
     """
 
     def __init__(
@@ -283,6 +287,14 @@ class Engine:
     ) -> None:
         if model is None and cost is None:
             raise ValueError("an engine without a model runs in virtual time: pass cost=")
+        # a zero batch or step budget would never schedule a sequence: every request would hang
+        for name, value in (
+            ("max_batch", max_batch),
+            ("max_step_tokens", max_step_tokens),
+            ("context_length", context_length),
+        ):
+            if value < 1:
+                raise ValueError(f"Engine {name} must be >= 1, got {value}")
         self.model = model
         self.tokenizer = tokenizer
         self.pool = BlockPool(num_blocks, block_size)
