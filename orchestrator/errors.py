@@ -15,12 +15,18 @@ LegatoError
     ├── ToolError           a tool raised (node, tool, cause)
     ├── DependencyFailed    a node did not run because an input failed
     ├── ConstraintViolation the output broke its constraint (text, reason)
+    │   └── PlanRejected        a planner's last plan had a line that cannot run
     └── ProgramCancelled    the program was cancelled
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dsl.errors import GrammarError, LegatoError, ProgramError, TemplateError, VarMisuseError
+
+if TYPE_CHECKING:
+    from dsl.plans import PlanError
 
 __all__ = [
     "BackendError",
@@ -33,6 +39,7 @@ __all__ = [
     "GrammarError",
     "GrammarUnsupported",
     "LegatoError",
+    "PlanRejected",
     "ProgramCancelled",
     "ProgramError",
     "RunError",
@@ -161,6 +168,21 @@ class ConstraintViolation(RunError):
         self.text = text
         self.reason = reason
         self.position = position
+
+
+class PlanRejected(ConstraintViolation):
+    """The planner's last plan had a line the runtime cannot run, and no replan was left.
+
+    Attributes:
+        error: the ``dsl.plans.PlanError`` naming the line (its number, text and fault).
+        text: the plan as the planner wrote it, up to where it was cut.
+    """
+
+    def __init__(self, *, node: str, text: str, error: PlanError) -> None:
+        super().__init__(
+            node=node, text=text, reason=f"the plan was rejected, no replan is left: {error}"
+        )
+        self.error = error
 
 
 class ProgramCancelled(RunError):

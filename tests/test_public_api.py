@@ -77,6 +77,7 @@ PUBLIC = {
         "LegatoError",
         "NodeStats",
         "Orchestrator",
+        "PlanRejected",
         "ProgramCancelled",
         "ProgramError",
         "ProgramHandle",

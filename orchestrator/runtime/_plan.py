@@ -39,12 +39,12 @@ from dsl.plans import (
     tool_words,
 )
 from orchestrator.backends import Hints, LLMRequest, Message
-from orchestrator.errors import ConstraintViolation, GrammarUnsupported, RunError
+from orchestrator.errors import GrammarUnsupported, PlanRejected, RunError
 
 if TYPE_CHECKING:
     from orchestrator.runtime._run import ProgramRun, _NodeState
 
-__all__ = ["PlanRejected", "run_plan"]
+__all__ = ["run_plan"]
 
 _PLAN_TOKENS = 512
 _JOIN_TOKENS = 128
@@ -59,21 +59,6 @@ def _arg(value: Any, ids: dict[int, str]) -> Any:
     if isinstance(value, list):
         return [_arg(v, ids) for v in value]
     return value
-
-
-class PlanRejected(ConstraintViolation):
-    """The planner's last plan had a line the runtime cannot run, and no replan was left.
-
-    Attributes:
-        error: the ``dsl.plans.PlanError`` naming the line (its number, text and fault).
-        text: the plan as the planner wrote it, up to where it was cut.
-    """
-
-    def __init__(self, *, node: str, text: str, error: PlanError) -> None:
-        super().__init__(
-            node=node, text=text, reason=f"the plan was rejected, no replan is left: {error}"
-        )
-        self.error = error
 
 
 def _show(value: Any) -> str:

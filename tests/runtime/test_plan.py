@@ -298,7 +298,7 @@ async def slow(query: str) -> str:
 
 
 async def test_a_rejected_last_plan_fails_the_node_without_asking_the_joiner() -> None:
-    from orchestrator.runtime._plan import PlanRejected
+    from orchestrator import PlanRejected
     from orchestrator.testing import ScriptedBackend
 
     @dsl.program
