@@ -48,6 +48,13 @@ class Tool(Generic[R]):
             raise ProgramError(f"@dsl.tool({getattr(fn, '__name__', fn)!r}): retries must be >= 0")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", "tool"))
+        if not self.name.isidentifier():
+            # Plans and call frames name tools as the model writes them: an identifier.
+            raise ProgramError(
+                f"@dsl.tool: the name {self.name!r} is not an identifier (letters, digits and _, "
+                "not starting with a digit): plans and call frames could not name it; give "
+                "one with @dsl.tool(name=...)"
+            )
         self.timeout = timeout
         self.retries = retries
         self.expected_duration = expected_duration

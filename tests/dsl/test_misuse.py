@@ -285,3 +285,18 @@ def test_numeric_settings_of_other_number_types_are_taken() -> None:
     assert isinstance(node, dsl.LLMNode)
     assert node.params.temperature == 0.5 and isinstance(node.params.temperature, float)
     assert node.timeout == 5 and node.params.stop == ("\n",)
+
+
+@pytest.mark.parametrize("name", ["get-weather", 'say "hi"', "1st", "two words"])
+def test_a_tool_name_must_be_an_identifier(name: str) -> None:
+    async def fetch(x: str) -> str:
+        return x
+
+    with pytest.raises(ProgramError, match="is not an identifier"):
+        dsl.tool(name=name)(fetch)
+
+
+def test_a_lambda_needs_a_name_to_be_a_tool() -> None:
+    with pytest.raises(ProgramError, match="'<lambda>' is not an identifier"):
+        dsl.tool(lambda x: x)
+    assert dsl.tool(name="echo")(lambda x: x).name == "echo"
