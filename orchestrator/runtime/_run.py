@@ -545,6 +545,9 @@ class ProgramRun:
                     attempts=retrying.attempts,
                 ) from failure
             await anyio.sleep(delay)
+            # The retry is ready again now: its wait for a slot starts here (the policy counts
+            # a program's waits from a call's arrival; the earlier wait is counted already).
+            call = dataclasses.replace(call, arrival=anyio.current_time())
 
     @contextlib.asynccontextmanager
     async def stream_call(

@@ -78,7 +78,10 @@ class ReadyQueue(Generic[T]):
                 heapq.heappush(self._expiry, (when, e.call.seq, next(self._ticks), e.gen, e))
 
     def push(self, call: CallInfo, item: T, now: float) -> None:
-        """Queue ``call`` (with ``item``, e.g. its waiter)."""
+        """Queue ``call`` (with ``item``, e.g. its waiter). ``ValueError`` if a call of that id
+        is queued already (its entries would be confused)."""
+        if call.call in self._by_call:
+            raise ValueError(f"call {call.call!r} is queued already")
         e = _Entry(call, item)
         self._by_call[call.call] = e
         self._by_program.setdefault(call.program, {})[call.call] = e

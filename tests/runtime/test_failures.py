@@ -158,6 +158,33 @@ async def test_a_retry_can_succeed() -> None:
     assert h.stats["call"].attempts == 2 and h.stats["call"].retries == 1
 
 
+async def test_a_retry_s_wait_counts_from_when_it_is_ready_again() -> None:
+    """The policy counts a program's waits from each call's arrival: a retry arrives after its
+    backoff, so the first attempt's wait and the backoff are not counted again."""
+    from orchestrator.scheduler import FCFS, CallInfo
+
+    admitted: list[tuple[float, float]] = []
+
+    class Watching(FCFS):
+        def on_admit(self, call: CallInfo, now: float) -> None:
+            admitted.append((call.arrival, now))
+
+    flaky = BackendError("502", backend="eng", retryable=True, status=502)
+    backend = ScriptedBackend({"x": [flaky, "fine"]}, latency=0.05)
+
+    @dsl.program
+    async def p() -> str:
+        return await dsl.gen("x", name="call")
+
+    retry = RetryPolicy(retries=1, backoff=0.2, jitter=0.0)
+    async with orchestrator.Orchestrator(backend, retry=retry, policy=Watching()) as orch:
+        h = await orch.submit(p)
+        assert await h.result() == "fine"
+    (_, first_admit), (second_arrival, second_admit) = admitted
+    assert second_arrival >= first_admit + 0.2  # after the backoff, not the first arrival
+    assert second_admit - second_arrival < 0.05
+
+
 async def test_per_node_timeout_and_retries() -> None:
     backend = ScriptedBackend(default="late", latency=5.0)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -171,3 +172,13 @@ def test_no_call_overtakes_a_starved_call_that_arrived_before_it(
             policy.on_admit(admitted, now)
             # as admission does: the program's wait grew, so its queued calls may starve sooner
             queue.touched(admitted.program, now)
+
+
+def test_a_call_queued_twice_is_refused() -> None:
+    q: ReadyQueue[str] = ReadyQueue(make_policy("fcfs"))
+    a = info(1, 0, 1.0)
+    q.push(a, "a", 1.0)
+    with pytest.raises(ValueError, match="queued already"):
+        q.push(a, "again", 2.0)
+    assert q.pop(3.0) == (a, "a")
+    assert q.pop(3.0) is None
