@@ -228,11 +228,12 @@ def _sql_eval_splits(ns: argparse.Namespace) -> int:
         raise ConfigError(
             "legato sql eval: --split evaluates held-out splits; drop --db/--questions"
         )
-    kind, _, model = ns.backend.partition(":")
+    backend = ns.backend or "local"
+    kind, _, model = backend.partition(":")
     if kind != "local":
         raise ConfigError(
             f"legato sql eval --split: the splits run on the embedded engine; --backend "
-            f"{ns.backend!r} must be local[:MODEL] (a trained model, default demo)"
+            f"{backend!r} must be local[:MODEL] (a trained model, default demo)"
         )
     names = list(SQL_SPLITS) if ns.split == "all" else [x.strip() for x in ns.split.split(",")]
     report = sql_splits(model or "demo", names, n=200 if ns.limit is None else ns.limit)
@@ -251,7 +252,12 @@ def _add_sql_parser(sub: Any) -> None:
     cmds = sql.add_subparsers(dest="sql_command", required=True, metavar="{ask,eval,databases}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=None, help="the SQLite file (opened read-only)")
-    common.add_argument("--backend", default="local", help="local[:MODEL] (default) or a URL")
+    common.add_argument(
+        "--backend",
+        default=None,
+        help="local[:MODEL] or a URL (default: local:tiny for ask and eval, whose prompts need "
+        "its 2,048-token context; local, the trained demo, for eval --split)",
+    )
     common.add_argument(
         "--policy", default="slo", choices=policies, help="scheduling policy (default slo)"
     )

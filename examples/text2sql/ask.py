@@ -1,11 +1,12 @@
 """Many Text-to-SQL questions at once, each with an SLO, through one orchestrator.
 
-    python examples/text2sql/ask.py [--backend local|http://host:port/v1] [--slo 30]
+    python examples/text2sql/ask.py [--backend local:tiny|http://host:port/v1] [--slo 30]
 
 Builds the example ``shop`` database in a temporary folder, then answers a few of its shipped
 questions concurrently with the ``slo`` policy: each question's budget is split over its stages
 (schema linking, parallel candidates, execution, correction), and the calls with the least
-slack go first. On the embedded engine (the default; random weights) the SQL is noise, but
+slack go first. On the embedded engine (the default, ``local:tiny``: random weights, and a
+context that holds these prompts, which the ``demo`` model's does not) the SQL is noise, but
 every query it completes runs on the database, since the grammar holds it to the schema;
 pass ``--backend`` with a capable model's OpenAI-compatible URL for real answers.
 """
@@ -46,7 +47,7 @@ async def answer_all(
 def main(argv: list[str] | None = None) -> int:
     """Build the database, answer, print each answer and its stage times."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="local", help="local (default) or a URL")
+    parser.add_argument("--backend", default="local:tiny", help="local:tiny (default) or a URL")
     parser.add_argument("--slo", type=float, default=60.0, help="seconds per question")
     parser.add_argument("--questions", type=int, default=3, help="how many questions")
     parser.add_argument("--candidates", type=int, default=3, help="parallel SQL candidates")

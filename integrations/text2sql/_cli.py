@@ -61,13 +61,19 @@ def _answer_json(a: Answer) -> dict[str, Any]:
     return out
 
 
+DEFAULT_BACKEND = "local:tiny"
+"""The engine ``sql ask`` and ``sql eval`` use without ``--backend``: the embedded engine with
+the ``tiny`` preset (random weights, a 2,048-token context). The shipped ``demo`` model's
+512-token context cannot hold the pipeline's schema-linking and candidate prompts."""
+
+
 def cmd_ask(ns: argparse.Namespace) -> int:
     """``legato sql ask --db FILE "question"``: print the selected SQL, its result, the
     agreement and the stage times; exit 1 with the reason when no candidate ran."""
     answer = ask(
         ns.db,
         ns.question,
-        backend=ns.backend,
+        backend=ns.backend or DEFAULT_BACKEND,
         settings=settings_from(ns),
         slo=ns.slo,
         policy=ns.policy,
@@ -187,7 +193,7 @@ def cmd_eval(ns: argparse.Namespace) -> int:
         report = run_evaluation(
             ns.db,
             items,
-            backend=ns.backend,
+            backend=ns.backend or DEFAULT_BACKEND,
             settings=settings_from(ns),
             slo=ns.slo,
             policy=ns.policy,

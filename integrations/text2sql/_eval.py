@@ -170,7 +170,7 @@ async def evaluate(
     db: str | os.PathLike[str],
     questions: Sequence[Question],
     *,
-    backend: Any = "local",
+    backend: Any = "local:tiny",
     settings: Settings | None = None,
     slo: float | None = None,
     policy: str = "slo",

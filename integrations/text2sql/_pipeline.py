@@ -573,7 +573,7 @@ def ask(
     db: str | os.PathLike[str],
     question: str,
     *,
-    backend: Any = "local",
+    backend: Any = "local:tiny",
     settings: Settings | None = None,
     slo: float | None = None,
     policy: str = "slo",
@@ -591,7 +591,9 @@ def ask(
     Args:
         db: the database file (opened read-only).
         question: the question.
-        backend: ``"local"`` (the embedded engine), an OpenAI-compatible URL, or a Backend.
+        backend: ``"local:MODEL"`` (the embedded engine; by default the ``tiny`` preset, whose
+            2,048-token context holds the pipeline's prompts, where the shipped ``demo``
+            model's 512 tokens do not), an OpenAI-compatible URL, or a Backend.
         settings: ``Settings`` (defaults otherwise).
         slo: seconds the answer should take, split over the stages.
         policy: the scheduling policy (``slo`` orders calls by least slack).
