@@ -7,9 +7,10 @@ three tools overlap instead of taking 0.2 s each in turn). Results come back int
 ``[INTR] 1 [HEAD] "..." [END]`` frames, at once (``interrupt="each"``) or when the model writes
 ``[TRAP][END]`` to wait for them (``interrupt="trap"``). On the embedded engine a grammar built
 from the tools' signatures holds every frame to a known tool with the right arguments, so even
-the random-weight demo model only makes valid calls.
+a model with random weights only makes valid calls. Run it on one (``local:tiny``): the trained
+``demo`` model was taught to write SQL, never a call frame, so it makes no calls at all.
 
-    legato run examples/async_tools.py -- "Oslo" "Lisbon" 300
+    legato run examples/async_tools.py --backend local:tiny -- "Oslo" "Lisbon" 300
 """
 
 from __future__ import annotations
