@@ -104,6 +104,8 @@ class FCFSBatch:
         max_batch: int,
         now: float,
     ) -> BatchDecision:
+        """The admissions for this step (here: waiting sequences by arrival, in strict order, while
+        the batch and the free blocks have room); never preempts."""
         order = sorted(waiting, key=lambda s: s.arrival)
         return BatchDecision(
             admit=tuple(_admit(order, room=max_batch - len(running), free_blocks=free_blocks))
@@ -155,6 +157,9 @@ class PriorityBatch:
         max_batch: int,
         now: float,
     ) -> BatchDecision:
+        """The admissions and preemptions for this step (here: admit by ``rank`` in strict order;
+        if the next one does not fit, preempt running sequences, least urgent first, whose
+        ``urgency`` is worse than its by more than ``preempt_threshold``, when that makes room)."""
         order = sorted(waiting, key=lambda s: self.rank(s, now))
         room = max_batch - len(running)
         admitted = _admit(order, room=room, free_blocks=free_blocks)
@@ -251,6 +256,9 @@ class PolicyBatch(PriorityBatch):
         max_batch: int,
         now: float,
     ) -> BatchDecision:
+        """As ``PriorityBatch`` by the policy's key and hints, after marking each sequence's
+        program seen and, at most every ``forget_after / 4`` seconds, ending programs unseen
+        for longer than ``forget_after``."""
         for s in (*waiting, *running):
             self._seen[s.program or s.id] = now
         if now >= self._next_sweep:

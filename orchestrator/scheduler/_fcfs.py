@@ -20,19 +20,21 @@ class FCFS:
     """For the engine's batcher: never preempt (all its hints are equal anyway)."""
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        """Sort key of a waiting call (here: its arrival, then ``seq``)."""
         return (call.arrival, call.seq)
 
     def priority(self, call: CallInfo, now: float) -> int:
+        """The priority hint (here: always 0, leaving the engine's own order alone)."""
         return 0
 
     def on_admit(self, call: CallInfo, now: float) -> None:
-        pass
+        """Nothing to do: this policy keeps no state."""
 
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
-        pass
+        """Nothing to do: this policy keeps no state."""
 
     def on_program_end(self, program: str, kind: str, now: float) -> None:
-        pass
+        """Nothing to do: this policy keeps no state."""
 
 
 class ProgramFCFS:
@@ -56,16 +58,19 @@ class ProgramFCFS:
     policy sends is better than another's by more than this, so none preempts."""
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        """Sort key of a waiting call (here: its program's submission time and number, then the
+        call's arrival and ``seq``)."""
         return (call.program_arrival, call.program_seq, call.arrival, call.seq)
 
     def priority(self, call: CallInfo, now: float) -> int:
+        """The priority hint (here: the program's submission number, ``program_seq``)."""
         return call.program_seq
 
     def on_admit(self, call: CallInfo, now: float) -> None:
-        pass
+        """Nothing to do: this policy keeps no state."""
 
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
-        pass
+        """Nothing to do: this policy keeps no state."""
 
     def on_program_end(self, program: str, kind: str, now: float) -> None:
-        pass
+        """Nothing to do: this policy keeps no state."""

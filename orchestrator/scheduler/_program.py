@@ -95,10 +95,14 @@ class _Base:
         return max(0.0, when - now), 0
 
     def on_admit(self, call: CallInfo, now: float) -> None:
+        """Adds the call's wait for admission (``now - arrival``) to its program's ``waited`` and
+        records when it was admitted."""
         self.programs[call.program].waited += now - call.arrival
         self.admitted[call.call] = now
 
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
+        """Adds ``service`` to its program's attained service and counts the call; if it was
+        admitted, the time since beyond ``service`` counts as waiting (at the engine)."""
         p = self.programs[call.program]
         p.service += service
         p.calls += 1
@@ -109,9 +113,12 @@ class _Base:
             p.waited += max(0.0, now - admitted - service)
 
     def on_program_end(self, program: str, kind: str, now: float) -> None:
+        """Forgets the program's book-keeping."""
         self.programs.pop(program, None)
 
     def priority(self, call: CallInfo, now: float) -> int:
+        """The priority hint (here: the first element of ``key`` as an int; for PLAS, ATLAS and
+        MLFQ, the queue, 0 first)."""
         return int(self.key(call, now)[0])
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:  # pragma: no cover
@@ -125,6 +132,8 @@ class PLAS(_Base):
     name = "plas"
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        """Sort key of a waiting call (here: the queue of its program's attained service, the top
+        one if the program starves; then arrival)."""
         p = self.programs.get(call.program)
         q = 0 if self._starved(call, now) else self.config.queue(p.service if p else 0.0)
         return (q, call.arrival, call.seq)
@@ -143,11 +152,15 @@ class ATLAS(_Base):
         return max((self.path_end.get(p, 0.0) for p in call.parents), default=0.0)
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        """Sort key of a waiting call (here: the queue of its program's longest path of service so
+        far, the top one if the program starves; then arrival)."""
         p = self.programs.get(call.program)
         q = 0 if self._starved(call, now) else self.config.queue(p.critical if p else 0.0)
         return (q, call.arrival, call.seq)
 
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
+        """As ``_Base``, and records the call's path end (its parents' longest path end plus
+        ``service``), raising its program's longest path to it."""
         super().on_finish(call, now, service)
         end = self._path_start(call) + service
         self.path_end[call.call] = end
@@ -155,6 +168,7 @@ class ATLAS(_Base):
         p.critical = max(p.critical, end)
 
     def on_program_end(self, program: str, kind: str, now: float) -> None:
+        """As ``_Base``, and forgets the path ends of the program's calls (``program/...``)."""
         super().on_program_end(program, kind, now)
         prefix = program + "/"
         for k in [k for k in self.path_end if k.startswith(prefix)]:
@@ -169,6 +183,8 @@ class MLFQ(_Base):
     name = "mlfq"
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        """Sort key of a waiting call (here: the queue of its own expected service, the top one if
+        its program starves; then arrival)."""
         q = 0 if self._starved(call, now) else self.config.queue(call.expected_service)
         return (q, call.arrival, call.seq)
 
@@ -187,6 +203,8 @@ class SLO(_Base):
     name = "slo"
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        """Sort key of a waiting call (here: calls that can still start in time, then late calls,
+        each by latest start ``deadline - expected_service``; then calls without a deadline)."""
         if call.deadline is None:
             return (2.0, math.inf, call.arrival, call.seq)
         latest_start = call.deadline - call.expected_service
@@ -205,6 +223,8 @@ class SLO(_Base):
         return latest_start if now <= latest_start else math.inf
 
     def priority(self, call: CallInfo, now: float) -> int:
+        """The priority hint (here: tenths of a second of slack, clamped to 0-998; 999 for a late
+        call, 1000 for one without a deadline)."""
         if call.deadline is None:
             return 1000
         slack = call.deadline - now - call.expected_service
@@ -476,6 +496,8 @@ class Adaptive(_Base):
         return math.inf if self._cannot_starve(call) else super().expires(call, now)
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
+        """Sort key of a waiting call (here: starved calls first; then ``(1, Gittins class, moment,
+        seq)``, the class and moment chosen per kind as the class docstring says)."""
         if self._starved(call, now):
             return (0, -math.inf, call.arrival, call.seq)
         if call.expected_service > 0.0 and call.kind in self._chains:
@@ -513,6 +535,8 @@ class Adaptive(_Base):
         return (1 + int(k[1])) * _CLASS + _rank(k[2])
 
     def on_admit(self, call: CallInfo, now: float) -> None:
+        """As ``_Base``, and marks the program (and its kind) in progress and counts its calls in
+        flight, keeping their peak (the program's width)."""
         super().on_admit(call, now)
         active = self._active.get(call.kind)
         if active is None:
@@ -523,6 +547,8 @@ class Adaptive(_Base):
         self._width[call.program] = max(self._width[call.program], n)
 
     def on_finish(self, call: CallInfo, now: float, service: float) -> None:
+        """As ``_Base``, and takes the call out of flight and adds its expected service to its
+        kind's call sizes, which may make the kind a chain of calls or stop it being one."""
         super().on_finish(call, now, service)
         if self._in_flight.get(call.program):  # a batcher reports finishes without admissions
             self._in_flight[call.program] -= 1
@@ -545,6 +571,8 @@ class Adaptive(_Base):
             self._unsorted[kind] = fresh
 
     def on_program_end(self, program: str, kind: str, now: float) -> None:
+        """Learns the program's total service (if it finished a call) into its kind's history and
+        the pooled one, and its width into its kind's; then forgets the program."""
         p = self.programs.get(program)
         if p is not None and p.calls:
             self._learn(kind, p.service)
