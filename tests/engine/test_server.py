@@ -265,6 +265,28 @@ def test_a_release_that_fails_is_logged_not_raised(caplog: pytest.LogCaptureFixt
     assert "could not release program 'gone'" in caplog.text
 
 
+def assert_aborted_early(
+    server: EngineServer, before: dict[str, float], *, max_tokens: int
+) -> None:
+    """Within 5 s of its client leaving, the one request since ``before`` was aborted well short
+    of ``max_tokens``: nothing runs and every KV block is free again."""
+    for _ in range(100):
+        m = metrics(server)
+        if (
+            m["legato_engine_running"] == 0
+            and m["legato_engine_aborted_total"] > before["legato_engine_aborted_total"]
+        ):
+            break
+        anyio.run(anyio.sleep, 0.05)
+    assert m["legato_engine_running"] == 0
+    assert m["legato_engine_aborted_total"] == before["legato_engine_aborted_total"] + 1
+    assert (
+        m["legato_engine_generated_tokens_total"]
+        < before["legato_engine_generated_tokens_total"] + max_tokens
+    )
+    assert m["legato_engine_kv_free_blocks"] == m["legato_engine_kv_total_blocks"]
+
+
 def test_a_client_that_disconnects_mid_stream_frees_its_sequence(server: EngineServer) -> None:
     before = metrics(server)
     body = {
@@ -278,21 +300,7 @@ def test_a_client_that_disconnects_mid_stream_frees_its_sequence(server: EngineS
         for line in r.iter_lines():
             if line.startswith("data: {"):
                 break  # one token, then hang up
-    for _ in range(100):
-        m = metrics(server)
-        if (
-            m["legato_engine_running"] == 0
-            and m["legato_engine_aborted_total"] > before["legato_engine_aborted_total"]
-        ):
-            break
-        anyio.run(anyio.sleep, 0.05)
-    assert m["legato_engine_running"] == 0
-    assert m["legato_engine_aborted_total"] == before["legato_engine_aborted_total"] + 1
-    assert (
-        m["legato_engine_generated_tokens_total"]
-        < before["legato_engine_generated_tokens_total"] + 1500
-    )
-    assert m["legato_engine_kv_free_blocks"] == m["legato_engine_kv_total_blocks"]
+    assert_aborted_early(server, before, max_tokens=1500)
 
 
 def test_a_client_that_hangs_up_before_the_answer_frees_its_sequence(
@@ -304,21 +312,7 @@ def test_a_client_that_hangs_up_before_the_answer_frees_its_sequence(
     body = {"prompt": "go on", "max_tokens": 1500, "temperature": 0, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.url}/completions", json=body, timeout=httpx.Timeout(5, read=0.3))
-    for _ in range(100):
-        m = metrics(server)
-        if (
-            m["legato_engine_running"] == 0
-            and m["legato_engine_aborted_total"] > before["legato_engine_aborted_total"]
-        ):
-            break
-        anyio.run(anyio.sleep, 0.05)
-    assert m["legato_engine_running"] == 0
-    assert m["legato_engine_aborted_total"] == before["legato_engine_aborted_total"] + 1
-    assert (
-        m["legato_engine_generated_tokens_total"]
-        < before["legato_engine_generated_tokens_total"] + 1500
-    )
-    assert m["legato_engine_kv_free_blocks"] == m["legato_engine_kv_total_blocks"]
+    assert_aborted_early(server, before, max_tokens=1500)
 
 
 def test_64_concurrent_requests_are_all_answered(server: EngineServer) -> None:
