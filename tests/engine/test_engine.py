@@ -519,23 +519,26 @@ async def test_prompt_tokens_are_counted_once_when_a_sequence_is_preempted(
     """A sequence preempted and admitted again counts its prompt once, and its usage reports
     the cache it found when it first joined (not its own prefix, found again)."""
     engine = make_engine(
-        tiny, tokenizer, num_blocks=128, max_batch=1, max_step_tokens=16, policy=PriorityBatch()
+        tiny, tokenizer, num_blocks=128, max_batch=1, max_step_tokens=4, policy=PriorityBatch()
     )
     async with running(engine):
         slow = SampleParams(max_tokens=8, temperature=0.0, ignore_eos=True)
-        # a prompt of many 16-token chunks: the urgent request comes during its prefill
+        # a prompt of ~100 4-token chunks: the urgent request comes during its prefill
         prompts = {"low": "the slow one " * 150, "urgent": "urgent work here"}
         finishes: dict[str, FinishEvent] = {}
 
-        async def run(name: str, priority: int, delay: float) -> None:
-            await anyio.sleep(delay)
+        async def run(name: str, priority: int) -> None:
             _, finishes[name] = await engine.complete(
                 req(tokenizer, prompts[name], slow if name == "low" else GREEDY, priority=priority)
             )
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run, "low", 5, 0.0)
-            tg.start_soon(run, "urgent", 0, 0.05)
+            tg.start_soon(run, "low", 5)
+            with anyio.fail_after(10):
+                # until the low one has begun its prefill (the engine signals no such event)
+                while not engine.counters["steps"]:  # noqa: ASYNC110
+                    await anyio.sleep(0.001)
+            tg.start_soon(run, "urgent", 0)
     assert engine.counters["preemptions"] >= 1
     expected = sum(len(tokenizer.encode(p)) for p in prompts.values())
     assert engine.counters["prompt_tokens"] == expected
