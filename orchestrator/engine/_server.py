@@ -312,9 +312,17 @@ def create_app(
             raise error
         return result
 
+    def why_unavailable() -> str:
+        return f"the engine has failed: {failed[0]}" if failed else "the engine is shutting down"
+
     def unavailable() -> Response:
-        why = f"the engine has failed: {failed[0]}" if failed else "the engine is shutting down"
-        return _error(503, why, kind="server_error")
+        return _error(503, why_unavailable(), kind="server_error")
+
+    def unavailable_event() -> str:
+        """A stream's error event (what OpenAI's clients raise as an API error), as the 503
+        of a request not streamed: its headers are sent already."""
+        error = {"message": why_unavailable(), "type": "server_error", "param": None, "code": 503}
+        return f"data: {json.dumps({'error': error})}\n\n"
 
     async def health(request: Request) -> Response:
         if failed:
@@ -522,7 +530,7 @@ def create_app(
 
         async def gen() -> AsyncIterator[str]:
             if failed:  # since ``run`` looked: the request would wait for a step loop forever
-                yield chunk(choice("", "abort", None, True))
+                yield unavailable_event()
                 yield "data: [DONE]\n\n"
                 return
             async with engine.open(req) as events:
@@ -539,6 +547,9 @@ def create_app(
                         if ev.text or want_lp:
                             yield chunk(choice(ev.text, None, [ev] if want_lp else None, True))
                         continue
+                    if ev.reason == "abort":  # the engine stopped first: no finish_reason
+                        yield unavailable_event()
+                        break
                     if ev.tail:
                         yield chunk(choice(ev.tail, None, None, True))
                     yield chunk(choice("", ev.reason, None, True))

@@ -580,3 +580,51 @@ async def test_after_the_engine_fails_health_and_requests_get_a_503(
                 )
                 assert r.status_code == 503 and "the step failed" in r.text, r.text
     assert "the engine's step loop failed" in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_stream_the_engine_aborts_ends_with_an_error_event(
+    tiny: GGUFModel, tokenizer: EngineTokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streamed, the 200 is sent already: the stream ends with an error event (as OpenAI's and
+    vLLM's do, and which OpenAI's client raises), not a finish_reason of "abort"."""
+    async with in_process(tiny, tokenizer) as (engine, client):
+        step = engine._step
+        steps = 0
+
+        async def fails_at_the_fourth() -> None:  # a few tokens are out by then
+            nonlocal steps
+            steps += 1
+            if steps >= 4:
+                await fail_step()
+            await step()
+
+        monkeypatch.setattr(engine, "_step", fails_at_the_fourth)
+        with anyio.fail_after(30):
+            r = await client.post(
+                "/v1/completions",
+                json={"prompt": "hi", "max_tokens": 50, "stream": True, "ignore_eos": True},
+            )
+        events = [
+            ln.removeprefix("data: ") for ln in r.text.splitlines() if ln.startswith("data: ")
+        ]
+    assert r.status_code == 200 and len(events) >= 3, r.text  # tokens, then the error
+    assert events[-1] == "[DONE]"
+    error = json.loads(events[-2])["error"]
+    assert error["code"] == 503 and "the step failed" in error["message"]
+    assert '"abort"' not in "".join(events)
+    sdk = openai.AsyncOpenAI(
+        base_url="http://engine.test/v1",
+        api_key="x",
+        max_retries=0,
+        http_client=httpx.AsyncClient(transport=httpx.MockTransport(lambda _: sse_reply(events))),
+    )
+    with pytest.raises(openai.APIError, match="the step failed"):
+        async for _ in await sdk.completions.create(model="tiny", prompt="hi", stream=True):
+            pass
+    await sdk.close()
+
+
+def sse_reply(events: list[str]) -> httpx.Response:
+    body = "".join(f"data: {e}\n\n" for e in events)
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, text=body)
