@@ -62,7 +62,14 @@ class Program(Generic[P, R]):
     async def _inlined(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         # The body's coroutine is made only once this one runs: closed un-awaited, this one
         # leaves no other behind.
-        return self._checked(await self.fn(*args, **kwargs))
+        try:
+            value = await self.fn(*args, **kwargs)
+        except RecursionError:
+            raise ProgramError(
+                f"program {self.name!r} reached Python's recursion limit: does a program call "
+                "itself (or another that calls it back) with no case that stops?"
+            ) from None
+        return self._checked(value)
 
     def _checked(self, value: R) -> R:
         """``value``, the body's return value; ``ProgramError`` if it is (or its list, tuple or

@@ -300,3 +300,15 @@ def test_a_lambda_needs_a_name_to_be_a_tool() -> None:
     with pytest.raises(ProgramError, match="'<lambda>' is not an identifier"):
         dsl.tool(lambda x: x)
     assert dsl.tool(name="echo")(lambda x: x).name == "echo"
+
+
+@pytest.mark.anyio
+async def test_a_program_that_calls_itself_without_end_is_named() -> None:
+    @dsl.program
+    async def forever(n: int) -> str:
+        return await forever(n + 1)
+
+    async with orchestrator.Orchestrator(ScriptedBackend(default="x")) as orch:
+        h = await orch.submit(forever, 0)
+        with pytest.raises(ProgramError, match="'forever' reached Python's recursion limit"):
+            await h.result()
