@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -169,6 +169,31 @@ _LOOSE_JSON_CHAR = '[^\\"\\\\\\r\\n]'
 _JSON_CHAR = '[^\\0-\\x1f\\"\\\\]'
 
 
+def _ours_else_xgrammar(
+    grammar: Grammar,
+    ours: Callable[[], str],
+    theirs: Callable[[], Any],
+    *,
+    fallback: Callable[[GbnfError], bool],
+) -> Any:
+    """xgrammar's grammar from our GBNF (``ours()``); where the translation refuses and
+    ``fallback(error)`` allows it, from xgrammar's own reader (``theirs()``). ``ValueError``
+    naming the grammar and both refusals otherwise."""
+    import xgrammar as xgr
+
+    try:
+        return xgr.Grammar.from_ebnf(ours())
+    except GbnfError as e:
+        if not fallback(e):
+            raise ValueError(f"{grammar.describe()} cannot become a mask: {e}") from e
+        try:
+            return theirs()
+        except Exception as e2:
+            raise ValueError(
+                f"{grammar.describe()} cannot become a mask: {e}; xgrammar: {e2}"
+            ) from e2
+
+
 def _to_xgrammar(grammar: Grammar) -> Any:
     import xgrammar as xgr
 
@@ -178,17 +203,12 @@ def _to_xgrammar(grammar: Grammar) -> Any:
             # difference) and its loops are flat, which keeps masks fast (xgrammar's own Lark
             # reader is slower on loops over sub-terminals); xgrammar's reader for what the
             # translation refuses, except a lazy quantifier, which it would read as greedy.
-            try:
-                return xgr.Grammar.from_ebnf(lark_to_gbnf(grammar.source, start=grammar.start))
-            except GbnfError as e:
-                if grammar.start != "start" or isinstance(e, _LexerMismatch):
-                    raise ValueError(f"{grammar.describe()} cannot become a mask: {e}") from e
-                try:
-                    return xgr.Grammar.from_lark(grammar.source)
-                except Exception as e2:
-                    raise ValueError(
-                        f"{grammar.describe()} cannot become a mask: {e}; xgrammar: {e2}"
-                    ) from e2
+            return _ours_else_xgrammar(
+                grammar,
+                lambda: lark_to_gbnf(grammar.source, start=grammar.start),
+                lambda: xgr.Grammar.from_lark(grammar.source),
+                fallback=lambda e: grammar.start == "start" and not isinstance(e, _LexerMismatch),
+            )
         case "regex":
             # Our GBNF first: it reads the pattern with Python's own regex parser, as ``check``
             # does (with ASCII \d \w \s: a mask narrower than re's Unicode ones). xgrammar's
@@ -197,17 +217,12 @@ def _to_xgrammar(grammar: Grammar) -> Any:
             # ignores anchors inside the pattern (a looser mask, which the re-parse corrects)
             # and refuses word boundaries, atomic groups and possessive quantifiers itself. A
             # pattern with \A or \Z, which it would read as letters, is not given to it.
-            try:
-                return xgr.Grammar.from_ebnf(regex_grammar(grammar.source))
-            except GbnfError as e:
-                if _STRING_ANCHOR.search(grammar.source):
-                    raise ValueError(f"{grammar.describe()} cannot become a mask: {e}") from e
-                try:
-                    return xgr.Grammar.from_regex(grammar.source)
-                except Exception as e2:
-                    raise ValueError(
-                        f"{grammar.describe()} cannot become a mask: {e}; xgrammar: {e2}"
-                    ) from e2
+            return _ours_else_xgrammar(
+                grammar,
+                lambda: regex_grammar(grammar.source),
+                lambda: xgr.Grammar.from_regex(grammar.source),
+                fallback=lambda e: not _STRING_ANCHOR.search(grammar.source),
+            )
         case "json_schema":
             compiled = xgr.Grammar.from_json_schema(grammar.source, any_whitespace=False)
             # xgrammar's strings under maxLength/minLength admit raw control characters, which
