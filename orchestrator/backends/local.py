@@ -173,7 +173,7 @@ class LocalBackend:
         req = await self._engine_request(request)
         assert self.engine is not None
         _, fin = await self.engine.complete(req)
-        return _completion(fin)
+        return _completion(fin, self.name)
 
     async def stream(self, request: LLMRequest) -> AsyncIterator[str]:
         """Generate on the embedded engine, yielding text as it is decoded."""
@@ -182,6 +182,7 @@ class LocalBackend:
         async with self.engine.open(req) as events:
             async for ev in events:
                 if isinstance(ev, FinishEvent):
+                    _check(ev, self.name)
                     if ev.tail:
                         yield ev.tail
                     return
@@ -217,7 +218,7 @@ class LocalBackend:
         req = dataclasses.replace(req, pause=tuple(pause))
         seq_id = engine.new_seq_id()
         async with engine.open(req, seq_id=seq_id) as events:
-            yield LocalSession(engine, seq_id, events)
+            yield LocalSession(engine, seq_id, events, backend=self.name)
 
     async def release_program(self, program: str) -> None:
         """The program has ended: its KV pins are no longer worth their memory."""
@@ -243,10 +244,16 @@ class LocalSession:
     ``completion`` holds the usage once the iteration has ended."""
 
     def __init__(
-        self, engine: Engine, seq_id: str, events: AsyncIterator[TokenEvent | FinishEvent]
+        self,
+        engine: Engine,
+        seq_id: str,
+        events: AsyncIterator[TokenEvent | FinishEvent],
+        *,
+        backend: str = "local",
     ) -> None:
         assert engine.tokenizer is not None
         self._engine = engine
+        self._backend = backend
         self._tokenizer = engine.tokenizer
         self.seq_id = seq_id
         self._events = events
@@ -257,7 +264,7 @@ class LocalSession:
     async def __aiter__(self) -> AsyncIterator[SessionText]:
         async for ev in self._events:
             if isinstance(ev, FinishEvent):
-                self.completion = _completion(ev)
+                self.completion = _completion(ev, self._backend)
                 if ev.tail:
                     yield SessionText(ev.tail, len(self._ids))
                 return
@@ -287,7 +294,26 @@ class LocalSession:
             raise BackendRejected(f"cannot inject: {exc}", backend="local", status=400) from exc
 
 
-def _completion(fin: FinishEvent) -> Completion:
+def _check(fin: FinishEvent, backend: str) -> None:
+    """Raise ``BackendError`` for a generation that did not end normally: the engine failed on
+    it (``error``) or stopped before it finished (``abort``: its loop failed or it is shutting
+    down). Neither is retried: the same engine gives the same answer."""
+    if fin.reason == "error":
+        raise BackendError(
+            f"{backend}: the engine failed on this request: {fin.error}",
+            backend=backend,
+            retryable=False,
+        )
+    if fin.reason == "abort":
+        raise BackendError(
+            f"{backend}: the engine stopped before this request finished",
+            backend=backend,
+            retryable=False,
+        )
+
+
+def _completion(fin: FinishEvent, backend: str) -> Completion:
+    _check(fin, backend)
     return Completion(
         text=fin.text,
         prompt_tokens=fin.prompt_tokens,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -41,7 +42,13 @@ from orchestrator.scheduler import BatchPolicy, FCFSBatch, SeqView
 
 __all__ = ["Engine", "EngineRequest", "Event", "FinishEvent", "RequestRejected", "TokenEvent"]
 
-FinishReason = Literal["stop", "length", "abort"]
+_log = logging.getLogger("legato")
+
+FinishReason = Literal["stop", "length", "abort", "error"]
+"""Why a generation ended: a stop (a stop string, an end token, the grammar's end), its length,
+``abort`` (its client left, or the engine stopped first), or ``error`` (its own processing
+failed, its grammar's matcher for instance; ``FinishEvent.error`` says how; the engine goes on
+with the others)."""
 
 MAX_REWINDS = 16
 """Rewinds a ``distinct_lines`` or ``require`` sequence may make in all; past them a repeat
@@ -195,11 +202,13 @@ class FinishEvent:
     completion_tokens: int
     cached_tokens: int
     events: tuple[TokenEvent, ...] = ()
+    """The token events, for a request opened with ``stream=False`` (sent here, not one by
+    one)."""
     service_time: float = 0.0
     """Seconds in the batch: from arrival to the end, less the time queued (before it first
     joined and after each preemption)."""
-    """The token events, for a request opened with ``stream=False`` (sent here, not one by
-    one)."""
+    error: str | None = None
+    """For ``reason == "error"``: what failed."""
 
 
 Event = TokenEvent | FinishEvent
@@ -245,6 +254,7 @@ class _Seq:
     order_from: int = 0  # require_order: text before this offset has been checked for order
     # require: the best ending seen: (ended by itself, strings held), tokens, stop_at, reason
     best_end: tuple[tuple[bool, int], list[int], int | None, FinishReason] | None = None
+    error: str | None = None  # why its processing failed (it ends with "error")
 
     @property
     def prompt_len(self) -> int:
@@ -723,23 +733,37 @@ class Engine:
             self.pool.commit(s.table, s.tokens[: s.num_computed])
             if s.num_computed < len(s.tokens) or s.held:
                 continue  # a prompt chunk, or paused: nothing to sample yet
-            if logits is None:
-                self._accept(s, Sampled(0, 0.0))
-            else:
-                banned = self._banned(s)
-                # A rewind to a choice that begins a missing required string takes it there,
-                # and the tokens after it write the rest of that string where they can.
-                forced = s.forced.get(tuple(s.generated)) if s.forced else None
-                allowed: Sequence[int] | None = None
-                if forced is not None and forced not in banned:
-                    allowed = (forced,)
-                elif s.writing is not None:
-                    allowed = self._writing(s, logits[row], banned)
-                sampled = sample(logits[row], s.req.params, s.rng, banned=banned, allowed=allowed)
-                choice = None
-                if s.req.rewinds:
-                    choice = _choice(logits[row], banned, sampled.token, s.starts)
-                self._accept(s, sampled, choice)
+            try:
+                self._sample(s, None if logits is None else logits[row])
+            except Exception as exc:  # one sequence's failure ends it, not the engine
+                self._fail(s, exc)
+
+    def _sample(self, s: _Seq, logits: npt.NDArray[np.float32] | None) -> None:
+        """Sample ``s``'s next token from its row of ``logits`` (a placeholder token in virtual
+        time) and take it."""
+        if logits is None:
+            self._accept(s, Sampled(0, 0.0))
+            return
+        banned = self._banned(s)
+        # A rewind to a choice that begins a missing required string takes it there, and the
+        # tokens after it write the rest of that string where they can.
+        forced = s.forced.get(tuple(s.generated)) if s.forced else None
+        allowed: Sequence[int] | None = None
+        if forced is not None and forced not in banned:
+            allowed = (forced,)
+        elif s.writing is not None:
+            allowed = self._writing(s, logits, banned)
+        sampled = sample(logits, s.req.params, s.rng, banned=banned, allowed=allowed)
+        choice = None
+        if s.req.rewinds:
+            choice = _choice(logits, banned, sampled.token, s.starts)
+        self._accept(s, sampled, choice)
+
+    def _fail(self, s: _Seq, exc: Exception) -> None:
+        """``s``'s own processing raised: log it and end ``s`` with ``error`` (the others go on)."""
+        _log.exception("request %s failed in the engine", s.id, exc_info=exc)
+        s.error = f"{type(exc).__name__}: {exc}"
+        self._finish(s, "error")
 
     def _mask(self, logits: npt.NDArray[np.float32], work: list[tuple[_Seq, int]]) -> None:
         """Fill one bitmask row per constrained sequence about to sample, and forbid the
@@ -755,8 +779,11 @@ class Engine:
             return
         vocab = logits.shape[1]
         bitmask = constrain.new_bitmask(len(rows), vocab)
-        for i, (_, matcher) in enumerate(rows):
-            matcher.fill(bitmask, i)
+        for i, (row, matcher) in enumerate(rows):
+            try:
+                matcher.fill(bitmask, i)
+            except Exception as exc:  # its grammar's failure ends it, not the engine
+                self._fail(work[row][0], exc)
         keep = constrain.allowed_rows(bitmask, vocab)
         idx = [row for row, _ in rows]
         logits[idx] = np.where(keep, logits[idx], -np.inf)
@@ -1195,21 +1222,22 @@ class Engine:
         if s in self._waiting:
             self._waiting.remove(s)
         self._by_id.pop(s.id, None)
-        if s.started is not None and reason != "abort":
+        ended = reason in ("abort", "error")  # not a normal end: nothing to learn or keep
+        if s.started is not None and not ended:
             on_finish = getattr(self.policy, "on_finish", None)
             if on_finish is not None:
                 now = anyio.current_time()
                 on_finish(self._view(s, True, now), now, service)
         if s.table is not None:
             pin = None
-            if reason != "abort" and s.req.kv_ttl and s.req.program:
+            if not ended and s.req.kv_ttl and s.req.program:
                 pin = anyio.current_time() + s.req.kv_ttl
             self.pool.free(s.table, pin_until=pin, owner=s.req.program)
             s.table = None
-        text = self._full_text(s)
+        text = self._full_text(s) if reason != "error" else ""
         if s.stop_at is not None:
             text = text[: s.stop_at]
-        tail = text[s.sent :] if reason != "abort" else ""
+        tail = text[s.sent :] if not ended else ""
         event = FinishEvent(
             reason,
             text,
@@ -1219,6 +1247,7 @@ class Engine:
             s.cached,
             tuple(s.collected),
             service,
+            s.error,
         )
         with s.send, contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             s.send.send_nowait(event)  # suppressed: the client has gone

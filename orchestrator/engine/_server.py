@@ -321,8 +321,15 @@ def create_app(
     def unavailable_event() -> str:
         """A stream's error event (what OpenAI's clients raise as an API error), as the 503
         of a request not streamed: its headers are sent already."""
-        error = {"message": why_unavailable(), "type": "server_error", "param": None, "code": 503}
+        return error_event(503, why_unavailable())
+
+    def error_event(status: int, message: str) -> str:
+        error = {"message": message, "type": "server_error", "param": None, "code": status}
         return f"data: {json.dumps({'error': error})}\n\n"
+
+    def failed_here(fin: FinishEvent) -> str:
+        """Why the engine failed this request alone (``finish_reason`` ``error``): a 500."""
+        return f"the engine failed on this request: {fin.error}"
 
     async def health(request: Request) -> Response:
         if failed:
@@ -501,6 +508,8 @@ def create_app(
             events, fin = done
             if fin.reason == "abort":  # the engine stopped first: not an OpenAI finish_reason
                 return unavailable()
+            if fin.reason == "error":
+                return _error(500, failed_here(fin), kind="server_error")
             return JSONResponse(
                 {
                     "id": rid,
@@ -549,6 +558,9 @@ def create_app(
                         continue
                     if ev.reason == "abort":  # the engine stopped first: no finish_reason
                         yield unavailable_event()
+                        break
+                    if ev.reason == "error":
+                        yield error_event(500, failed_here(ev))
                         break
                     if ev.tail:
                         yield chunk(choice(ev.tail, None, None, True))

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 import dsl
+from orchestrator import constrain
 from orchestrator.engine import (
     CostModel,
     Engine,
@@ -594,3 +595,54 @@ async def test_an_urgent_request_whose_prefix_is_cached_preempts_when_it_does_no
                     order.append("low")
     assert order == ["urgent", "low"]
     assert engine.counters["preemptions"] == 1
+
+
+class _Breaks(constrain.TokenMatcher):
+    """A real matcher that fails the way a grammar's bug would: ``fill`` or ``accept`` raises
+    once ``after`` tokens have been taken."""
+
+    def __init__(self, inner: constrain.TokenMatcher, where: str, after: int) -> None:
+        super().__init__(inner._m)
+        self.where, self.after, self.taken = where, after, 0
+
+    def fill(self, bitmask: object, row: int) -> None:  # type: ignore[override]
+        if self.where == "fill" and self.taken >= self.after:
+            raise RuntimeError("the matcher broke while filling")
+        super().fill(bitmask, row)  # type: ignore[arg-type]
+
+    def accept(self, token: int) -> bool:
+        if self.where == "accept" and self.taken >= self.after:
+            raise RuntimeError("the matcher broke while accepting")
+        self.taken += 1
+        return super().accept(token)
+
+
+@pytest.mark.parametrize("where", ["fill", "accept"])
+async def test_a_sequence_whose_processing_fails_ends_alone(
+    engine: Engine, tokenizer: EngineTokenizer, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure inside one sequence's step (here its grammar's matcher) ends that sequence
+    with ``error``, naming the failure; the batch's other sequences and later requests go on.
+    It used to end the step loop, and with it every request."""
+    matcher = await engine.matcher(dsl.Grammar.regex("[a-z]{1,40}"))
+    broken = req(
+        tokenizer,
+        params=SampleParams(max_tokens=30, temperature=0.0),
+        constraint=_Breaks(matcher, where, after=3),
+    )
+    results: dict[str, FinishEvent] = {}
+
+    async def one(name: str, r: EngineRequest) -> None:
+        _, results[name] = await engine.complete(r)
+
+    with caplog.at_level("ERROR", logger="legato"), anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, "broken", broken)
+            tg.start_soon(one, "fine", req(tokenizer))
+        _, later = await engine.complete(req(tokenizer, "a later request"))
+    assert results["broken"].reason == "error" and results["broken"].text == ""
+    assert f"RuntimeError: the matcher broke while {where}" in (results["broken"].error or "")
+    assert results["fine"].reason == "length" and results["fine"].completion_tokens == 12
+    assert later.reason == "length" and engine.running == 0
+    assert engine.pool.free_blocks == engine.pool.num_blocks
+    assert "failed in the engine" in caplog.text

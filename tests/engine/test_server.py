@@ -628,3 +628,30 @@ async def test_a_stream_the_engine_aborts_ends_with_an_error_event(
 def sse_reply(events: list[str]) -> httpx.Response:
     body = "".join(f"data: {e}\n\n" for e in events)
     return httpx.Response(200, headers={"content-type": "text/event-stream"}, text=body)
+
+
+@pytest.mark.anyio
+async def test_a_request_the_engine_fails_alone_gets_a_500_and_the_rest_go_on(
+    tiny: GGUFModel, tokenizer: EngineTokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with in_process(tiny, tokenizer) as (engine, client):
+        accept = engine._accept
+
+        def fails(s: Any, *args: Any) -> None:
+            if s.req.params.max_tokens == 7:  # the one request to fail
+                raise RuntimeError("this request's step broke")
+            accept(s, *args)
+
+        monkeypatch.setattr(engine, "_accept", fails)
+        with anyio.fail_after(30):
+            bad = {"prompt": "hi", "max_tokens": 7}
+            r = await client.post("/v1/completions", json=bad)
+            assert r.status_code == 500, r.text
+            err = r.json()["error"]
+            assert err["type"] == "server_error" and "this request's step broke" in err["message"]
+            r = await client.post("/v1/completions", json={**bad, "stream": True})
+            events = [ln for ln in r.text.splitlines() if ln.startswith("data: ")]
+            error = json.loads(events[-2].removeprefix("data: "))["error"]
+            assert error["code"] == 500 and "this request's step broke" in error["message"]
+            r = await client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2})
+            assert r.status_code == 200 and (await client.get("/health")).status_code == 200

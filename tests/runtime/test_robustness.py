@@ -14,7 +14,7 @@ import pytest
 
 import dsl
 import orchestrator
-from orchestrator import ConfigError, ProgramCancelled
+from orchestrator import BackendError, ConfigError, ProgramCancelled
 from orchestrator.backends import Completion, LLMRequest, LocalBackend, Replicas
 from orchestrator.engine import virtual_engine
 from orchestrator.scheduler import FCFS, CallInfo
@@ -26,6 +26,11 @@ pytestmark = pytest.mark.anyio
 @dsl.program
 async def ask(tag: str) -> str:
     return await dsl.gen("{{tag}}", tag=tag, name="call")
+
+
+@dsl.program
+async def ask_briefly(tag: str) -> str:
+    return await dsl.gen("{{tag}}", tag=tag, name="call", max_tokens=7)
 
 
 class _Stop(Exception):
@@ -170,6 +175,55 @@ async def test_an_engine_loop_failing_to_start_raises_its_own_error() -> None:
         async with backend:
             pass  # pragma: no cover
     assert not backend.started
+
+
+async def test_an_engine_failing_a_request_raises_not_returns_it() -> None:
+    """The embedded engine failing one request (``error``) or stopping before it finished
+    (``abort``: its loop failed) raises ``BackendError`` naming why, through ``complete``,
+    ``stream`` and a program's call. Before, the call returned whatever text there was as a
+    completion with finish reason "abort": a silent truncation."""
+    engine = virtual_engine(kv_tokens=4096)
+    accept = engine._accept
+
+    def fails(s: object, *args: object) -> None:
+        if getattr(s, "req").params.max_tokens == 7:  # noqa: B009 - the one request to fail
+            raise RuntimeError("this request's step broke")
+        accept(s, *args)  # type: ignore[arg-type]
+
+    engine._accept = fails  # type: ignore[method-assign]
+    request = LLMRequest(prompt="one two three", max_tokens=7)
+    async with LocalBackend(engine=engine) as backend:
+        with anyio.fail_after(10):
+            with pytest.raises(BackendError, match="failed on this request: RuntimeError: this"):
+                await backend.complete(request)
+            with pytest.raises(BackendError, match="failed on this request") as caught:
+                async for _ in backend.stream(request):
+                    pass  # pragma: no cover
+            assert not caught.value.retryable
+            ok = await backend.complete(LLMRequest(prompt="one two three", max_tokens=3))
+            assert ok.finish_reason == "length"  # the engine goes on
+            async with orchestrator.Orchestrator(backend) as orch:
+                handle = await orch.submit(ask_briefly, "x")
+                with pytest.raises(BackendError, match="failed on this request"):
+                    await handle.result()
+
+
+async def test_an_engine_whose_loop_fails_raises_for_the_requests_it_held() -> None:
+    engine = virtual_engine(kv_tokens=4096)
+
+    async def fail_step() -> None:
+        await anyio.sleep(0.01)
+        raise RuntimeError("the step loop broke")
+
+    async def ask_once() -> None:
+        async with LocalBackend(engine=engine) as backend:
+            with pytest.raises(BackendError, match="stopped before this request finished"):
+                await backend.complete(LLMRequest(prompt="one two", max_tokens=3))
+
+    engine._step = fail_step  # type: ignore[method-assign]
+    with anyio.fail_after(10), pytest.raises(ExceptionGroup) as group:  # the loop's, at exit
+        await ask_once()
+    assert group.group_contains(RuntimeError, match="the step loop broke")
 
 
 @pytest.mark.parametrize(
