@@ -10,7 +10,8 @@ A plan (Kim et al., "An LLM Compiler for Parallel Function Calling") is one task
     <END_OF_PLAN>
 
 ``$n`` as an argument is task ``n``'s output, passed as the value itself (typed, not text);
-inside a string (``"$1 + 3"``) it is spliced in as text. The grammar made by ``plan_grammar``
+inside a string (``"$1 + 3"``) it is spliced in as text, where ``n`` is an earlier task (else it
+is text: ``"convert $100 to EUR"``). The grammar made by ``plan_grammar``
 allows only the registry's tools, each with its own number of arguments of its own literal
 types, tasks numbered from 1, ``$n`` only for earlier tasks, and ``join()`` last, so an engine
 that takes grammars cannot write a plan the runtime cannot run. ``PlanParser`` checks the same
@@ -625,11 +626,16 @@ _CUT = "the plan stops there: was it cut short by max_tokens?"
 
 
 class _Args:
-    """A tiny reader of argument lists: JSON literals, lists, and ``$k``."""
+    """A tiny reader of argument lists: JSON literals, lists, and ``$k``.
 
-    def __init__(self, text: str) -> None:
+    A bare ``$k`` is always a task reference. Inside a string, ``$k`` is one only where ``k``
+    is an earlier task (``1 <= k <= earlier``); otherwise it is text (``"convert $100 to
+    EUR"`` in task 2 keeps its price; ``"the price in $1"`` reads task 1)."""
+
+    def __init__(self, text: str, earlier: int) -> None:
         self.text = text
         self.pos = 0
+        self.earlier = earlier
 
     def error(self, message: str) -> ValueError:
         return ValueError(f"{message} at column {self.pos + 1} of the arguments")
@@ -637,6 +643,10 @@ class _Args:
     def skip(self) -> None:
         while self.pos < len(self.text) and self.text[self.pos] == " ":
             self.pos += 1
+
+    def _earlier(self, digits: str) -> bool:
+        """Whether ``digits`` number an earlier task."""
+        return len(digits) <= _MAX_TASK_DIGITS and 1 <= int(digits) <= self.earlier
 
     def task(self, digits: str) -> TaskRef:
         if len(digits) > _MAX_TASK_DIGITS:
@@ -659,10 +669,11 @@ class _Args:
                 raise self.error("unterminated string")
             self.pos += m.end()
             s: str = json.loads(m.group(0))
-            if _REF_IN_TEXT.search(s):
+            refs = [r for r in _REF_IN_TEXT.finditer(s) if self._earlier(r.group(1))]
+            if refs:
                 parts: list[str | TaskRef] = []
                 last = 0
-                for r in _REF_IN_TEXT.finditer(s):
+                for r in refs:
                     parts += [s[last : r.start()], self.task(r.group(1))]
                     last = r.end()
                 parts.append(s[last:])
@@ -740,6 +751,15 @@ def _arithmetic_arg(arg: Any) -> bool:
     if isinstance(arg, TextWithRefs):
         arg = "".join(p if isinstance(p, str) else f"${p.task}" for p in arg.parts)
     return isinstance(arg, str) and _ARITHMETIC_TEXT.fullmatch(arg) is not None
+
+
+def _text_ref(arg: Any) -> str | None:
+    """A ``$k`` that a string argument kept as text (no earlier task ``k``), if any."""
+    parts = arg.parts if isinstance(arg, TextWithRefs) else (arg,)
+    for p in parts:
+        if isinstance(p, str) and (m := _REF_IN_TEXT.search(p)):
+            return m.group(0)
+    return None
 
 
 @dataclass
@@ -834,7 +854,7 @@ class PlanParser:
             known = ", ".join(sorted(self.tools))
             return self._fail(text, f"unknown tool {tool!r} (tools: {known})")
         try:
-            args = _Args(args_text).all()
+            args = _Args(args_text, earlier=index - 1).all()
         except ValueError as exc:
             return self._fail(text, str(exc))
         if not sig.required <= len(args) <= len(sig.params):
@@ -845,6 +865,8 @@ class PlanParser:
             )
             return self._fail(text, f"{tool} takes {want} arguments, got {len(args)}")
         for (param, kind), arg in zip(sig.params, args, strict=False):
+            if kind == "expr" and (ref := _text_ref(arg)):  # arithmetic has no "$" of its own
+                return self._fail(text, f"{ref[:12]} does not refer to an earlier task")
             if kind == "expr" and not _arithmetic_arg(arg):
                 return self._fail(
                     text, f"{tool}'s {param} takes arithmetic over numbers and $k, got {arg!r}"
