@@ -546,7 +546,10 @@ class FrameParser:
 
     The parser follows the grammar's frames but forgives whitespace inside them (an engine
     without grammar support may space them differently); text between a call's closing
-    parenthesis and its ``[END]`` is ignored. A ``[`` that starts no frame tag is plain text.
+    parenthesis and its ``[END]`` is ignored. A ``[CALL]`` or ``[TRAP]`` before the open frame's
+    ``[END]`` ends that frame (a model that leaves ``[END]`` out loses no later call; a call
+    whose arguments were complete still runs, a frame that was not one is a ``FrameError``). A
+    ``[`` that starts no frame tag is plain text.
     Argument values are JSON literals (``True``/``False``/``None`` are accepted too),
     positional or ``name=value``.
     """
@@ -668,14 +671,19 @@ class FrameParser:
         self._frame = ""
         self._after_frame = True
 
-    def _find_end(self) -> int:
-        """Where ``[END]`` ends in the open frame from the scan position, or -1 (the scan
-        position then moves to where a split ``[END]`` could begin)."""
-        i = self._frame.find(END, self._pos)
-        if i < 0:
-            self._pos = max(self._pos, len(self._frame) - len(END) + 1)
-            return -1
-        return i + len(END)
+    def _find_end(self) -> tuple[int, bool]:
+        """Where the open frame ends from the scan position: just after its ``[END]`` (and
+        True), or, if a ``[CALL]`` or ``[TRAP]`` comes first, just before that tag (and False:
+        the model left out the ``[END]``, and the next frame must not be swallowed). ``(-1,
+        False)`` if neither is there yet (the scan position then moves to where a split tag
+        could begin)."""
+        frame = self._frame
+        found = [(i, tag) for tag in (END, CALL, TRAP) if (i := frame.find(tag, self._pos)) >= 0]
+        if not found:
+            self._pos = max(self._pos, len(frame) - len(CALL) + 1)
+            return -1, False
+        i, tag = min(found)
+        return (i + len(END), True) if tag == END else (i, False)
 
     def _step(self, out: list[Event]) -> bool:
         """Advance as far as the text allows; True if it should be called again."""
@@ -687,17 +695,22 @@ class FrameParser:
             case "args":
                 return self._step_args(out)
             case "after" | "trap" | "skip":
-                end = self._find_end()
+                end, ended = self._find_end()
                 if end < 0:
                     return False
                 event: Event
-                if self._phase == "trap":
-                    event = Trap()
-                elif self._phase == "after":
+                if self._phase == "after":  # a call whose [END] is missing still ran
                     assert self._id is not None
                     event = CallEnd(self._id, "")
+                elif self._phase == "trap" and ended:
+                    event = Trap()
                 else:
-                    event = FrameError(self._id, "", self._error or "malformed frame")
+                    error = self._error or "malformed frame"
+                    if self._phase == "trap":
+                        error = "[TRAP] must be followed by [END]"
+                    elif not ended:
+                        error = f"{error}: [END] missing before the next frame"
+                    event = FrameError(self._id, "", error)
                 self._close(end, event, out)
                 return True
         return False  # pragma: no cover
@@ -731,6 +744,12 @@ class FrameParser:
         frame = self._frame
         paren = frame.find("(", self._pos)
         end = frame.find(END, len(CALL))
+        nxt = [i for tag in (CALL, TRAP) if (i := frame.find(tag, len(CALL))) >= 0]
+        if nxt and all(min(nxt) < i for i in (paren, end) if i >= 0):
+            # the next frame begins before this one's arguments or [END]: end it there
+            message = "malformed call frame: expected [CALL] id [HEAD] tool(arguments)"
+            self._close(min(nxt), FrameError(None, "", message), out)
+            return True
         if paren < 0 or (0 <= end < paren):
             if end >= 0:
                 self._phase = "skip"

@@ -284,3 +284,29 @@ def test_system_prompt_lists_typed_tools() -> None:
         cml.system_prompt([])
     with pytest.raises(ValueError, match="not an identifier"):
         cml.ToolSpec.from_function(ping, name="bad name")
+
+
+def test_a_frame_without_its_end_does_not_swallow_the_next() -> None:
+    """A model that leaves out ``[END]`` used to lose everything up to the next ``[END]``:
+    the next call too. A ``[CALL]`` or ``[TRAP]`` now ends the open frame; a call whose
+    arguments were complete still ran."""
+    text = (
+        '[CALL] 1 [HEAD] weather("Paris") and then [CALL] 2 [HEAD] ping() [END] '
+        "[CALL] 3 [HEAD] oops [CALL] 4 [HEAD] ping() [END] [TRAP] [CALL] 5 [HEAD] ping() [END]"
+    )
+    events = parse([text])
+    assert [type(e).__name__ for e in events if not isinstance(e, cml.Text)] == [
+        "CallStarted", "CallReady", "CallEnd",  # 1: ran, its frame ended at [CALL] 2
+        "CallStarted", "CallReady", "CallEnd",  # 2
+        "FrameError",  # 3: no tool(arguments) before [CALL] 4
+        "CallStarted", "CallReady", "CallEnd",  # 4
+        "FrameError",  # [TRAP] with no [END]
+        "CallStarted", "CallReady", "CallEnd",  # 5
+    ]  # fmt: skip
+    ends = [e for e in events if isinstance(e, cml.CallEnd)]
+    assert ends[0] == cml.CallEnd("1", '[CALL] 1 [HEAD] weather("Paris") and then ')
+    errors = [e for e in events if isinstance(e, cml.FrameError)]
+    assert errors[0].frame == "[CALL] 3 [HEAD] oops "
+    assert "malformed call frame" in errors[0].message
+    assert errors[1].message == "[TRAP] must be followed by [END]"
+    assert parse(list(text)) == events  # split anywhere, the same
