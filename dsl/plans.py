@@ -753,6 +753,31 @@ def _arithmetic_arg(arg: Any) -> bool:
     return isinstance(arg, str) and _ARITHMETIC_TEXT.fullmatch(arg) is not None
 
 
+_KIND_WORDS: Mapping[ArgKind, str] = {
+    "str": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "list": "a list",
+}
+
+
+def _fits(kind: ArgKind, arg: Any) -> bool:
+    """Whether ``arg`` is a literal the grammar's rule for ``kind`` allows (a ``$k`` fits every
+    kind: its value is the task's output, typed at run time)."""
+    if isinstance(arg, TaskRef) or kind in ("any", "expr"):
+        return True
+    if kind == "str":
+        return isinstance(arg, str | TextWithRefs)
+    if kind == "int":
+        return type(arg) is int
+    if kind == "float":
+        return type(arg) in (int, float)
+    if kind == "bool":
+        return type(arg) is bool
+    return isinstance(arg, list)
+
+
 def _text_ref(arg: Any) -> str | None:
     """A ``$k`` that a string argument kept as text (no earlier task ``k``), if any."""
     parts = arg.parts if isinstance(arg, TextWithRefs) else (arg,)
@@ -867,6 +892,9 @@ class PlanParser:
         for (param, kind), arg in zip(sig.params, args, strict=False):
             if kind == "expr" and (ref := _text_ref(arg)):  # arithmetic has no "$" of its own
                 return self._fail(text, f"{ref[:12]} does not refer to an earlier task")
+            if not _fits(kind, arg):
+                got = repr(arg) if len(repr(arg)) <= 40 else repr(arg)[:37] + "..."
+                return self._fail(text, f"{tool}'s {param} takes {_KIND_WORDS[kind]}, got {got}")
             if kind == "expr" and not _arithmetic_arg(arg):
                 return self._fail(
                     text, f"{tool}'s {param} takes arithmetic over numbers and $k, got {arg!r}"
