@@ -3,7 +3,8 @@
 - ``round_robin``: replicas in turn, blind to load and locality (the baseline).
 - ``least_loaded``: the replica with the fewest calls in flight.
 - ``autellix``: Autellix's rule: calls whose prompt is at most ``long_prompt`` tokens go to the
-  least-loaded replica; longer ones stay on their program's replica, where its KV cache is.
+  least-loaded replica; longer ones stay on their program's replica, where its KV cache is
+  (the replica of its last call, short or long).
 - ``locality``: Legato's rule for multi-turn programs: a program stays on its replica (its
   prefix is cached there) unless that replica has ``slack`` more calls in flight than the least
   loaded one, then it moves there. Autellix's 2,048-token cut sends every turn of a typical
@@ -72,9 +73,12 @@ class Balancer:
             case "least_loaded":
                 return least
             case "autellix":
-                if prompt_tokens <= self.long_prompt:
-                    return least
-                return self._home.setdefault(program, least)
+                # a long prompt goes where the program's last call ran: its context is cached
+                # there (the last call may have been a short one, placed by load)
+                home = self._home.get(program, least)
+                choice = least if prompt_tokens <= self.long_prompt else home
+                self._home[program] = choice
+                return choice
             case "locality":
                 home = self._home.get(program)
                 if home is None or loads[home] > loads[least] + self.slack:

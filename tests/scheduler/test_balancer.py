@@ -24,6 +24,16 @@ def test_autellix_long_prompts_stay_on_the_programs_replica() -> None:
     assert b.choose("p", 5000, [0, 9]) == 1  # stays despite the load
 
 
+def test_autellix_long_prompts_follow_the_program_s_last_call() -> None:
+    """The program's context is cached where its last call ran, a short one included: a long
+    prompt goes there, not to the replica of its first long call."""
+    b = Balancer("autellix", long_prompt=2048)
+    assert b.choose("p", 100, [3, 1]) == 1  # short: least loaded
+    assert b.choose("p", 3000, [0, 9]) == 1  # long: where the short one ran
+    assert b.choose("p", 100, [0, 9]) == 0  # short: least loaded again
+    assert b.choose("p", 3000, [5, 0]) == 0  # long: follows it
+
+
 def test_locality_stays_until_the_load_gap_exceeds_the_slack() -> None:
     b = Balancer("locality", slack=2)  # (the default is 16)
     assert b.choose("p", 100, [0, 0]) == 0
