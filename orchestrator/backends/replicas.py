@@ -59,7 +59,9 @@ class Replicas:
         balancer: the rule (``"locality"``, ``"autellix"``, ``"least_loaded"``,
             ``"round_robin"``) or a ``Balancer``.
 
-    Entering starts the replicas that need starting (embedded engines); ``prefix_hits`` holds,
+    Entering starts the replicas that need starting (embedded engines), and leaving stops them
+    and closes those made from specs; a backend the caller passed already started is left
+    running (it is the caller's to close). ``prefix_hits`` holds,
     per program, the prompt tokens sent and the tokens the engines reported as cached.
     """
 
@@ -69,6 +71,7 @@ class Replicas:
         if len(replicas) < 2:
             raise ConfigError("Replicas needs at least two replicas")
         self.backends = [backend_from_spec(r) if isinstance(r, str) else r for r in replicas]
+        self._owned = [isinstance(r, str) for r in replicas]
         try:
             self.balancer = balancer if isinstance(balancer, Balancer) else Balancer(balancer)  # type: ignore[arg-type]
         except ValueError as exc:
@@ -82,10 +85,12 @@ class Replicas:
 
     async def __aenter__(self) -> Self:
         async with contextlib.AsyncExitStack() as stack:
-            for b in self.backends:
+            for b, owned in zip(self.backends, self._owned, strict=True):
+                # Start a replica that needs starting, ours or one nobody has started; close
+                # the others we made from a spec. A user's started backend is theirs to close.
                 if getattr(b, "started", True) is False:
                     await stack.enter_async_context(b)  # type: ignore[arg-type]
-                else:
+                elif owned:
                     stack.push_async_callback(b.aclose)
             self._stack = stack.pop_all()
         self.started = True
@@ -100,7 +105,7 @@ class Replicas:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop or close every replica."""
+        """Stop the replicas it started and close those it made (see the class docstring)."""
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()

@@ -91,3 +91,20 @@ def test_a_program_s_end_reaches_every_replica_at_once() -> None:
             await replicas.release_program("p")
 
     anyio.run(main)
+
+
+def test_replicas_stop_what_they_started_and_leave_a_caller_s_running_backend() -> None:
+    async def main() -> None:
+        theirs = LocalBackend(engine=virtual_engine())
+        async with theirs:
+            ours = LocalBackend(engine=virtual_engine())
+            async with Replicas([theirs, ours]):
+                assert theirs.started and ours.started
+            assert not ours.started  # started here: stopped here
+            assert theirs.started  # the caller's: it used to be stopped under them
+            reply = await theirs.complete(
+                orchestrator.backends.LLMRequest(prompt="a b", max_tokens=2)
+            )
+            assert reply.completion_tokens == 2
+
+    anyio.run(main)
