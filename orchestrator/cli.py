@@ -379,20 +379,29 @@ def _parser() -> argparse.ArgumentParser:
         "train", help="train the demo model on CPU: corpus, tokenizer, torch; GGUF + HF + PNG"
     )
     tr.add_argument("--preset", default="demo", choices=["demo"], help="the model's shape")
-    tr.add_argument("--minutes", type=float, default=13.0, help="optimisation budget (wall)")
-    tr.add_argument("--steps", type=int, default=None, help="a fixed number of steps instead")
+    tr.add_argument(
+        "--minutes", type=positive_float, default=13.0, help="optimisation budget (wall)"
+    )
+    tr.add_argument(
+        "--steps", type=positive_int, default=None, help="a fixed number of steps instead"
+    )
     tr.add_argument("--seed", type=non_negative_int, default=0)
     tr.add_argument("--dtype", default="f16", choices=["f32", "f16", "q8_0"])
     tr.add_argument(
-        "--threads", type=int, default=None, help="torch threads per process (default: probe)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="torch threads per process (default: probe)",
     )
     tr.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=1,
         help="training processes, data parallel (default 1)",
     )
-    tr.add_argument("--corpus-size", type=int, default=None, help="training examples drawn")
+    tr.add_argument(
+        "--corpus-size", type=positive_int, default=None, help="training examples drawn"
+    )
     tr.add_argument("--out", required=True, help="the folder to write")
     tr.set_defaults(fn=_cmd_model_train)
 
