@@ -75,8 +75,8 @@ class Balancer:
             case "autellix":
                 # a long prompt goes where the program's last call ran: its context is cached
                 # there (the last call may have been a short one, placed by load)
-                home = self._home.get(program, least)
-                choice = least if prompt_tokens <= self.long_prompt else home
+                last = self._home.get(program, least)
+                choice = least if prompt_tokens <= self.long_prompt else last
                 self._home[program] = choice
                 return choice
             case "locality":
