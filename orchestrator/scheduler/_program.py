@@ -12,7 +12,11 @@ engine, so a program's first call always starts in the top queue. Within a queue
 arrival order. **Anti-starvation:** a waiting call whose program has waited at least ``beta = 4``
 times its service so far (including this call's wait) jumps to the top queue; Autellix promotes
 on the same wait/service ratio. 4 keeps the promotion rare for programs that are merely long
-while bounding any program's slowdown. A program's wait counts its calls' time in the admission
+while bounding any program's slowdown. A program that has attained no service yet is measured
+against its waiting call's expected service (its size as the compiled graph estimates it), so
+a first call that a policy places low (a long call under MLFQ's skip-join, a kind of low
+Gittins index) cannot wait forever behind a stream of new arrivals; with no estimate either
+(0), there is no ratio to bound. A program's wait counts its calls' time in the admission
 queue and, where the engine reports its own service time, their time queued at the engine (before
 they first ran and after each preemption: the engine's service time is time in the batch only).
 Calls mostly wait at the engine when the orchestrator admits more calls than the
@@ -70,9 +74,15 @@ class _Base:
         moment it became ready."""
         return self.admitted.get(call.call, call.arrival)
 
+    @staticmethod
+    def _measure(p: _Program | None, call: CallInfo) -> float:
+        """The service that ``call``'s program's wait is measured against: its attained
+        service, or, before it has any, the call's own expected service (0: it cannot starve)."""
+        return p.service if p is not None and p.service > 0.0 else call.expected_service
+
     def _starved(self, call: CallInfo, now: float) -> bool:
         p = self.programs.get(call.program)
-        service = p.service if p else 0.0
+        service = self._measure(p, call)
         waited = (p.waited if p else 0.0) + (now - self._since(call))
         return service > 0.0 and waited >= self.config.beta * service
 
@@ -80,9 +90,10 @@ class _Base:
         """When ``call``'s key changes by time alone: when it starves (see the module
         docstring); ``inf`` if it cannot."""
         p = self.programs.get(call.program)
-        if p is None or p.service <= 0.0 or self._starved(call, now):
+        service = self._measure(p, call)
+        if service <= 0.0 or self._starved(call, now):
             return math.inf  # never starves, or already has: time alone changes nothing now
-        return self._since(call) + self.config.beta * p.service - p.waited
+        return self._since(call) + self.config.beta * service - (p.waited if p else 0.0)
 
     def promotion(self, call: CallInfo, now: float) -> tuple[float, int] | None:
         """For a call sent to the engine at ``now``: if it is still waiting there after the
@@ -189,6 +200,7 @@ class MLFQ(_Base):
         return (q, call.arrival, call.seq)
 
 
+@dataclass
 class SLO(_Base):
     """Least slack first over per-stage deadlines (HEXGEN-TEXT2SQL): the runtime splits each
     program's remaining SLO budget over its remaining stages in proportion to their expected
@@ -198,9 +210,18 @@ class SLO(_Base):
     Calls that can no longer make their deadline (negative slack) go after every call that
     still can: serving the already-late first is what makes earliest-deadline-first collapse
     under overload (everyone ends up late). Calls without a deadline go last, in arrival order.
+
+    Priorities sent to engines are ``class * 10**9 + rank``: class 0 for a call that can still
+    start in time, 1 for a late one, 2 for one without a deadline; the rank is its latest start
+    (by arrival without a deadline) in 10 ms ticks. An engine compares the hints of calls sent
+    at different moments, so a hint names the moment, not the slack left when it was sent: a
+    call sent early with much slack and one sent later with less keep their true order. (A call
+    that goes late while it waits at the engine keeps its class there: hints only ever promote.)
     """
 
     name = "slo"
+    _origin: float | None = None
+    """When ``priority`` was first asked: ranks count from it (see ``_rank``)."""
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
         """Sort key of a waiting call (here: calls that can still start in time, then late calls,
@@ -223,14 +244,17 @@ class SLO(_Base):
         return latest_start if now <= latest_start else math.inf
 
     def priority(self, call: CallInfo, now: float) -> int:
-        """The priority hint (here: tenths of a second of slack, clamped to 0-998; 999 for a late
-        call, 1000 for one without a deadline)."""
+        """The priority hint (here: ``class * 10**9 + rank`` as the class docstring says; lower
+        goes first)."""
         if call.deadline is None:
-            return 1000
-        slack = call.deadline - now - call.expected_service
-        if slack < 0:
-            return 999  # late: behind everything that can still make it
-        return max(0, min(998, int(slack * 10)))  # tenths of a second of slack
+            return self._hint(2, call.arrival, now)
+        latest_start = call.deadline - call.expected_service
+        return self._hint(0 if now <= latest_start else 1, latest_start, now)
+
+    def _hint(self, cls: int, moment: float, now: float) -> int:
+        if self._origin is None:
+            self._origin = now
+        return cls * _CLASS + _rank(moment, self._origin)
 
 
 def gittins_index(samples: Sequence[float], attained: float) -> float:
@@ -261,11 +285,16 @@ _CLASS = 10**9
 _TICK = 0.01
 
 
-def _rank(t: float) -> int:
+def _rank(t: float, origin: float) -> int:
     """A moment (a program's arrival, or a call's latest start) as a rank within a class: 10 ms
-    ticks, offset so that the small and negative times of a virtual clock keep their order, and
-    wrapping every ``_CLASS`` ticks (about 116 days of a clock's time)."""
-    return (math.floor(t / _TICK) + _CLASS // 2) % _CLASS
+    ticks since ``origin`` (when the policy first ranked a call), offset by half a class so
+    that moments before it (a slack-shifted moment, a virtual clock's negative times) keep
+    their order. Moments more than ``_CLASS // 2`` ticks (about 58 days) from ``origin`` share
+    the first or last rank: order is lost between them, never inverted. (Ranked from the
+    clock's own zero, a monotonic clock that starts at boot would have wrapped on any machine
+    up for 58 days, ranking new programs before old ones.)"""
+    ticks = math.floor((t - origin) / _TICK) + _CLASS // 2
+    return min(_CLASS - 1, max(0, ticks))
 
 
 def _cv(values: Sequence[float]) -> float:
@@ -401,7 +430,10 @@ class Adaptive(_Base):
     in progress: every queued key may have moved."""
     _sorted: dict[str, list[float]] = field(default_factory=dict)
     _unsorted: dict[str, int] = field(default_factory=dict)
-    _index: dict[tuple[str, str], tuple[float, int, float]] = field(default_factory=dict)
+    _index: dict[tuple[str, str], tuple[float, list[float], float]] = field(default_factory=dict)
+    """Each (program, kind)'s last Gittins index: at which attained service, over which sorted
+    history (the list itself: a refresh replaces it, even once the window is full and its
+    length no longer changes), and the index."""
     _cv: dict[str, float] = field(default_factory=dict)
     predictable_cv: float = 0.5
     """Below this coefficient of variation of a kind's program service, its programs are
@@ -423,16 +455,18 @@ class Adaptive(_Base):
     """Programs admitted and not ended, by kind."""
     _exempt: dict[str, bool] = field(default_factory=dict)
     _exempt_epoch: int = -1
+    _origin: float | None = None
+    """When ``priority`` was first asked: ranks count from it (see ``_rank``)."""
 
     def _gittins(self, program: str, kind: str, attained: float) -> float | None:
         samples = self._sorted.get(kind)
         if samples is None or len(samples) < self.min_samples:
             return None
         cached = self._index.get((program, kind))
-        if cached is not None and cached[0] == attained and cached[1] == len(samples):
+        if cached is not None and cached[0] == attained and cached[1] is samples:
             return cached[2]
         index = gittins_index(samples, attained)
-        self._index[(program, kind)] = (attained, len(samples), index)
+        self._index[(program, kind)] = (attained, samples, index)
         return index
 
     def _update_chain(self, kind: str) -> None:
@@ -532,7 +566,9 @@ class Adaptive(_Base):
         k = self.key(call, now)
         if k[0] == 0:
             return 0
-        return (1 + int(k[1])) * _CLASS + _rank(k[2])
+        if self._origin is None:
+            self._origin = now
+        return (1 + int(k[1])) * _CLASS + _rank(k[2], self._origin)
 
     def on_admit(self, call: CallInfo, now: float) -> None:
         """As ``_Base``, and marks the program (and its kind) in progress and counts its calls in

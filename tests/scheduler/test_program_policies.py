@@ -150,14 +150,34 @@ def test_adaptive_does_not_promote_where_programs_run_oldest_first() -> None:
     assert a.promotion(waiting, 1.0) == (4.0, 0)
 
 
-def test_no_promotion_without_service_or_for_slo() -> None:
-    p = PLAS()
-    c = call("new")
-    p.on_admit(c, 1.0)
-    assert p.promotion(c, 1.0) is None  # no service yet: it cannot starve
+def test_a_program_without_service_starves_against_its_call_s_expected_service() -> None:
+    """MLFQ's skip-join puts a long first call in a low queue; its program has no service yet.
+    It used to wait forever behind a stream of short calls; now its wait is measured against
+    the call's own expected service: after beta (4) times 10 s it goes first."""
+    m = MLFQ()
+    long = call("long", 0.0, expected=10.0)
+    shorts = [call(f"s{i}", float(i), expected=0.1) for i in range(60)]
+    assert order(m, [long, shorts[39]], now=39.0) == ["s39", "long"]
+    assert m.promotion(long, 39.0) == (1.0, 0)
+    assert order(m, [long, shorts[40]], now=40.0) == ["long", "s40"]
+    unknown = call("unknown", 0.0, expected=0.0)  # no size known: no ratio to bound
+    assert m.promotion(unknown, 1000.0) is None and m.key(unknown, 1000.0)[0] == 0
+
+
+def test_slo_never_promotes() -> None:
     s = SLO()
-    late = call("p", deadline=5.0)
-    assert s.promotion(late, 1.0) is None
+    assert s.promotion(call("p", deadline=5.0, expected=1.0), 4.5) is None  # late: stays late
+    assert s.promotion(call("q"), 1.0) is None
+
+
+def test_slo_hints_rank_deadlines_not_the_slack_when_sent() -> None:
+    """A call sent at 0 with 5 s of slack and one sent at 4 with 2 s: at 4 the first has 1 s
+    left, so an engine holding both must serve it first. Slack-when-sent hints (50 and 20)
+    put it second."""
+    s = SLO()
+    early = call("early", 0.0, deadline=5.1, expected=0.1)  # latest start 5
+    later = call("later", 4.0, deadline=6.1, expected=0.1)  # latest start 6
+    assert s.priority(early, 0.0) < s.priority(later, 4.0)
 
 
 def test_atlas_counts_parallel_branches_once() -> None:
@@ -334,6 +354,36 @@ def test_adaptive_priority_ranks_keep_their_order_on_a_virtual_clock() -> None:
     assert 0 < a.priority(early, 0.0) < a.priority(late, 0.0)
 
 
+def test_adaptive_priority_ranks_count_from_the_policy_s_first_call() -> None:
+    """On a monotonic clock that starts at boot, a machine up for 60 days must still rank an
+    older program before a newer one (ranks from the clock's zero wrapped after 58 days)."""
+    a = Adaptive()
+    day = 86_400.0
+    now = 60 * day
+    old = call("old", now, program_arrival=now)
+    new = call("new", now + 1.0, program_arrival=now + 1.0)
+    assert a.priority(old, now) < a.priority(new, now + 1.0)
+    # far from the first call, ranks stop at the class's edge: order is lost, never inverted
+    far = call("far", now + 100 * day, program_arrival=now + 100 * day)
+    farther = call("farther", now + 101 * day, program_arrival=now + 101 * day)
+    assert a.priority(far, now + 100 * day) == a.priority(farther, now + 101 * day)
+    assert a.priority(new, now + 1.0) < a.priority(far, now + 100 * day)
+
+
+def test_adaptive_gittins_index_follows_a_full_window() -> None:
+    """Once a kind's history window is full its length stops changing; a cached index must
+    still follow the refreshed distribution (it used to keep the first one for good)."""
+    a = Adaptive(min_samples=2, window=10, predictable_cv=0.0)
+    for i in range(10):
+        _finish_program(a, f"a{i}", "k", 1.0 if i % 2 else 100.0)
+    first = a._gittins("\0start", "k", 0.0)
+    for i in range(20):  # the window now holds only short programs
+        _finish_program(a, f"b{i}", "k", 1.0 if i % 2 else 2.0)
+    samples = a._sorted["k"]
+    assert len(samples) == 10 and max(samples) == 2.0
+    assert a._gittins("\0start", "k", 0.0) == gittins_index(samples, 0.0) != first
+
+
 def test_adaptive_places_a_kind_without_history_by_every_kind_s_history() -> None:
     a = Adaptive(min_samples=4)
     for i, size in enumerate([1.0, 1.0, 1.0, 100.0]):  # heavy tail, another kind
@@ -384,7 +434,9 @@ def test_adaptive_priority_is_an_int_for_every_index() -> None:
         a.on_finish(call(f"d{i}", kind="k"), 0.0, 1.0)
         a.on_program_end(f"d{i}", "k", 0.0)
     a.on_finish(call("past", kind="k"), 0.0, 5.0)  # beyond every sample: an infinite index
+    # (both ready at 1.0: neither has waited, so neither is promoted for starving)
     for prog in ("past", "fresh"):
-        value = a.priority(call(prog, kind="k"), 1.0)
-        assert isinstance(value, int) and 0 <= value < 101 * 10**9
-    assert a.priority(call("past", kind="k"), 1.0) <= a.priority(call("fresh", kind="k"), 1.0)
+        value = a.priority(call(prog, 1.0, kind="k"), 1.0)
+        assert isinstance(value, int) and 0 < value < 101 * 10**9
+    past, fresh = call("past", 1.0, kind="k"), call("fresh", 1.0, kind="k")
+    assert a.priority(past, 1.0) <= a.priority(fresh, 1.0)
