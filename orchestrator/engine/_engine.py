@@ -541,8 +541,8 @@ class Engine:
         return s.held and s.num_computed >= len(s.tokens)
 
     def _view(self, s: _Seq, running: bool, now: float) -> SeqView:
-        if running:
-            blocks = len(s.table.blocks) if s.table else 0
+        if running:  # what preempting it frees: not the prefix blocks others hold too
+            blocks = self.pool.exclusive(s.table) if s.table else 0
         else:
             if s.blocks_hint is None:  # the prefix match is costly: once per queue entry
                 # Its blocks, less the cached prefix blocks other sequences hold: those are not
@@ -633,12 +633,12 @@ class Engine:
                 # Pins never block the head of the queue: drop as few as make room, those
                 # expiring soonest first (not every program's at once), the asking program's
                 # own last (those on its prefix it takes up anyway).
-                need = self.pool.blocks_for(len(s.tokens))
+                need = self.pool.required(s.tokens)  # not its whole prompt: its prefix is there
                 self.pool.drop_pins_for(need, keep=s.req.program)
                 try:
                     s.table, cached = self.pool.allocate(s.tokens, now)
                 except OutOfBlocks:
-                    self.pool.drop_pins_for(need)
+                    self.pool.drop_pins_for(self.pool.required(s.tokens))
                     try:
                         s.table, cached = self.pool.allocate(s.tokens, now)
                     except OutOfBlocks:

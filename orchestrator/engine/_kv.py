@@ -81,6 +81,17 @@ class BlockPool:
         """How many of ``blocks`` some sequence holds now (the others are free or evictable)."""
         return sum(1 for b in blocks if self._refs[b] > 0)
 
+    def exclusive(self, table: BlockTable) -> int:
+        """How many of ``table``'s blocks freeing it would make available: those no other
+        sequence holds. Shared blocks are a prefix (a sequence shares a block only by matching
+        the prefix up to it), so this counts from the first block another does not hold."""
+        shared = 0
+        for b in table.blocks:
+            if self._refs[b] <= 1:
+                break
+            shared += 1
+        return len(table.blocks) - shared
+
     def blocks_for(self, num_tokens: int) -> int:
         """How many blocks ``num_tokens`` tokens occupy."""
         return -(-num_tokens // self.block_size)
@@ -114,8 +125,7 @@ class BlockPool:
         """
         blocks, hashes = self.match_prefix(tokens)
         need = self.blocks_for(len(tokens)) - len(blocks)
-        reusable_evictable = sum(1 for b in blocks if self._refs[b] == 0 and b not in self._pins)
-        if need > self.free_blocks - reusable_evictable:
+        if self._required(blocks, need) > self.free_blocks:
             raise OutOfBlocks(f"need {need} blocks, {self.free_blocks} available")
         for b in blocks:
             self._ref(b)
@@ -125,6 +135,16 @@ class BlockPool:
         for _ in range(need):
             table.blocks.append(self._take(now))
         return table, table.num_tokens
+
+    def required(self, tokens: Sequence[int]) -> int:
+        """How many blocks ``free_blocks`` must count for ``allocate(tokens)`` to succeed: the
+        new blocks it takes, plus the cached prefix blocks it reuses that are counted free now
+        (evictable, unpinned) and stop being so."""
+        blocks, _ = self.match_prefix(tokens)
+        return self._required(blocks, self.blocks_for(len(tokens)) - len(blocks))
+
+    def _required(self, prefix: Sequence[int], need: int) -> int:
+        return need + sum(1 for b in prefix if self._refs[b] == 0 and b not in self._pins)
 
     def grow(self, table: BlockTable, num_tokens: int, now: float) -> None:
         """Make ``table`` big enough for ``num_tokens`` tokens; ``OutOfBlocks`` if it cannot."""

@@ -35,8 +35,8 @@ class SeqView:
         arrival: when the request arrived (engine clock).
         program: the program id from the request's hints, if any.
         blocks_needed: for a waiting sequence, the KV blocks it needs to join (its context less
-            what the prefix cache holds); for a running one, the blocks it holds (what
-            preempting it frees).
+            what the prefix cache holds); for a running one, the blocks it alone holds (what
+            preempting it frees: not the prefix blocks other sequences hold too).
         generated: tokens generated so far.
     """
 

@@ -597,6 +597,69 @@ async def test_an_urgent_request_whose_prefix_is_cached_preempts_when_it_does_no
     assert engine.counters["preemptions"] == 1
 
 
+async def test_preempting_credits_only_the_blocks_a_victim_holds_alone(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    """20 blocks. Two running requests share an 8-block prefix and hold 2-4 blocks each of
+    their own; a medium-priority request needs 13 blocks. Preempting the low-priority one frees
+    only its own blocks, never enough, and the other outranks the newcomer: nothing should be
+    preempted. Credited with the shared prefix too, the low one used to be preempted (its work
+    thrown away) without making room."""
+    engine = make_engine(tiny, tokenizer, num_blocks=20, max_batch=3, policy=PriorityBatch())
+    words = tokenizer.encode("alpha beta gamma delta epsilon " * 200)
+    other = tokenizer.encode("one two three four five six " * 100)
+    prefix = words[:128]  # 8 full blocks
+    params = SampleParams(max_tokens=40, temperature=0.0, ignore_eos=True)
+    low = EngineRequest(prompt=prefix + words[200:216], params=params, priority=9)
+    high = EngineRequest(prompt=prefix + words[300:316], params=params, priority=0)
+    medium = EngineRequest(prompt=other[:200], params=GREEDY, priority=5)  # 13 blocks
+    done: list[str] = []
+
+    async def run(name: str, request: EngineRequest) -> None:
+        await engine.complete(request)
+        done.append(name)
+
+    async with running(engine), anyio.create_task_group() as tg, engine.open(low) as low_events:
+        await low_events.__anext__()  # its prompt is computed: the prefix is cached
+        async with engine.open(high) as high_events:
+            await high_events.__anext__()  # both running, sharing the prefix
+            assert all(engine.pool.exclusive(r.table) < 8 for r in engine._running)  # type: ignore[arg-type]
+            tg.start_soon(run, "medium", medium)
+            async for _ in low_events:
+                pass
+            async for _ in high_events:
+                pass
+    assert done == ["medium"]
+    assert engine.counters["preemptions"] == 0
+
+
+async def test_admission_drops_only_the_pins_it_needs_gone(
+    tiny: GGUFModel, tokenizer: EngineTokenizer
+) -> None:
+    """16 blocks: program A's 10-block prompt and B's 5 are pinned, 1 block is free. A's next
+    turn finds its 10 blocks cached and needs 2 more: one of B's pins goes, not all five (the
+    whole prompt's 12 blocks used to be asked for)."""
+    engine = make_engine(tiny, tokenizer, num_blocks=16)
+    words = tokenizer.encode("alpha beta gamma delta epsilon " * 200)
+    one = SampleParams(max_tokens=1, temperature=0.0, ignore_eos=True)
+
+    def pinned(owner: str) -> int:
+        return sum(1 for o in engine.pool._pin_owner.values() if o == owner)
+
+    async with running(engine):
+        a = words[:160]
+        await engine.complete(EngineRequest(prompt=a, params=one, program="A", kv_ttl=60.0))
+        await engine.complete(
+            EngineRequest(prompt=words[300:380], params=one, program="B", kv_ttl=30.0)
+        )
+        assert (pinned("A"), pinned("B"), engine.pool.free_blocks) == (10, 5, 1)
+        _, fin = await engine.complete(
+            EngineRequest(prompt=a + words[500:520], params=one, program="A", kv_ttl=60.0)
+        )
+    assert fin.cached_tokens == 160
+    assert pinned("B") == 4
+
+
 class _Breaks(constrain.TokenMatcher):
     """A real matcher that fails the way a grammar's bug would: ``fill`` or ``accept`` raises
     once ``after`` tokens have been taken."""
