@@ -97,7 +97,8 @@ def measure(
     binary = find()
     rows: list[dict[str, Any]] = []
     ratios: dict[tuple[str, int], float] = {}
-    steps = len(models) * len(batches) * repeats * 2
+    servers_per_model = 2 if binary is not None else 1  # llama-server only when built
+    steps = len(models) * len(batches) * repeats * servers_per_model
     with progress(console=console, transient=True) as bar:
         task = bar.add_task("engine", total=steps)
         for preset in models:

@@ -288,6 +288,7 @@ def _agreement(
             r = httpx.post(
                 f"{server.base}/completion",
                 timeout=120,
+                trust_env=False,  # loopback: never through a proxy from the environment
                 json={"prompt": p, "n_predict": n, "temperature": 0,
                       "return_tokens": True, "cache_prompt": False},
             )  # fmt: skip

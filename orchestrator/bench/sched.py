@@ -953,6 +953,8 @@ def main(args: SchedArgs) -> int:
         raise ConfigError(f"bench sched: rate must be > 0, got {args.rate}")
     if replicas < 1:
         raise ConfigError(f"bench sched: replicas must be >= 1, got {replicas}")
+    if replicas > 1 and args.sweep:
+        raise ConfigError("bench sched: --sweep runs one engine; it does not take --replicas")
     real_programs: int | None = getattr(args, "real", None)
     if real_programs is not None and real_programs < 0:
         raise ConfigError(f"bench sched: real must be >= 0, got {real_programs}")

@@ -84,17 +84,19 @@ def measure_micro(
         )
     return Report(
         "sched-micro",
-        {"queued": queued, "programs": programs, "repeats": repeats},
+        {"queued": queued, "programs": programs, "repeats": repeats, "seed": seed},
         rows,
         {"decision_us_at_10k_queued": Target(worst, 100.0, "lower")},
     )
 
 
 def main(args: Any) -> int:
-    """``legato bench sched --micro``: print the table, write ``--json`` if asked."""
+    """``legato bench sched --micro``: print the table, write ``--json`` if asked; ``--seed``
+    draws the queued calls and the service history."""
     from rich.console import Console
 
-    report = measure_micro()
+    seed = getattr(args, "seed", None)
+    report = measure_micro(seed=0 if seed is None else seed)
     report.print(Console())
     if getattr(args, "json", None):
         report.write_json(args.json)

@@ -36,6 +36,7 @@ from orchestrator.bench.sched import _ratio, drive, simulate
 from orchestrator.bench.workloads import WORKLOADS, make_workload
 from orchestrator.engine import CostModel
 from orchestrator.errors import ConfigError
+from orchestrator.scheduler import POLICIES
 
 __all__ = ["PROMPT_SCALE", "REAL_POLICIES", "REAL_RATE", "fit_cost", "real_run"]
 
@@ -121,7 +122,7 @@ def real_run(
     targets (``real_vs_virtual_pair_agreement``, aim 1.0; ``real_best_is_virtual_best``).
 
     Raises:
-        ConfigError: unknown workload, or llama-server is not built.
+        ConfigError: unknown workload or policy, or llama-server is not built.
     """
     from integrations.llamacpp import LlamaServer, find
     from orchestrator.engine import cached_model
@@ -133,13 +134,19 @@ def real_run(
             f"legato bench sched --real runs the react workload only, not the {known}workload "
             f"{workload!r}: pass --workload react"
         )
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:  # before the servers start and the first policies run for minutes
+        raise ConfigError(
+            f"legato bench sched --real: unknown policies {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(POLICIES))}"
+        )
     binary = find()
     if binary is None:
         raise ConfigError(
             "legato bench sched --real needs llama-server: python3 -m integrations.llamacpp build"
         )
     rate = REAL_RATE if rate is None else rate
-    names = ["fcfs", *[p for p in policies if p != "fcfs"]]
+    names = list(dict.fromkeys(["fcfs", *policies]))  # fcfs first, each policy once
     arrivals = make_workload(
         workload, programs=programs, rate=rate, seed=seed, prompt_scale=PROMPT_SCALE
     )
@@ -164,14 +171,14 @@ def real_run(
 
             async def one_policy(policy: str = name, task_id: Any = task) -> dict[str, Any]:
                 backends = [OpenAICompatible(s.url, dialect="llamacpp") for s in servers]
-                group = Replicas(backends, balancer="locality")
-                return await drive(
-                    arrivals,
-                    group,
-                    policy=policy,
-                    max_in_flight=in_flight,
-                    on_done=functools.partial(bar.advance, task_id),
-                )
+                async with backends[0], backends[1]:  # ours to close: Replicas leaves them open
+                    return await drive(
+                        arrivals,
+                        Replicas(backends, balancer="locality"),
+                        policy=policy,
+                        max_in_flight=in_flight,
+                        on_done=functools.partial(bar.advance, task_id),
+                    )
 
             real[name] = anyio.run(one_policy)
     virtual: dict[str, dict[str, Any]] = {}

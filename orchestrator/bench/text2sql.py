@@ -529,9 +529,18 @@ def measure(
             run_all(rate, "given")
             config["rate"] = rate
         if search:
+            searched = 0
+
+            def search_run() -> None:
+                nonlocal searched
+                searched += 1
+                advance()
+
             half, fcfs = find_half_rate(
-                queries, seed, steps=search_steps, on_run=advance, **opts, **sim
+                queries, seed, steps=search_steps, on_run=search_run, **opts, **sim
             )
+            # an unbracketed search stops after its two ends: the bar counts the runs made
+            bar.update(task, total=runs_needed - (2 + search_steps) + searched)
             config["fcfs_half_search_att"] = round(fcfs["slo_attainment"] or 0.0, 4)
             runs = run_all(half, "fcfs~50%")
             config["fcfs_half_rate"] = round(half, 3)

@@ -22,7 +22,8 @@ What runs and what is simulated (``measure_async``):
 
 The workload (BFCL "parallel multiple"-like): each case asks for 2 to 4 independent calls
 (uniformly) to eight BFCL-style functions (weather, stock price, currency, hotels, directions,
-tax, restaurants, news) with drawn arguments, then a final answer of 20 to 60 tokens. Each case
+tax, restaurants, news) with drawn arguments, then a final answer of 20 to 60 words (about
+twice as many of the virtual model's tokens, which count the spaces between words). Each case
 runs three ways on the same calls and durations: ``sync`` (the model writes one call, then
 ``[TRAP][END]`` and waits for it, then the next: synchronous calling), ``async_trap`` (every
 call, then one trap) and ``async_each`` (the same text; each result is injected as it returns).
@@ -425,14 +426,14 @@ async def _run_all(
 
 def measure_async(
     *,
-    calls: int = 200,
+    calls: int | None = None,
     seed: int = 0,
     quick: bool = False,
     advance: Callable[[], None] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Target]]:
-    """Async against synchronous calling on ``calls`` BFCL-like cases (``quick``: 30), in
-    virtual time; see the module docstring for what is simulated. ``advance`` is called once
-    per case and mode (``3 * cases`` times: for a progress bar).
+    """Async against synchronous calling on ``calls`` BFCL-like cases (when not given: 200,
+    ``quick`` 30), in virtual time; see the module docstring for what is simulated.
+    ``advance`` is called once per case and mode (``3 * cases`` times: for a progress bar).
 
     Returns:
         One row per mode (``sync``, ``async_trap``, ``async_each``: mean, p50 and p95 latency
@@ -441,7 +442,9 @@ def measure_async(
         Conveyor gave each call, the wall time), and the targets
         ``bfcl_async_speedup_vs_sync`` and ``bfcl_async_gap_to_latency_model``.
     """
-    n = 30 if quick else calls
+    n = (30 if quick else 200) if calls is None else calls
+    if n < 1:
+        raise ValueError(f"calls must be >= 1, got {n}")
     cases = bfcl_workload(n, seed=seed)
     cost = CostModel()
     modes = ("sync", "async_trap", "async_each")

@@ -785,10 +785,12 @@ def mixed_workload(
     choice), and its program from that kind's generator with the same parameters.
     text2sql arrivals carry their SLO; the others none.
     """
-    weights = dict(weights or MIXED_WEIGHTS)
+    weights = dict(MIXED_WEIGHTS if weights is None else weights)
     unknown = set(weights) - set(_SINGLE)
     if unknown:
         raise ValueError(f"unknown kinds in weights: {sorted(unknown)}")
+    if not all(w >= 0 and math.isfinite(w) for w in weights.values()) or not sum(weights.values()):
+        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {weights}")
     gaps, rng = _streams("mixed", seed)
     schemas = _schemas(seed)
     cost = CostModel()

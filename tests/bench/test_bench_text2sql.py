@@ -3,10 +3,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from rich.progress import Progress
 
 from orchestrator.bench import text2sql as bench
 from orchestrator.bench.sched import simulate
@@ -63,3 +69,25 @@ def test_bench_text2sql_quick_writes_the_report(tmp_path: Path) -> None:
     assert target["aim"] == 1.4 and target["better"] == "higher"
     assert data["config"]["fcfs_half_rate"] > 0
     assert "text2sql: targets" in proc.stdout
+
+
+def test_the_progress_bar_ends_full_when_the_search_is_not_bracketed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A handful of queries meet their SLO even at the search's highest rate: the search stops
+    after its two ends, and the bar's total counts the runs made, not the bisection's too."""
+    bars: list[Progress] = []
+    make_bar = bench.progress
+
+    def recording(**options: Any) -> Progress:
+        bar = make_bar(console=Console(file=io.StringIO()))
+        bars.append(bar)
+        return bar
+
+    monkeypatch.setattr(bench, "progress", recording)
+    report = bench.measure(
+        ["fcfs"], queries=4, rate=None, repeats=1, search_steps=3, console=Console(quiet=True)
+    )
+    assert report.config["fcfs_half_search_att"] > 0.5  # not bracketed: the closest end
+    (task,) = bars[0].tasks
+    assert task.completed == task.total == 2 + 1  # the two ends, then fcfs at the rate found

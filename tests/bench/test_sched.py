@@ -336,3 +336,44 @@ def test_a_mixed_workload_reports_each_kind_s_mean() -> None:
         assert total / sum(v["programs"] for v in kinds.values()) == pytest.approx(row["mean_s"])
     single, _ = measure("react", ["fcfs"], rate=8.0, programs=5, console=_quiet())
     assert "react_s" not in single.rows[0]  # one kind: the mean says it already
+
+
+def test_micro_honours_the_seed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``legato bench sched --micro --seed S`` draws its queue from S (it always used 0) and
+    says so in the report."""
+    from orchestrator.bench import sched_micro
+
+    seeds: list[int] = []
+    real = sched_micro.measure_micro
+
+    def small(**options: Any) -> Any:
+        seeds.append(options.get("seed", 0))
+        return real(queued=200, programs=20, repeats=5, **options)
+
+    monkeypatch.setattr(sched_micro, "measure_micro", small)
+    out = tmp_path / "micro.json"
+    args = SimpleNamespace(micro=True, seed=5, json=str(out))
+    assert main(args) == 0
+    assert seeds == [5]
+    assert json.loads(out.read_text())["config"]["seed"] == 5
+
+
+@pytest.mark.parametrize(
+    "weights", [{}, {"chat": 0.0}, {"chat": -1.0, "react": 2.0}, {"chat": math.inf}]
+)
+def test_mixed_refuses_weights_it_cannot_draw_from(weights: dict[str, float]) -> None:
+    """Empty weights used to fall back to the default mix, and a negative one skewed the draw."""
+    with pytest.raises(ValueError, match="weights must be"):
+        make_workload("mixed", programs=5, rate=1.0, seed=0, weights=weights)
+    only_chat = make_workload("mixed", programs=5, rate=1.0, seed=0, weights={"chat": 1.0})
+    assert {a.kind for a in only_chat} == {"chat"}
+
+
+def test_sweep_with_replicas_is_refused() -> None:
+    """``--sweep --replicas 2`` used to run the balancer comparison and drop the sweep."""
+    args = SimpleNamespace(
+        workload="react", policies="fcfs", rate=None, programs=None, seed=0, sweep=True,
+        json=None, plot=None, micro=False, replicas=2,
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="--sweep"):
+        main(args)

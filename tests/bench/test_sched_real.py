@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from orchestrator.bench.sched_real import _pair_agreement
+from orchestrator.bench.sched_real import _pair_agreement, real_run
 from orchestrator.cli import main
+from orchestrator.errors import ConfigError
 
 
 def test_pair_agreement_counts_pairs_ordered_the_same_way() -> None:
@@ -19,6 +21,33 @@ def test_pair_agreement_counts_pairs_ordered_the_same_way() -> None:
     assert _pair_agreement(a, {"fcfs": 1.0, "plas": 3.0, "atlas": 2.0}) == 0.0
     assert _pair_agreement(a, {"fcfs": 3.0, "plas": 2.0, "atlas": 1.0}) == pytest.approx(2 / 3)
     assert math.isnan(_pair_agreement({"fcfs": 1.0}, {"fcfs": 1.0}))
+
+
+def test_an_unknown_policy_is_refused_before_any_server_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A misspelt policy used to surface only when its turn came, after the servers had started
+    and the policies before it had run on the wall clock."""
+    import integrations.llamacpp
+    import orchestrator.engine
+
+    class NoServer:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def __enter__(self) -> NoServer:
+            raise AssertionError("a llama-server was started")
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(integrations.llamacpp, "find", lambda: tmp_path / "llama-server")
+    monkeypatch.setattr(integrations.llamacpp, "LlamaServer", NoServer)
+    monkeypatch.setattr(
+        orchestrator.engine, "cached_model", lambda model: SimpleNamespace(gguf=tmp_path / "m")
+    )
+    with pytest.raises(ConfigError, match="unknown policies 'plass'"):
+        real_run(2, policies=("fcfs", "plass"))
 
 
 @pytest.mark.http

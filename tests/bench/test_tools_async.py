@@ -125,3 +125,12 @@ def llama_server_binary() -> object:
     if found is None:
         pytest.skip("llama-server is not built: python3 -m integrations.llamacpp build")
     return found
+
+
+def test_a_given_number_of_cases_wins_over_quick() -> None:
+    """``legato bench tools --quick --programs N`` gives part (b) N cases, as its help says
+    (``quick`` used to override them with 30)."""
+    rows, _ = measure_async(calls=4, seed=1, quick=True)
+    assert {r["cases"] for r in rows if r["mode"] != "summary"} == {4}
+    with pytest.raises(ValueError, match="calls must be >= 1"):
+        measure_async(calls=0)
