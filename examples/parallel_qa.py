@@ -57,7 +57,10 @@ def _evaluate(node: ast.AST) -> float:
     raise ValueError(f"not arithmetic: {ast.unparse(node)}")
 
 
-_WITH_UNIT = re.compile(r"(\d[\d,]*(?:\.\d+)?)(?:\s+([A-Za-z/]+))?")
+# A number (thousands may be grouped by commas: "709,000") and the unit after it, if any. A
+# unit starts with a letter ("km/h"), so "10 / 2" stays a division, and a comma that groups no
+# three digits separates arguments ("max(1,2)").
+_WITH_UNIT = re.compile(r"((?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?)(?:\s+([A-Za-z][A-Za-z/]*))?")
 
 
 @dsl.tool

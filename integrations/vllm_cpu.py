@@ -92,6 +92,7 @@ class VLLMServer:
         max_num_seqs: the most sequences vLLM runs at once.
         priority: start with ``--scheduling-policy priority`` (reads ``X-Vllm-Priority``).
         extra_args: more server flags.
+        startup_timeout: seconds to wait for ``/health`` before stopping it and raising.
     """
 
     def __init__(
@@ -216,7 +217,7 @@ class VLLMServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``install`` or ``path``."""
+    """``install``, ``path`` (print the environment's python, or exit 1) or ``remove``."""
     parser = argparse.ArgumentParser(prog="python3 -m integrations.vllm_cpu")
     parser.add_argument("command", choices=["install", "path", "remove"])
     ns = parser.parse_args(argv)

@@ -207,6 +207,34 @@ def test_parallel_qa_runs_its_plan() -> None:
     assert '3. math("$1 - $2") -> "164,000.0 people"' in joiner
 
 
+def example_module(name: str) -> Any:
+    """An example file imported as a module (its tools, callable through ``.fn``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"example_{name[:-3]}", EXAMPLES / name)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("709,000 people - 545,000 people", "164,000.0 people"),
+        ("(545,000 people + 232,000 people) / 2", "388,500.0 people"),
+        ("3 km/h * 2", "6.0 km/h"),
+        ("10 / 2", "5.0"),  # the `/` is a division, not a unit
+        ("max(1, 2)", "2.0"),  # the comma separates the arguments
+        ("sum(1,2,3)", "6.0"),  # not the number 123
+        ("max(709,000 people, 545,000 people)", "709,000.0 people"),
+    ],
+)
+def test_parallel_qa_math_reads_numbers_units_and_arguments(expression: str, value: str) -> None:
+    qa_math = example_module("parallel_qa.py").math
+    assert qa_math.fn(expression) == value
+
+
 def test_parallel_qa_plans_right_on_the_demo_model() -> None:
     """On the default engine and model, greedy: the plan looks up both cities and averages
     them; the joiner is shown each result (what it then writes is the small model's)."""

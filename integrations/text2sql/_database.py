@@ -397,7 +397,12 @@ def execute(
 
     Raises:
         DatabaseError: ``database`` is a path that is missing or not SQLite.
+        ValueError: ``time_limit`` is not above 0 or ``max_rows`` is negative.
     """
+    if not time_limit > 0:
+        raise ValueError(f"time_limit must be > 0 seconds, got {time_limit}")
+    if max_rows < 0:
+        raise ValueError(f"max_rows must be >= 0, got {max_rows}")
     start = time.perf_counter()
     problem = _statement_problem(sql)
     if problem is not None:

@@ -56,18 +56,22 @@ def build_database(name: str, path: str | os.PathLike[str], *, seed: int = 0) ->
     tmp.unlink(missing_ok=True)
     rng = random.Random(f"legato/text2sql/{name}/{seed}")
     rows = _GENERATORS[name](rng)
-    con = sqlite3.connect(tmp)
     try:
-        con.execute("PRAGMA foreign_keys = ON")
-        for table in spec.tables:
-            con.execute(create_table_sql(table))
-            marks = ", ".join("?" for _ in table.columns)
-            con.executemany(f"INSERT INTO {table.name} VALUES ({marks})", rows[table.name])
-        con.commit()
-        _check(con, spec)
-    finally:
-        con.close()
-    os.replace(tmp, target)
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute("PRAGMA foreign_keys = ON")
+            for table in spec.tables:
+                con.execute(create_table_sql(table))
+                marks = ", ".join("?" for _ in table.columns)
+                con.executemany(f"INSERT INTO {table.name} VALUES ({marks})", rows[table.name])
+            con.commit()
+            _check(con, spec)
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file is left beside the target
+        raise
     return target
 
 

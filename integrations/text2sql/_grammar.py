@@ -375,10 +375,19 @@ def scoped_grammar(
       is finite.
 
     Raises:
-        ValueError: the schema has no tables.
+        ValueError: the schema has no tables, or ``literals`` has no string or no positive whole
+            number (which ``LIMIT`` needs).
     """
     if not schema.tables:
         raise ValueError(f"{schema.path}: the database has no tables to write queries over")
+    if literals is not None:
+        if not literals.strings:
+            raise ValueError("literals.strings is empty: a query's strings must come from it")
+        if not any(re.fullmatch(r"[1-9][0-9]*", n) for n in literals.numbers):
+            raise ValueError(
+                f"literals.numbers {literals.numbers!r} holds no positive whole number "
+                "(LIMIT needs one)"
+            )
     all_scopes = scopes(schema, max_tables=max_tables)
     if literals is None:
         lit_rules: dict[str, list[_Alt]] = {

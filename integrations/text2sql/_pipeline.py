@@ -117,8 +117,12 @@ class Settings:
             raise ConfigError(f"literals must be free or question, got {self.literals!r}")
         if not 1 <= self.max_tables <= 4:
             raise ConfigError(f"max_tables must be 1 to 4, got {self.max_tables}")
-        if self.time_limit <= 0:
+        if not self.time_limit > 0:
             raise ConfigError(f"time_limit must be > 0 seconds, got {self.time_limit}")
+        if self.max_rows < 1:
+            raise ConfigError(f"max_rows must be >= 1, got {self.max_rows}")
+        if not self.temperature >= 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
         if self.max_tokens < 8 or self.link_max_tokens < 4:
             raise ConfigError("max_tokens must be >= 8 and link_max_tokens >= 4")
 
@@ -344,18 +348,39 @@ async def focus_schema(task: Task, link: str) -> str:
     return sub.to_sql() + tail
 
 
-_FENCE = re.compile(r"```(?:sql|sqlite)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"```(?:sqlite|sql)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+# Where a query starts: SELECT, or WITH opening a common table expression (``WITH [RECURSIVE]
+# name [(columns)] AS [[NOT] MATERIALIZED] (``), not the word "with" in prose before the query.
+_QUERY_START = re.compile(
+    r"\bSELECT\b|\bWITH\s+(?:RECURSIVE\s+)?(?:\"[^\"]*\"|[A-Za-z_][A-Za-z0-9_]*)\s*"
+    r"(?:\([^()]*\)\s*)?AS\s+(?:(?:NOT\s+)?MATERIALIZED\s*)?\(",
+    re.IGNORECASE,
+)
+
+
+def _first_statement(sql: str) -> str:
+    """``sql`` up to its first ``;`` outside quotes (a ``;`` in a string literal stays)."""
+    quote: str | None = None
+    for i, ch in enumerate(sql):
+        if quote is not None:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == ";":
+            return sql[:i]
+    return sql
 
 
 def extract_sql(text: str) -> str:
     """The SQL in a model's reply: inside a code fence if there is one, from the first
-    ``SELECT``/``WITH`` on, up to the first ``;``."""
+    ``SELECT`` or ``WITH ... AS (`` on, up to the first ``;`` outside a quoted string."""
     m = _FENCE.search(text)
     body = m.group(1) if m else text
-    start = re.search(r"\b(SELECT|WITH)\b", body, re.IGNORECASE)
+    start = _QUERY_START.search(body)
     if start is not None:
         body = body[start.start() :]
-    return body.split(";")[0].strip()
+    return _first_statement(body).strip()
 
 
 @dsl.tool(expected_duration=0.05)

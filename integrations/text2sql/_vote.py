@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from integrations.text2sql._database import Execution
 __all__ = ["Vote", "has_top_level_order_by", "result_key", "same_result", "vote"]
 
 _FLOAT_DIGITS = 6
+_ORDER_BY = re.compile(r"ORDER\s+BY\b")
 
 
 def _norm(value: Any) -> Any:
@@ -59,7 +61,11 @@ def has_top_level_order_by(sql: str) -> bool:
             depth += 1
         elif ch == ")":
             depth -= 1
-        elif depth == 0 and upper.startswith("ORDER BY", i):
+        elif (
+            depth == 0
+            and (i == 0 or not (sql[i - 1].isalnum() or sql[i - 1] == "_"))
+            and _ORDER_BY.match(upper, i)
+        ):
             return True
         i += 1
     return False

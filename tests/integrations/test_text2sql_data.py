@@ -127,6 +127,15 @@ def test_gold_queries_are_in_the_grammar_layout(dbs: dict[str, Path]) -> None:
             parser.parse(q.sql)
 
 
+def test_a_failed_build_leaves_no_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "shop.sqlite"
+    target.mkdir()  # a folder where the file should go: the final move fails
+    with pytest.raises(OSError):
+        text2sql.build_database("shop", target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.sqlite"]
+    assert target.is_dir()
+
+
 def test_question_files_round_trip(tmp_path: Path) -> None:
     qs = text2sql.questions("school")
     path = text2sql.write_questions(tmp_path / "q.json", qs)

@@ -146,10 +146,40 @@ def test_results_errors_and_truncation(dbs: dict[str, Path]) -> None:
     assert cut.ok and len(cut.rows) == 10 and cut.truncated
 
 
+def test_bad_limits_are_refused(dbs: dict[str, Path]) -> None:
+    # a negative max_rows returned every row but the last, marked truncated; a time limit of 0
+    # or less reported every query as timed out
+    with pytest.raises(ValueError, match="max_rows must be >= 0, got -1"):
+        text2sql.execute(dbs["school"], "SELECT id FROM students", max_rows=-1)
+    for limit in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="time_limit must be > 0 seconds"):
+            text2sql.execute(dbs["school"], "SELECT id FROM students", time_limit=limit)
+    none = text2sql.execute(dbs["school"], "SELECT id FROM students", max_rows=0)
+    assert none.ok and none.rows == () and none.truncated
+
+
 def test_extract_sql() -> None:
     assert text2sql.extract_sql("```sql\nSELECT 1;\n```") == "SELECT 1"
     assert text2sql.extract_sql("Here it is: SELECT a FROM t; -- done") == "SELECT a FROM t"
     assert text2sql.extract_sql("SELECT 2") == "SELECT 2"
+
+
+def test_extract_sql_keeps_literals_and_skips_prose() -> None:
+    # a `;` inside a string literal is part of the query, not its end
+    quoted = "SELECT COUNT(*) FROM students WHERE city != 'a;b'"
+    assert text2sql.extract_sql(quoted) == quoted
+    assert text2sql.extract_sql("SELECT 'it''s; here' FROM t; DROP TABLE t") == (
+        "SELECT 'it''s; here' FROM t"
+    )
+    # the fence's language tag is not part of the query (the error would name "ITE")
+    assert text2sql.extract_sql("```sqlite\nDELETE FROM t\n```") == "DELETE FROM t"
+    # "with" in prose is not a WITH clause; a real one is kept
+    assert text2sql.extract_sql("Sure, with pleasure: SELECT 1") == "SELECT 1"
+    cte = "WITH RECURSIVE c(x) AS (SELECT 1) SELECT x FROM c"
+    assert text2sql.extract_sql(f"Here it is, with a CTE: {cte};") == cte
+    assert text2sql.extract_sql("WITH x AS (SELECT 1) DELETE FROM t") == (
+        "WITH x AS (SELECT 1) DELETE FROM t"
+    )
 
 
 # -- grammars ------------------------------------------------------------------------------------
@@ -198,6 +228,18 @@ def test_question_literals(dbs: dict[str, Path]) -> None:
         parser.parse("SELECT COUNT(*) FROM orders WHERE status = 'Lisbon?'")
     with pytest.raises(Exception, match=r"Unexpected|No terminal"):
         parser.parse("SELECT budget FROM orders")
+
+
+def test_literals_a_query_cannot_be_written_with_are_refused(dbs: dict[str, Path]) -> None:
+    # without them the grammar allowed `... LIMIT ` and `LIKE ` with nothing after: queries
+    # that do not run, in the grammar whose every sentence should
+    schema = text2sql.read_schema(dbs["school"])
+    with pytest.raises(ValueError, match="holds no positive whole number"):
+        text2sql.scoped_grammar(schema, literals=text2sql.Literals(("'x'",), ("0",)))
+    with pytest.raises(ValueError, match=r"literals\.strings is empty"):
+        text2sql.scoped_grammar(schema, literals=text2sql.Literals((), ("1",)))
+    grammar = text2sql.scoped_grammar(schema, literals=text2sql.Literals(("'x'",), ("0", "2")))
+    lark_parser(grammar.text).parse("SELECT * FROM students LIMIT 2")
 
 
 # -- selection -----------------------------------------------------------------------------------
@@ -278,3 +320,14 @@ def test_same_result() -> None:
     assert text2sql.same_result(nested, _ex([(2,), (1,)]))
     assert text2sql.same_result(_ex([(0.1 + 0.2,)]), _ex([(0.3,)]))
     assert not text2sql.same_result(gold, _ex([], "error"))
+
+
+def test_order_by_over_lines_orders_the_gold_result() -> None:
+    # a question file's gold SQL may break ORDER BY over lines; a column named like
+    # `sort_order` before BY-something is no ORDER BY
+    for sql in ("SELECT x FROM t\nORDER\n  BY x DESC", "SELECT x FROM t ORDER  BY x DESC"):
+        gold = _ex([(2,), (1,)], sql=sql)
+        assert not text2sql.same_result(gold, _ex([(1,), (2,)])), sql
+        assert text2sql.same_result(gold, _ex([(2,), (1,)])), sql
+    unordered = _ex([(2,), (1,)], sql="SELECT sort_order BY_x FROM t")
+    assert text2sql.same_result(unordered, _ex([(1,), (2,)]))

@@ -13,6 +13,7 @@ import pytest
 
 from integrations import text2sql
 from orchestrator.backends import LLMRequest
+from orchestrator.errors import ConfigError
 from orchestrator.runtime import Orchestrator
 from orchestrator.scheduler import POLICIES, CallInfo
 from orchestrator.testing import ScriptedBackend
@@ -185,6 +186,29 @@ def test_a_writing_candidate_is_rejected_before_it_runs(school: Path) -> None:
     assert "would do DELETE students" in answer.candidates[1].error
     assert answer.status == "no_valid_candidate"
     assert hashlib.sha256(school.read_bytes()).hexdigest() == before
+
+
+def test_a_semicolon_in_a_string_literal_does_not_cut_the_query(school: Path) -> None:
+    # the scoped grammar's free strings may hold a `;`: the query runs as written
+    sql = "SELECT COUNT(*) FROM students WHERE city != 'Tokyo;'"
+    backend = ScriptedBackend(_by_node({"schema_linking": "students", "candidate": sql}))
+    answer = text2sql.ask(school, Q, backend=backend, settings=text2sql.Settings(candidates=1))
+    assert [c.status for c in answer.candidates] == ["ok"]
+    assert answer.status == "answered" and answer.sql == sql and answer.rows == ((1200,),)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_rows": 0}, "max_rows must be >= 1, got 0"),
+        ({"max_rows": -1}, "max_rows must be >= 1, got -1"),
+        ({"temperature": -0.5}, "temperature must be >= 0, got -0.5"),
+        ({"time_limit": float("nan")}, "time_limit must be > 0 seconds"),
+    ],
+)
+def test_bad_settings_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        text2sql.Settings(**options)
 
 
 def test_bad_databases_fail_before_anything_is_sent(tmp_path: Path) -> None:
