@@ -212,11 +212,12 @@ class SLO(_Base):
     under overload (everyone ends up late). Calls without a deadline go last, in arrival order.
 
     Priorities sent to engines are ``class * 10**9 + rank``: class 0 for a call that can still
-    start in time, 1 for a late one, 2 for one without a deadline; the rank is its latest start
-    (by arrival without a deadline) in 10 ms ticks. An engine compares the hints of calls sent
-    at different moments, so a hint names the moment, not the slack left when it was sent: a
-    call sent early with much slack and one sent later with less keep their true order. (A call
-    that goes late while it waits at the engine keeps its class there: hints only ever promote.)
+    start in time, 1 for a late one, then its latest start in 10 ms ticks; ``2 * 10**9`` for
+    every call without a deadline (the engine's own arrival order among them). An engine
+    compares the hints of calls sent at different moments, so a hint names the moment, not the
+    slack left when it was sent: a call sent early with much slack and one sent later with
+    less keep their true order. (A call that goes late while it waits at the engine keeps its
+    class there: hints only ever promote.)
     """
 
     name = "slo"
@@ -247,7 +248,7 @@ class SLO(_Base):
         """The priority hint (here: ``class * 10**9 + rank`` as the class docstring says; lower
         goes first)."""
         if call.deadline is None:
-            return self._hint(2, call.arrival, now)
+            return 2 * _CLASS  # one value for all: the engine's own arrival order among them
         latest_start = call.deadline - call.expected_service
         return self._hint(0 if now <= latest_start else 1, latest_start, now)
 
