@@ -402,15 +402,17 @@ class Adaptive(_Base):
     without); where another kind is ordered ahead (``mixed``), the rule applies as before.
 
     Evidence (``legato bench sched --workload W``, default rates, one run each, adaptive's mean
-    completion time over the best other policy's): chat 1.005 (MLFQ best; 1.14 before the
-    chain rule), react 1.014 (program-level FCFS best), tree 0.883 (1.058 before the slack
-    shift, when request-level FCFS was best; 1.083 while age preempted), dag 0.979, text2sql
-    0.988 and mixed 0.977 (adaptive best). Before the engine evicted ended programs' blocks
-    first: react 1.037, text2sql 1.016 and mixed 0.977, the rest the same; before the slack
-    shift dag 1.005, text2sql 1.019, mixed 0.974. Before anti-starvation reached the engine,
-    chat measured 1.006 and react 1.004; before program-level FCFS stopped preempting for age,
-    react 1.015 and text2sql 1.004; before the engine stopped counting a call's time in the
-    batch toward its promotion, chat 0.998, react 1.027 and mixed 0.977.
+    completion time over the best other policy's): chat 1.005 (MLFQ best; 1.14 before the chain
+    rule), react 1.010 (program-level FCFS best), tree 0.883 (1.058 before the slack shift, when
+    request-level FCFS was best; 1.083 while age preempted), dag 0.979, text2sql 0.988 and mixed
+    0.980 (adaptive best). While programs without service could starve and the engine credited
+    preemption victims with shared blocks: react 1.014 and mixed 0.977, the rest the same (react
+    with ``--seed 2``: 1.056 then, 1.064 now). Before the engine evicted ended programs' blocks
+    first: react 1.037, text2sql 1.016 and mixed 0.977, the rest the same; before the slack shift
+    dag 1.005, text2sql 1.019, mixed 0.974. Before anti-starvation reached the engine, chat measured
+    1.006 and react 1.004; before program-level FCFS stopped preempting for age, react 1.015 and
+    text2sql 1.004; before the engine stopped counting a call's time in the batch toward its
+    promotion, chat 0.998, react 1.027 and mixed 0.977.
     ``call_cv = 0.6`` sits between react's call sizes (CV ~0.43; size order there measured
     1.04 of program-level FCFS) and chat's (~0.9).
     """
