@@ -14,8 +14,10 @@ the ``vllm serve`` script fails. Importing this module needs only the standard l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -171,6 +173,7 @@ class VLLMServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **_OFFLINE},
+            start_new_session=True,  # its own process group: vLLM's engine runs in a child
         )
         deadline = time.monotonic() + self.startup_timeout
         try:
@@ -203,17 +206,27 @@ class VLLMServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            # the whole group: vLLM runs its engine core in a child process, which stopping
+            # the server alone can leave running
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            _signal_group(proc.pid, signal.SIGKILL)  # whatever of the group outlived it
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to process group ``pgid``, if any of it is left."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
