@@ -317,9 +317,9 @@ def test_a_run_that_fails_leaves_no_training_process_behind(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--workers", "0"], "TrainConfig.workers must be at least 1, got 0"),
-        (["--minutes", "0"], "TrainConfig.minutes must be positive, got 0.0"),
-        (["--corpus-size", "-5"], "TrainConfig.corpus_size must be at least 1, got -5"),
+        (["--workers", "0"], "argument --workers: must be >= 1, got 0"),
+        (["--minutes", "0"], "argument --minutes: must be > 0, got 0"),
+        (["--corpus-size", "-5"], "argument --corpus-size: must be >= 1, got -5"),
     ],
 )
 def test_the_train_command_refuses_bad_settings_before_making_anything(
@@ -328,6 +328,8 @@ def test_the_train_command_refuses_bad_settings_before_making_anything(
     from orchestrator.cli import main
 
     out = tmp_path / "model"
-    assert main(["model", "train", *args, "--out", str(out)]) == 2
+    with pytest.raises(SystemExit) as exited:  # refused while parsing, naming the option
+        main(["model", "train", *args, "--out", str(out)])
+    assert exited.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
