@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
-import pytest
 from rich.console import Console
 from rich.progress import Progress
 
@@ -72,19 +71,11 @@ def test_bench_text2sql_quick_writes_the_report(tmp_path: Path) -> None:
 
 
 def test_the_progress_bar_ends_full_when_the_search_is_not_bracketed(
-    monkeypatch: pytest.MonkeyPatch,
+    progress_bars: Callable[[ModuleType], list[Progress]],
 ) -> None:
     """A handful of queries meet their SLO even at the search's highest rate: the search stops
     after its two ends, and the bar's total counts the runs made, not the bisection's too."""
-    bars: list[Progress] = []
-    make_bar = bench.progress
-
-    def recording(**options: Any) -> Progress:
-        bar = make_bar(console=Console(file=io.StringIO()))
-        bars.append(bar)
-        return bar
-
-    monkeypatch.setattr(bench, "progress", recording)
+    bars = progress_bars(bench)
     report = bench.measure(
         ["fcfs"], queries=4, rate=None, repeats=1, search_steps=3, console=Console(quiet=True)
     )
