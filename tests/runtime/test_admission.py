@@ -66,13 +66,13 @@ async def test_program_fcfs_serves_older_programs_first() -> None:
     async def served(policy: str) -> list[str]:
         async def reply(req: object) -> str:
             text: str = req.text  # type: ignore[attr-defined]
-            await anyio.sleep(0.15 if text.startswith("Z") else 0.0)
+            await anyio.sleep(0.5 if text.startswith("Z") else 0.0)
             return text.split()[0]
 
         backend = ScriptedBackend(reply)
         async with orchestrator.Orchestrator(backend, policy=policy, max_in_flight=1) as orch:
             await orch.submit(late, "Z", 0.0)
-            for tag, delay in (("A", 0.09), ("B", 0.06), ("C", 0.03)):
+            for tag, delay in (("A", 0.3), ("B", 0.2), ("C", 0.1)):  # 0.1 s apart: a busy machine
                 await orch.submit(late, tag, delay)
         return [c.request.text.split()[0] for c in backend.calls]
 
