@@ -27,6 +27,12 @@ class Hints:
             (``X-Legato-Promote-To``). None: its priority never changes. The embedded engine
             honours it; other engines' priority fields carry ``priority`` alone.
         promote_to: the priority after ``promote_after``.
+        demote: demotion by quantum at the engine: ``(service, priority)`` steps, service
+            ascending: once the call has spent ``service`` seconds in the engine's batch, its
+            priority becomes ``priority`` (``X-Legato-Demote: 0.5:1,1.5:2``), so a call whose
+            program passes its queue's quantum while it runs yields to better ones, as
+            Autellix's engine-side scheduler demotes it. A promotion still wins. The embedded
+            engine honours it; other engines' priority fields carry ``priority`` alone.
     """
 
     program: str
@@ -35,6 +41,7 @@ class Hints:
     kv_ttl: float | None = None
     promote_after: float | None = None
     promote_to: int = 0
+    demote: tuple[tuple[float, int], ...] = ()
 
     def headers(self) -> dict[str, str]:
         """Legato's own headers, sent on every request whatever the dialect."""
@@ -48,6 +55,8 @@ class Hints:
         if self.promote_after is not None:
             h["X-Legato-Promote-After"] = f"{self.promote_after:g}"
             h["X-Legato-Promote-To"] = str(self.promote_to)
+        if self.demote:
+            h["X-Legato-Demote"] = ",".join(f"{after:g}:{to}" for after, to in self.demote)
         return h
 
 

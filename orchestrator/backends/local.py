@@ -151,6 +151,7 @@ class LocalBackend:
             kv_ttl=hints.kv_ttl,
             promote_after=hints.promote_after,
             promote_to=hints.promote_to,
+            demote=hints.demote,
             distinct_lines=request.distinct_lines,
             require=request.require,
             require_order=request.require_order,

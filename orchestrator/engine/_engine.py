@@ -92,6 +92,9 @@ class EngineRequest:
             priority (the orchestrator's anti-starvation,
             ``Hints.promote_after``). None: ``priority`` always.
         promote_to: its priority after ``promote_after``.
+        demote: ``(service, priority)`` steps, service strictly ascending: once the request
+            has spent ``service`` seconds in the batch (``Hints.demote``, demotion by
+            quantum), batch policies see that step's ``priority``; a promotion still wins.
         constraint: a grammar matcher (``GrammarCompiler.compile(g).matcher()``): each step
             only the tokens it allows may be sampled, and the generation ends when it is
             complete and an end token is chosen. Owned by this request (one per sequence).
@@ -146,6 +149,7 @@ class EngineRequest:
     kv_ttl: float | None = None
     promote_after: float | None = None
     promote_to: int = 0
+    demote: tuple[tuple[float, int], ...] = ()
     constraint: constrain.TokenMatcher | None = None
     pause: tuple[str, ...] = ()
     distinct_lines: bool = False
@@ -166,12 +170,18 @@ class EngineRequest:
         it (required strings or ``alike`` lines)."""
         return bool(self.require or self.require_anywhere or self.alike)
 
-    def priority_at(self, waited: float) -> int:
-        """Its priority once it has waited ``waited`` seconds in the engine's queue (time in
-        the batch is service, not waiting, and does not count)."""
+    def priority_at(self, waited: float, served: float = 0.0) -> int:
+        """Its priority once it has waited ``waited`` seconds in the engine's queue and spent
+        ``served`` seconds in the batch: promoted if it has waited long enough, else its last
+        demotion step reached, else ``priority``."""
         if self.promote_after is not None and waited >= self.promote_after:
             return self.promote_to
-        return self.priority
+        priority = self.priority
+        for after, to in self.demote:
+            if served < after:
+                break
+            priority = to
+        return priority
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -366,6 +376,13 @@ class Engine:
                 f"promote_after must be seconds >= 0, got {req.promote_after}",
                 field="promote_after",
             )
+        for i, (after, _) in enumerate(req.demote):
+            if not (0 <= after < math.inf) or (i and after <= req.demote[i - 1][0]):
+                raise RequestRejected(
+                    f"demote step {i}: seconds must be >= 0 and above the step before, "
+                    f"got {req.demote}",
+                    field="demote",
+                )
         if req.rewinds and req.pause:
             what = (
                 "distinct_lines"
@@ -553,9 +570,10 @@ class Engine:
                 s.blocks_hint = self.pool.blocks_for(len(s.tokens) + 1) - held
             blocks = s.blocks_hint
         waited = s.waited if running else s.waited + now - s.queued_at
+        served = self._service(s) if s.req.demote else 0.0
         return SeqView(
             id=s.id,
-            priority=s.req.priority_at(waited),
+            priority=s.req.priority_at(waited, served),
             arrival=s.arrival,
             program=s.req.program,
             blocks_needed=blocks,

@@ -181,6 +181,35 @@ def _seconds_header(request: Request, name: str, label: str) -> float | None:
     return seconds
 
 
+def _demote_header(request: Request) -> tuple[tuple[float, int], ...]:
+    """``X-Legato-Demote``: ``seconds:priority`` steps, comma separated, seconds >= 0 and
+    increasing (``0.5:1,1.5:2``); () without the header."""
+    value = request.headers.get("x-legato-demote")
+    if value is None:
+        return ()
+    steps: list[tuple[float, int]] = []
+    for part in value.split(","):
+        after_s, sep, to_s = part.strip().partition(":")
+        try:
+            after, to = float(after_s), int(to_s)
+        except ValueError:
+            after, to = math.nan, 0
+        if not sep or not math.isfinite(after) or after < 0:
+            raise _BadRequest(
+                f"header X-Legato-Demote: step {part.strip()!r} is not seconds:priority "
+                f"with seconds >= 0 (as in 0.5:1,1.5:2)",
+                "x-legato-demote",
+            )
+        if steps and after <= steps[-1][0]:
+            raise _BadRequest(
+                f"header X-Legato-Demote: step {part.strip()!r} must come later than the "
+                f"step before ({steps[-1][0]:g} s)",
+                "x-legato-demote",
+            )
+        steps.append((after, to))
+    return tuple(steps)
+
+
 def _logit_bias(bias: dict[int, float] | None, vocab: int) -> tuple[tuple[int, float], ...]:
     """The ``logit_bias`` field as ``SampleParams.logit_bias``: token ids in ``0..vocab - 1``,
     values finite and within OpenAI's -100..100."""
@@ -448,6 +477,7 @@ def create_app(
             kv_ttl=ttl,
             promote_after=promote_after,
             promote_to=promote_to or 0,
+            demote=_demote_header(request),
             distinct_lines=body.distinct_lines,
             require=tuple(body.require),
             require_order=body.require_order,

@@ -186,18 +186,23 @@ class Orchestrator:
     def hints(self, hints: Hints, call: CallInfo, now: float, *, kv_ttl: float | None) -> Hints:
         """``hints`` with the policy's word on ``call``, admitted at ``now``: its priority, and
         when and to what it is promoted if it waits at the engine (the policy's
-        ``promotion``, where it has one and it would raise the priority)."""
+        ``promotion``, where it has one and it would raise the priority), and the steps by
+        which it is demoted as it runs there (the policy's ``demotion``, where it has one:
+        demotion by quantum)."""
         priority = self.policy.priority(call, now)
         promotion = getattr(self.policy, "promotion", None)
         promote = promotion(call, now) if promotion is not None else None
         if promote is not None and promote[1] >= priority:
             promote = None  # nothing to gain: it is already there
+        demotion = getattr(self.policy, "demotion", None)
+        demote = demotion(call, now) if demotion is not None else ()
         return dataclasses.replace(
             hints,
             priority=priority,
             kv_ttl=kv_ttl,
             promote_after=None if promote is None else round(promote[0], 3),
             promote_to=0 if promote is None else promote[1],
+            demote=tuple((round(after, 3), to) for after, to in demote if to > priority),
         )
 
     def next_call_seq(self) -> int:

@@ -3,6 +3,7 @@ appended tokens, aborts, bounded memory, and virtual time."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -305,6 +306,41 @@ async def test_time_in_the_batch_does_not_count_toward_a_promotion(
             tg.start_soon(run, "urgent", 2, 0.05, 4)
         assert done == ["urgent", "running"]
         assert engine.counters["preemptions"] >= 1
+
+
+@pytest.mark.parametrize("demote", [False, True])
+async def test_a_running_request_is_demoted_once_it_has_run_its_quantum(
+    tiny: GGUFModel, tokenizer: EngineTokenizer, demote: bool
+) -> None:
+    """One slot. ``long`` (priority 2) runs; ``other`` (5) comes 0.05 s later. Without
+    demotion ``long`` keeps the slot and ends first; demoted to 9 after 0.02 s of service, it
+    yields to ``other`` (a preemption) and ends last."""
+    async with running(make_engine(tiny, tokenizer, max_batch=1, policy=PriorityBatch())) as engine:
+        done: list[str] = []
+
+        async def run(
+            name: str, priority: int, delay: float, steps: tuple[tuple[float, int], ...]
+        ) -> None:
+            await anyio.sleep(delay)
+            params = SampleParams(max_tokens=200, temperature=0.0, ignore_eos=True)
+            r = req(tokenizer, name, params=params, priority=priority, demote=steps)
+            await engine.complete(r)
+            done.append(name)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "long", 2, 0.0, ((0.02, 9),) if demote else ())
+            tg.start_soon(run, "other", 5, 0.05, ())
+        assert done == (["other", "long"] if demote else ["long", "other"])
+        assert (engine.counters["preemptions"] >= 1) is demote
+
+
+@pytest.mark.parametrize("steps", [((-1.0, 3),), ((0.5, 1), (0.5, 2)), ((math.inf, 1),)])
+async def test_bad_demotion_steps_are_rejected(
+    engine: Engine, tokenizer: EngineTokenizer, steps: tuple[tuple[float, int], ...]
+) -> None:
+    with pytest.raises(RequestRejected, match="demote step") as err:
+        await engine.complete(req(tokenizer, demote=steps))
+    assert err.value.field == "demote"
 
 
 async def test_a_negative_promotion_time_is_rejected(

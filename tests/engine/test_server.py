@@ -193,6 +193,10 @@ def test_bad_priority_header(server: EngineServer) -> None:
         ({"X-Legato-Promote-To": "0"}, "x-legato-promote-to"),
         ({"X-Legato-KV-TTL": "nan"}, "x-legato-kv-ttl"),
         ({"X-Legato-KV-TTL": "30"}, "x-legato-kv-ttl"),  # no program: whose cache to keep?
+        ({"X-Legato-Demote": "soon"}, "x-legato-demote"),
+        ({"X-Legato-Demote": "0.5:1,0.2:2"}, "x-legato-demote"),
+        ({"X-Legato-Demote": "-1:3"}, "x-legato-demote"),
+        ({"X-Legato-Demote": "1:low"}, "x-legato-demote"),
     ],
 )
 def test_bad_promotion_headers(server: EngineServer, headers: dict[str, str], param: str) -> None:
@@ -201,7 +205,9 @@ def test_bad_promotion_headers(server: EngineServer, headers: dict[str, str], pa
 
 
 def test_promotion_headers_are_accepted(server: EngineServer) -> None:
-    hints = Hints(program="p", thread="t", priority=7, promote_after=0.5, promote_to=0)
+    hints = Hints(
+        program="p", thread="t", priority=7, promote_after=0.5, promote_to=0, demote=((1.5, 8),)
+    )
     r = httpx.post(
         f"{server.url}/completions",
         json={"prompt": "x", "max_tokens": 2},

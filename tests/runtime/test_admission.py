@@ -138,3 +138,23 @@ async def test_cancelled_waiter_gives_its_turn_away() -> None:
         tg.start_soon(user, 2, 0)
     assert got == [0, 2]
     assert adm.in_flight == 0 and adm.waiting == 0
+
+
+async def test_each_call_carries_its_demotion_steps_when_the_policy_demotes_running_calls() -> None:
+    """PLAS with demotion by quantum (thresholds 0.05 and 1 s): the second call's program has
+    ~0.1 s of service (queue 1), so it falls to queue 2 once it has run ~0.9 s itself."""
+
+    async def reply(req: object) -> str:
+        await anyio.sleep(0.1)
+        return "ok"
+
+    backend = ScriptedBackend(reply)
+    policy = PLAS(config=QueueConfig(thresholds=(0.05, 1.0), demote_running=True))
+    async with orchestrator.Orchestrator(backend, policy=policy) as orch:
+        await (await orch.submit(chain, "A", 2)).result()
+    first, second = (c.request.hints for c in backend.calls)
+    assert [to for _, to in first.demote] == [1, 2]  # queue 0: 0.05 s, then 1 s
+    assert second.priority == 1 and len(second.demote) == 1
+    after, to = second.demote[0]
+    assert 0.8 < after < 0.95 and to == 2
+    assert second.headers()["X-Legato-Demote"] == f"{after:g}:2"

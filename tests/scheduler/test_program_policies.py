@@ -440,3 +440,51 @@ def test_adaptive_priority_is_an_int_for_every_index() -> None:
         assert isinstance(value, int) and 0 < value < 101 * 10**9
     past, fresh = call("past", 1.0, kind="k"), call("fresh", 1.0, kind="k")
     assert a.priority(past, 1.0) <= a.priority(fresh, 1.0)
+
+
+def test_demotion_by_quantum_is_off_by_default() -> None:
+    p = PLAS()
+    assert p.demotion(call("p"), 0.0) == ()
+
+
+def test_plas_demotes_a_running_call_at_each_threshold_its_program_crosses() -> None:
+    """The program has 0.7 s of service (queue 1: [0.5, 1)); its next call reaches 1 s after
+    0.3 s of its own service (queue 2), 2 s after 1.3 s (queue 3), and so on to the last."""
+    p = PLAS(config=QueueConfig(demote_running=True))
+    first = call("p", node="a")
+    p.on_admit(first, 0.0)
+    p.on_finish(first, 0.7, 0.7)
+    steps = p.demotion(call("p", 1.0, node="b"), 1.0)
+    assert [to for _, to in steps] == [2, 3, 4, 5, 6, 7]
+    assert [round(after, 6) for after, _ in steps] == [0.3, 1.3, 3.3, 7.3, 15.3, 31.3]
+
+
+def test_atlas_demotion_counts_from_the_call_s_own_path() -> None:
+    """Two parallel branches of 0.8 s each: the program's longest path is 0.8 s (queue 1).
+    A call after one branch starts its path at 0.8 s: it reaches 1 s after 0.2 s of service.
+    A call with no parent starts at 0 and needs 1 s of its own service to raise the path."""
+    p = ATLAS(config=QueueConfig(demote_running=True))
+    for node in ("a", "b"):
+        c = call("p", node=node)
+        p.on_admit(c, 0.0)
+        p.on_finish(c, 0.8, 0.8)
+    after_a = p.demotion(call("p", 1.0, node="c", parents=("p/a",)), 1.0)
+    fresh = p.demotion(call("p", 1.0, node="d"), 1.0)
+    assert round(after_a[0][0], 6) == 0.2 and after_a[0][1] == 2
+    assert fresh[0] == (1.0, 2)
+
+
+def test_mlfq_demotes_a_call_by_its_own_service_from_its_skip_join_queue() -> None:
+    p = MLFQ(config=QueueConfig(demote_running=True))
+    steps = p.demotion(call("p", expected=3.0), 0.0)  # queue 3: [2, 4)
+    assert steps[0] == (4.0, 4)
+
+
+def test_a_starving_program_is_not_demoted() -> None:
+    p = PLAS(config=QueueConfig(demote_running=True))
+    first = call("p", node="a")
+    p.on_admit(first, 0.0)
+    p.on_finish(first, 1.0, 1.0)
+    late = call("p", 1.0, node="b")
+    assert p.demotion(late, 2.0) != ()
+    assert p.demotion(late, 10.0) == ()  # waited 9 s >= 4 x 1 s: the top queue keeps it
