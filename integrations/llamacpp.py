@@ -257,6 +257,18 @@ def _free_port() -> int:
         return port
 
 
+def _port_free(port: int) -> bool:
+    """Whether ``port`` can be bound on ``_HOST`` now (as a server binds it, reusing an address
+    a closed connection left in TIME_WAIT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((_HOST, port))
+        except OSError:
+            return False
+        return True
+
+
 class LlamaServerError(RuntimeError):
     """``llama-server`` exited or did not become healthy; the message ends with its log tail."""
 
@@ -356,6 +368,9 @@ class LlamaServer:
             )
         if not self.model.is_file():
             raise FileNotFoundError(f"model file {self.model} does not exist")
+        if self._requested_port and not _port_free(self._requested_port):
+            # Another server there would answer our /health checks while ours fails to bind.
+            raise LlamaServerError(f"port {self._requested_port} on {_HOST} is already in use")
         # A port picked here may be taken by someone else before the server binds it: retry.
         attempts = 3 if self._requested_port == 0 else 1
         for attempt in range(attempts):

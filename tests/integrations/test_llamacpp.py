@@ -81,6 +81,21 @@ def test_server_needs_a_model(tmp_path: Path) -> None:
         pass
 
 
+def test_server_refuses_a_port_in_use(tmp_path: Path) -> None:
+    """Another server on the port would answer /health while ours fails to bind: refused
+    before anything starts."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = LlamaServer(model, port=port, binary=tmp_path / "llama-server")
+        with pytest.raises(LlamaServerError, match=f"port {port} .* in use"), server:
+            pass
+    assert server.log_path is None
+
+
 # -- the real binary ------------------------------------------------------------------------
 
 
