@@ -431,7 +431,8 @@ def _parser() -> argparse.ArgumentParser:
         type=non_negative_int,
         default=None,
         help="priority: preempt a running sequence only for a priority better by more than this "
-        "(default 0; with Legato's adaptive policy, 500000000: only a better class preempts)",
+        "(default 0; Legato's program_fcfs and adaptive hints never preempt: give "
+        "100000000000, above any difference between their hints)",
     )
     sv.add_argument("--max-batch", type=positive_int, default=16, help="most sequences per step")
     sv.add_argument(

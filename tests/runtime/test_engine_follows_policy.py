@@ -21,8 +21,8 @@ def test_the_engine_legato_builds_follows_the_policy(name: str) -> None:
     batch = orch.backend.options["policy"]  # type: ignore[attr-defined]
     assert isinstance(batch, PriorityBatch)
     assert batch.preempt_threshold == getattr(POLICIES[name], "preempt_threshold", 0)
-    # request-level and program-level FCFS never preempt; the others do
-    assert batch.preempts == (name not in ("fcfs", "program_fcfs"))
+    # request-level and program-level FCFS and adaptive never preempt; the others do
+    assert batch.preempts == (name not in ("fcfs", "program_fcfs", "adaptive"))
     assert getattr(POLICIES["fcfs"], "preempt_threshold", 0) == sys.maxsize
 
 

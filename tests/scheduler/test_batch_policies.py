@@ -37,10 +37,16 @@ def test_any_better_priority_preempts_by_default() -> None:
 
 
 def test_threshold_lets_only_a_better_class_preempt() -> None:
-    policy = PriorityBatch(preempt_threshold=Adaptive.preempt_threshold)
-    run = 2 * 10**9 + 5  # Adaptive's hints: class * 10**9 + rank
+    policy = PriorityBatch(preempt_threshold=10**9 // 2)
+    run = 2 * 10**9 + 5  # hints as class * 10**9 + rank
     assert decide(policy, 2 * 10**9 + 1, run) == ((), ())  # same class, older: waits its turn
     assert decide(policy, 10**9 + 900, run) == (("head",), ("old-run",))  # a better class
+
+
+def test_adaptive_hints_never_preempt() -> None:
+    policy = PriorityBatch(preempt_threshold=Adaptive.preempt_threshold)
+    assert not policy.preempts
+    assert decide(policy, 0, 99 * 10**9 + 5) == ((), ())  # a far better class waits too
 
 
 def test_program_fcfs_hints_never_preempt_for_age() -> None:
