@@ -525,7 +525,8 @@ def _parser() -> argparse.ArgumentParser:
         "--replicas",
         type=positive_int,
         default=1,
-        help="sched: compare replica balancers on this many engines",
+        help="sched: compare replica balancers on this many engines (default --rate: the "
+        "workload's default times this many)",
     )
     b.add_argument(
         "--micro", action="store_true", help="sched: time one decision with 10,000 queued calls"

@@ -584,7 +584,10 @@ def balance(
     console = console or Console(stderr=True)
     if workload not in WORKLOADS:
         raise ConfigError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
-    rate = 2 * DEFAULT_RATES[workload] if rate is None else rate  # two engines' worth of load
+    if replicas < 1:
+        raise ConfigError(f"replicas must be >= 1, got {replicas}")
+    # one engine's default load per replica (the default rates load one engine)
+    rate = replicas * DEFAULT_RATES[workload] if rate is None else rate
     programs = DEFAULT_PROGRAMS[workload] if programs is None else programs
     arrivals = make_workload(workload, programs=programs, rate=rate, seed=seed)
     runs: dict[str, dict[str, Any]] = {}

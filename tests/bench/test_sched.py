@@ -273,6 +273,24 @@ def test_balance_compares_the_rules_on_two_replicas() -> None:
     assert set(report.targets) == {"balancer_speedup_vs_round_robin", "prefix_hits_within_program"}
 
 
+def test_balance_loads_each_replica_as_one_engine_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rates: list[float] = []
+
+    def workload(name: str, *, programs: int, rate: float, seed: int) -> list[Arrival]:
+        rates.append(rate)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(sched, "make_workload", workload)
+    for replicas in (2, 3):
+        with pytest.raises(RuntimeError, match="stop here"):
+            sched.balance("react", replicas=replicas, console=Console(quiet=True))
+    assert rates == [2 * sched.DEFAULT_RATES["react"], 3 * sched.DEFAULT_RATES["react"]]
+    with pytest.raises(ConfigError, match="replicas must be >= 1"):
+        sched.balance("react", replicas=0, console=Console(quiet=True))
+
+
 def test_a_scaled_react_workload_keeps_its_steps_and_shortens_its_prompts() -> None:
     full = make_workload("react", programs=6, rate=1.0, seed=2)
     short = make_workload("react", programs=6, rate=1.0, seed=2, prompt_scale=0.1)
