@@ -242,6 +242,12 @@ def test_sweep_finds_a_rate_per_policy() -> None:
     assert report.config["arrivals_s"] == pytest.approx(3 * report.config["window_s"])
     assert row["mean_s"] <= report.config["sweep_bound_s"]
     assert row["first_mean_s"] > 0 and row["last_mean_s"] > 0
+    # throughput over the measured window too: programs finished per second in it
+    window = report.config["window_s"]
+    again = simulate(sched._sweep_arrivals("dag", row["max_rate"], window, 0), policy="fcfs")
+    assert row["throughput"] == pytest.approx(
+        sched._completion_rate(again, window, 2 * window)
+    )
     # what the engine completes when overloaded, against fcfs's highest rate
     assert report.config["saturation_rate"] > 0
     assert report.config["saturation_x"] == pytest.approx(
