@@ -245,9 +245,7 @@ def test_sweep_finds_a_rate_per_policy() -> None:
     # throughput over the measured window too: programs finished per second in it
     window = report.config["window_s"]
     again = simulate(sched._sweep_arrivals("dag", row["max_rate"], window, 0), policy="fcfs")
-    assert row["throughput"] == pytest.approx(
-        sched._completion_rate(again, window, 2 * window)
-    )
+    assert row["throughput"] == pytest.approx(sched._completion_rate(again, window, 2 * window))
     # what the engine completes when overloaded, against fcfs's highest rate
     assert report.config["saturation_rate"] > 0
     assert report.config["saturation_x"] == pytest.approx(
