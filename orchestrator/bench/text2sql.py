@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ __all__ = [
     "measure",
     "pipeline",
     "real_run",
+    "real_slo",
     "workload",
 ]
 
@@ -558,6 +560,13 @@ def measure(
 
 
 # -- the real run -----------------------------------------------------------------------------
+def real_slo(latencies: Sequence[float | None]) -> float:
+    """The real run's SLO: 3x the median of the questions' latencies alone (the mean of the
+    middle two for an even count); 10 s if none finished."""
+    done = [t for t in latencies if t]
+    return 3.0 * statistics.median(done) if done else 10.0
+
+
 def real_run(
     questions: int = 6,
     *,
@@ -591,8 +600,7 @@ def real_run(
             alone = text2sql.run_evaluation(
                 db, qs[:2], backend=server.url, settings=settings, concurrency=1, policy="fcfs"
             )
-            lat = sorted(a.answer.latency for a in alone.items if a.answer and a.answer.latency)
-            slo = 3.0 * lat[len(lat) // 2] if lat else 10.0
+            slo = real_slo([a.answer.latency for a in alone.items if a.answer])
             for name in policies:
                 r = text2sql.run_evaluation(
                     db,

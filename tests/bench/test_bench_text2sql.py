@@ -82,3 +82,9 @@ def test_the_progress_bar_ends_full_when_the_search_is_not_bracketed(
     assert report.config["fcfs_half_search_att"] > 0.5  # not bracketed: the closest end
     (task,) = bars[0].tasks
     assert task.completed == task.total == 2 + 1  # the two ends, then fcfs at the rate found
+
+
+def test_the_real_run_s_slo_is_three_times_the_median_alone() -> None:
+    assert bench.real_slo([2.0, 4.0]) == 9.0  # the mean of the middle two, not the slower
+    assert bench.real_slo([3.0, None, 1.0, 2.0]) == 6.0  # unanswered ones left out
+    assert bench.real_slo([None]) == 10.0
