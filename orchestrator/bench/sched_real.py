@@ -6,8 +6,11 @@ one thread each, on 127.0.0.1) behind ``Replicas`` (the locality balancer), driv
 seeded generator, prompt text scaled by ``PROMPT_SCALE``) arrive as a Poisson process on the
 wall clock, per policy, through a real ``Orchestrator`` whose admission queue holds the calls
 beyond ``max_in_flight`` = 4 (the replicas' slots): llama-server takes no priority hint, so
-the policy acts only on which ready call goes next. Generations run to ``max_tokens`` (random
-weights rarely write the end token), the tools sleep on the wall clock as the workload says.
+the policy acts only on which ready call goes next. Each policy gets two servers of its own,
+started for it: llama-server keeps finished prompts in RAM, so servers that an earlier policy
+used would hand a later one the same programs' prompts cached. Generations run to
+``max_tokens`` (random weights rarely write the end token), the tools sleep on the wall clock
+as the workload says.
 
 The same arrivals then run in virtual time on two virtual engines shaped like the real ones
 (2 sequences each, the same admission limit, batches in arrival order since llama-server takes
@@ -153,34 +156,50 @@ def real_run(
     gguf = cached_model(model).gguf
     in_flight = 2 * SLOTS
     real: dict[str, dict[str, Any]] = {}
-    servers = [
-        LlamaServer(
-            gguf,
-            binary=binary,
-            parallel=SLOTS,
-            threads=1,
-            ctx=SLOTS * CONTEXT,
-            extra_args=("--override-kv", f"llama.context_length=int:{CONTEXT}"),
-        )
-        for _ in range(2)
-    ]
-    with servers[0], servers[1], progress(console=console) as bar:
-        cost, fitted = fit_cost(servers[0].base)
+
+    def replicas() -> list[LlamaServer]:
+        return [
+            LlamaServer(
+                gguf,
+                binary=binary,
+                parallel=SLOTS,
+                threads=1,
+                ctx=SLOTS * CONTEXT,
+                extra_args=("--override-kv", f"llama.context_length=int:{CONTEXT}"),
+            )
+            for _ in range(2)
+        ]
+
+    cost: CostModel | None = None
+    fitted: dict[str, float] = {}
+    with progress(console=console) as bar:
         for name in names:
             task = bar.add_task(f"real {workload} {name}", total=len(arrivals))
+            # Fresh servers for each policy: llama-server keeps finished prompts in a cache in
+            # RAM (--cache-ram), so a policy run on servers an earlier one used would find the
+            # same programs' prompts cached and start ahead.
+            servers = replicas()
+            with servers[0], servers[1]:
+                if cost is None:  # made-up words no program uses: nothing of it is reused
+                    cost, fitted = fit_cost(servers[0].base)
 
-            async def one_policy(policy: str = name, task_id: Any = task) -> dict[str, Any]:
-                backends = [OpenAICompatible(s.url, dialect="llamacpp") for s in servers]
-                async with backends[0], backends[1]:  # ours to close: Replicas leaves them open
-                    return await drive(
-                        arrivals,
-                        Replicas(backends, balancer="locality"),
-                        policy=policy,
-                        max_in_flight=in_flight,
-                        on_done=functools.partial(bar.advance, task_id),
-                    )
+                async def one_policy(
+                    policy: str = name,
+                    task_id: Any = task,
+                    urls: tuple[str, ...] = tuple(s.url for s in servers),
+                ) -> dict[str, Any]:
+                    backends = [OpenAICompatible(u, dialect="llamacpp") for u in urls]
+                    async with backends[0], backends[1]:  # ours to close: Replicas leaves them
+                        return await drive(
+                            arrivals,
+                            Replicas(backends, balancer="locality"),
+                            policy=policy,
+                            max_in_flight=in_flight,
+                            on_done=functools.partial(bar.advance, task_id),
+                        )
 
-            real[name] = anyio.run(one_policy)
+                real[name] = anyio.run(one_policy)
+    assert cost is not None
     virtual: dict[str, dict[str, Any]] = {}
     with progress(console=console) as bar:
         for name in names:

@@ -7,11 +7,13 @@ import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from orchestrator.bench.sched_real import _pair_agreement, real_run
 from orchestrator.cli import main
+from orchestrator.engine import CostModel
 from orchestrator.errors import ConfigError
 
 
@@ -70,3 +72,52 @@ def test_real_run_drives_two_llama_server_replicas(tmp_path: Path) -> None:
     }
     assert all(r["failed"] == 0 and r["mean_s"] > 0 for r in rows), report["config"]
     assert set(report["targets"]) == {"real_vs_virtual_pair_agreement", "real_best_is_virtual_best"}
+
+
+def test_each_policy_runs_on_servers_started_for_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """llama-server keeps finished prompts in RAM: servers an earlier policy used would give a
+    later one the same programs' prompts cached. Each policy's run gets two servers started for
+    it, and stopped before the next policy's start."""
+    import integrations.llamacpp
+    import orchestrator.engine
+    from orchestrator.bench import sched_real
+
+    events: list[str] = []
+    port = iter(range(40000, 40100))
+
+    class Server:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.url = f"http://127.0.0.1:{next(port)}/v1"
+            self.base = self.url[: -len("/v1")]
+
+        def __enter__(self) -> Server:
+            events.append(f"start {self.url}")
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            events.append(f"stop {self.url}")
+
+    async def drive(arrivals: object, backend: Any, *, policy: str, **kw: object) -> dict[str, Any]:
+        urls = ",".join(str(b.base_url) for b in backend.backends)
+        events.append(f"run {policy} on {urls}")
+        return {"mean_s": 1.0, "p50_s": 1.0, "p99_s": 1.0, "failed": 0, "first_error": None}
+
+    monkeypatch.setattr(integrations.llamacpp, "find", lambda: tmp_path / "llama-server")
+    monkeypatch.setattr(integrations.llamacpp, "LlamaServer", Server)
+    monkeypatch.setattr(
+        orchestrator.engine, "cached_model", lambda model: SimpleNamespace(gguf=tmp_path / "m")
+    )
+    monkeypatch.setattr(sched_real, "fit_cost", lambda base: (CostModel(), {}))
+    monkeypatch.setattr(sched_real, "drive", drive)
+    real_run(2, policies=("fcfs", "program_fcfs"))
+    runs = [e for e in events if e.startswith("run")]
+    assert len(runs) == 2
+    for run in runs:
+        i = events.index(run)
+        urls = run.split(" on ")[1].split(",")
+        for url in urls:
+            start, stop = events.index(f"start {url}"), events.index(f"stop {url}")
+            assert start < i < stop  # started for this run, stopped after it
+        assert not set(urls) & set(runs[0 if run != runs[0] else 1].split(" on ")[1].split(","))
