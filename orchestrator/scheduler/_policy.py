@@ -49,6 +49,12 @@ class Policy(Protocol):
     ``key`` orders waiting calls (the smallest is admitted first); ``priority`` is the hint sent
     to engines (Legato's meaning: lower = sooner). ``on_admit`` and ``on_finish`` let stateful
     policies learn from what ran.
+
+    Optional, read with ``getattr`` by the orchestrator and the engine's batcher:
+    ``promotion(call, now)`` (when a call still waiting at the engine should be promoted, and
+    to what), ``demotion(call, now)`` (after how much of its own service a running call falls
+    to each lower priority), ``preempt_threshold`` (how much better a priority must be to
+    preempt) and ``uses_kv_ttl`` (whether its calls pin their KV cache between turns).
     """
 
     name: str
