@@ -432,7 +432,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="priority: preempt a running sequence only for a priority better by more than this "
         "(default 0; Legato's program_fcfs and adaptive hints never preempt: give "
-        "100000000000, above any difference between their hints)",
+        "200000000000, above any difference between their hints)",
     )
     sv.add_argument("--max-batch", type=positive_int, default=16, help="most sequences per step")
     sv.add_argument(

@@ -56,7 +56,8 @@ class Hints:
             h["X-Legato-Promote-After"] = f"{self.promote_after:g}"
             h["X-Legato-Promote-To"] = str(self.promote_to)
         if self.demote:
-            h["X-Legato-Demote"] = ",".join(f"{after:g}:{to}" for after, to in self.demote)
+            # milliseconds, written out: ``g`` would round 123456.7 and 123456.9 alike
+            h["X-Legato-Demote"] = ",".join(f"{after:.3f}:{to}" for after, to in self.demote)
         return h
 
 

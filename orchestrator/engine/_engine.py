@@ -95,6 +95,8 @@ class EngineRequest:
         demote: ``(service, priority)`` steps, service strictly ascending: once the request
             has spent ``service`` seconds in the batch (``Hints.demote``, demotion by
             quantum), batch policies see that step's ``priority``; a promotion still wins.
+            Time in the batch counts whether or not the sequence computes (a paused one
+            waiting for appended tokens is served too).
         constraint: a grammar matcher (``GrammarCompiler.compile(g).matcher()``): each step
             only the tokens it allows may be sampled, and the generation ends when it is
             complete and an end token is chosen. Owned by this request (one per sequence).
@@ -570,7 +572,10 @@ class Engine:
                 s.blocks_hint = self.pool.blocks_for(len(s.tokens) + 1) - held
             blocks = s.blocks_hint
         waited = s.waited if running else s.waited + now - s.queued_at
-        served = self._service(s) if s.req.demote else 0.0
+        # time at the engine less time queued (``_service``, without its queue scan)
+        served = (
+            max(0.0, now - s.arrival - waited) if s.req.demote and s.started is not None else 0.0
+        )
         return SeqView(
             id=s.id,
             priority=s.req.priority_at(waited, served),

@@ -190,19 +190,28 @@ class Orchestrator:
         which it is demoted as it runs there (the policy's ``demotion``, where it has one:
         demotion by quantum)."""
         priority = self.policy.priority(call, now)
+        demotion = getattr(self.policy, "demotion", None)
+        demote: list[tuple[float, int]] = []
+        for after, to in demotion(call, now) if demotion is not None else ():
+            if to <= priority:
+                continue
+            after = round(after, 3)  # as sent: steps closer than that merge, the later wins
+            if demote and after <= demote[-1][0]:
+                demote[-1] = (demote[-1][0], to)
+            else:
+                demote.append((after, to))
         promotion = getattr(self.policy, "promotion", None)
         promote = promotion(call, now) if promotion is not None else None
-        if promote is not None and promote[1] >= priority:
-            promote = None  # nothing to gain: it is already there
-        demotion = getattr(self.policy, "demotion", None)
-        demote = demotion(call, now) if demotion is not None else ()
+        worst = max([priority, *(to for _, to in demote)])
+        if promote is not None and promote[1] >= worst:
+            promote = None  # nothing to gain: it never leaves that priority or a better one
         return dataclasses.replace(
             hints,
             priority=priority,
             kv_ttl=kv_ttl,
             promote_after=None if promote is None else round(promote[0], 3),
             promote_to=0 if promote is None else promote[1],
-            demote=tuple((round(after, 3), to) for after, to in demote if to > priority),
+            demote=tuple(demote),
         )
 
     def next_call_seq(self) -> int:

@@ -24,13 +24,13 @@ engine batches, so the rule travels with each call: ``promotion(call, now)`` say
 is still waiting at the engine, its program starves and what priority it should have then (sent
 as ``X-Legato-Promote-After`` / ``X-Legato-Promote-To``; the embedded engine honours them).
 
-**Demotion by quantum while a call runs** (``QueueConfig(demote_running=True)``, off by
-default). Between calls, PLAS, ATLAS and MLFQ demote a program by the service its calls have
-finished with. Autellix also demotes inside the engine: a call whose program crosses its queue's
-threshold while the call runs falls to the next queue there, and better calls may preempt it.
-With the option on, ``demotion(call, now)`` gives those steps (seconds of the call's own
-service, then the queue it falls to). They are sent as ``X-Legato-Demote``, and the embedded
-engine's batcher sees each new priority once the call has run that long. Measured with
+**Demotion by quantum while a call runs** (``QueueConfig(demote_running=True)``, off by default).
+Between calls, PLAS and ATLAS demote a program by the service its calls have finished with (MLFQ
+places each call by its own expected size). Autellix also demotes inside the engine: a call whose
+program crosses its queue's threshold while the call runs falls to the next queue there, and better
+calls may preempt it. With the option on, ``demotion(call, now)`` gives those steps (seconds of the
+call's own service, then the queue it falls to). They are sent as ``X-Legato-Demote``, and the
+embedded engine's batcher sees each new priority once the call has run that long. Measured with
 ``legato bench sched``'s workloads on the embedded engine (seed 0, default rates), it was off
 against on:
 
@@ -47,6 +47,7 @@ that take its place are no shorter on the whole.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import sys
 from collections import defaultdict, deque
@@ -67,6 +68,15 @@ class QueueConfig:
     demote_running: bool = False
     """Demotion by quantum while a call runs (``demotion``): off by default, because on the
     embedded engine, whose preemption recomputes, it measured worse wherever it acted."""
+
+    def __post_init__(self) -> None:
+        t = self.thresholds
+        if not t or not all(math.isfinite(x) and x > 0 for x in t):
+            raise ValueError(f"QueueConfig.thresholds must be seconds > 0, got {t}")
+        if any(b <= a for a, b in itertools.pairwise(t)):
+            raise ValueError(f"QueueConfig.thresholds must increase, got {t}")
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise ValueError(f"QueueConfig.beta must be > 0, got {self.beta}")
 
     def queue(self, value: float) -> int:
         """The queue of ``value`` (0 is served first)."""

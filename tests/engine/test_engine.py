@@ -312,24 +312,34 @@ async def test_time_in_the_batch_does_not_count_toward_a_promotion(
 async def test_a_running_request_is_demoted_once_it_has_run_its_quantum(
     tiny: GGUFModel, tokenizer: EngineTokenizer, demote: bool
 ) -> None:
-    """One slot. ``long`` (priority 2) runs; ``other`` (5) comes 0.05 s later. Without
-    demotion ``long`` keeps the slot and ends first; demoted to 9 after 0.02 s of service, it
-    yields to ``other`` (a preemption) and ends last."""
+    """One slot. ``long`` (priority 2, 900 tokens) runs; ``other`` (5) comes once ``long`` has
+    streamed a token. Without demotion ``long`` keeps the slot and ends first; demoted to 9
+    after 0.01 s of service, it yields to ``other`` (a preemption) and ends last."""
     async with running(make_engine(tiny, tokenizer, max_batch=1, policy=PriorityBatch())) as engine:
         done: list[str] = []
+        streaming = anyio.Event()
+        steps = ((0.01, 9),) if demote else ()
 
-        async def run(
-            name: str, priority: int, delay: float, steps: tuple[tuple[float, int], ...]
-        ) -> None:
-            await anyio.sleep(delay)
-            params = SampleParams(max_tokens=200, temperature=0.0, ignore_eos=True)
-            r = req(tokenizer, name, params=params, priority=priority, demote=steps)
-            await engine.complete(r)
-            done.append(name)
+        async def run_long() -> None:
+            params = SampleParams(max_tokens=900, temperature=0.0, ignore_eos=True)
+            r = req(tokenizer, "long", params=params, priority=2, demote=steps)
+            async with engine.open(r) as events:
+                async for ev in events:
+                    streaming.set()
+                    if isinstance(ev, FinishEvent):
+                        break
+            done.append("long")
+
+        async def run_other() -> None:
+            with anyio.fail_after(30):
+                await streaming.wait()
+            params = SampleParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+            await engine.complete(req(tokenizer, "other", params=params, priority=5))
+            done.append("other")
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(run, "long", 2, 0.0, ((0.02, 9),) if demote else ())
-            tg.start_soon(run, "other", 5, 0.05, ())
+            tg.start_soon(run_long)
+            tg.start_soon(run_other)
         assert done == (["other", "long"] if demote else ["long", "other"])
         assert (engine.counters["preemptions"] >= 1) is demote
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -661,3 +662,15 @@ async def test_a_request_the_engine_fails_alone_gets_a_500_and_the_rest_go_on(
             assert error["code"] == 500 and "this request's step broke" in error["message"]
             r = await client.post("/v1/completions", json={"prompt": "hi", "max_tokens": 2})
             assert r.status_code == 200 and (await client.get("/health")).status_code == 200
+
+
+def test_the_demotion_header_reads_back_what_hints_write() -> None:
+    from orchestrator.engine._server import _demote_header
+
+    steps = ((0.5, 1), (1234.568, 2), (123456.7, 3), (123456.9, 4))
+    headers = Hints(program="p", thread="t", demote=steps).headers()
+    sent = SimpleNamespace(headers={"x-legato-demote": headers["X-Legato-Demote"]})
+    assert _demote_header(sent) == steps  # type: ignore[arg-type]
+    spaced = SimpleNamespace(headers={"x-legato-demote": "0.5:1, 1.5:2"})
+    assert _demote_header(spaced) == ((0.5, 1), (1.5, 2))  # type: ignore[arg-type]
+    assert _demote_header(SimpleNamespace(headers={})) == ()  # type: ignore[arg-type]

@@ -488,3 +488,22 @@ def test_a_starving_program_is_not_demoted() -> None:
     late = call("p", 1.0, node="b")
     assert p.demotion(late, 2.0) != ()
     assert p.demotion(late, 10.0) == ()  # waited 9 s >= 4 x 1 s: the top queue keeps it
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"thresholds": ()}, "thresholds must be seconds > 0"),
+        ({"thresholds": (0.0, 1.0)}, "thresholds must be seconds > 0"),
+        ({"thresholds": (1.0, math.nan)}, "thresholds must be seconds > 0"),
+        ({"thresholds": (1.0, 1.0)}, "thresholds must increase"),
+        ({"thresholds": (2.0, 1.0)}, "thresholds must increase"),
+        ({"beta": 0.0}, "beta must be > 0"),
+        ({"beta": math.inf}, "beta must be > 0"),
+    ],
+)
+def test_a_queue_config_that_cannot_order_is_refused(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        QueueConfig(**kwargs)  # type: ignore[arg-type]
