@@ -36,7 +36,7 @@ against on:
 
 - chat, PLAS: mean 28.2 s against 29.0 s; p50 12.2 against 12.8 s; p99 118.7 against 121.3 s;
   1,162 against 1,330 preemptions;
-- dag, ATLAS: 8.2 against 17.8 s;
+- dag, ATLAS: 8.2 against 18.6 s;
 - tree, ATLAS: 8.1 against 8.9 s.
 
 MLFQ on chat did not change: its calls rarely outrun the queue of their expected size. The
