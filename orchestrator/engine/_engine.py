@@ -273,6 +273,12 @@ class _Seq:
         return len(self.req.prompt)
 
 
+def _served(s: _Seq, now: float, queued: float) -> float:
+    """Seconds ``s`` has spent in the batch by ``now``, given its time ``queued`` in all: its
+    time at the engine less that (0 if it never joined)."""
+    return 0.0 if s.started is None else max(0.0, now - s.arrival - queued)
+
+
 class Engine:
     """Continuous batching over a ``LlamaModel`` (or, without one, in virtual time).
 
@@ -572,10 +578,7 @@ class Engine:
                 s.blocks_hint = self.pool.blocks_for(len(s.tokens) + 1) - held
             blocks = s.blocks_hint
         waited = s.waited if running else s.waited + now - s.queued_at
-        # time at the engine less time queued (``_service``, without its queue scan)
-        served = (
-            max(0.0, now - s.arrival - waited) if s.req.demote and s.started is not None else 0.0
-        )
+        served = _served(s, now, waited) if s.req.demote else 0.0
         return SeqView(
             id=s.id,
             priority=s.req.priority_at(waited, served),
@@ -606,10 +609,8 @@ class Engine:
     def _service(self, s: _Seq) -> float:
         """Seconds ``s`` has spent in the batch: its time at the engine less its time queued,
         before it first joined and after each preemption (0 if it never joined)."""
-        if s.started is None:
-            return 0.0
-        queued = s.waited + (anyio.current_time() - s.queued_at if s in self._waiting else 0.0)
-        return max(0.0, anyio.current_time() - s.arrival - queued)
+        now = anyio.current_time()
+        return _served(s, now, s.waited + (now - s.queued_at if s in self._waiting else 0.0))
 
     def _join(self, s: _Seq, now: float) -> None:
         """Move a queued sequence into the batch, counting its wait."""

@@ -100,6 +100,15 @@ class _Base:
     admitted: dict[str, float] = field(default_factory=dict)
     """When each call now at the backend was admitted (its wait since then is not yet in its
     program's ``waited``); ``on_finish``, which admission always calls, removes it."""
+    _origin: float | None = None
+    """When ``_hint`` was first asked: ranks count from it (see ``_rank``)."""
+
+    def _hint(self, cls: int, moment: float, now: float) -> int:
+        """A priority hint of class ``cls`` ranked by ``moment``: ``cls * 10**9 + rank``
+        (``_rank``, counted from the first hint asked)."""
+        if self._origin is None:
+            self._origin = now
+        return cls * _CLASS + _rank(moment, self._origin)
 
     def _since(self, call: CallInfo) -> float:
         """Since when ``call`` has been waiting, as far as its program's ``waited`` does not
@@ -293,8 +302,6 @@ class SLO(_Base):
     """
 
     name = "slo"
-    _origin: float | None = None
-    """When ``priority`` was first asked: ranks count from it (see ``_rank``)."""
 
     def key(self, call: CallInfo, now: float) -> tuple[float, ...]:
         """Sort key of a waiting call (here: calls that can still start in time, then late calls,
@@ -324,10 +331,6 @@ class SLO(_Base):
         latest_start = call.deadline - call.expected_service
         return self._hint(0 if now <= latest_start else 1, latest_start, now)
 
-    def _hint(self, cls: int, moment: float, now: float) -> int:
-        if self._origin is None:
-            self._origin = now
-        return cls * _CLASS + _rank(moment, self._origin)
 
 
 def gittins_index(samples: Sequence[float], attained: float) -> float:
@@ -539,8 +542,6 @@ class Adaptive(_Base):
     """Programs admitted and not ended, by kind."""
     _exempt: dict[str, bool] = field(default_factory=dict)
     _exempt_epoch: int = -1
-    _origin: float | None = None
-    """When ``priority`` was first asked: ranks count from it (see ``_rank``)."""
 
     def _gittins(self, program: str, kind: str, attained: float) -> float | None:
         samples = self._sorted.get(kind)
@@ -650,9 +651,7 @@ class Adaptive(_Base):
         k = self.key(call, now)
         if k[0] == 0:
             return 0
-        if self._origin is None:
-            self._origin = now
-        return (1 + int(k[1])) * _CLASS + _rank(k[2], self._origin)
+        return self._hint(1 + int(k[1]), k[2], now)
 
     def on_admit(self, call: CallInfo, now: float) -> None:
         """As ``_Base``, and marks the program (and its kind) in progress and counts its calls in
