@@ -332,7 +332,6 @@ class SLO(_Base):
         return self._hint(0 if now <= latest_start else 1, latest_start, now)
 
 
-
 def gittins_index(samples: Sequence[float], attained: float) -> float:
     """The Gittins index of a job with ``attained`` service whose total service is distributed
     as the sorted ``samples``: ``sup_d P(S - a <= d | S > a) / E[min(S - a, d) | S > a]``.
